@@ -1,0 +1,454 @@
+//! `nvme-flash DEVICE ...`: commands addressed to one drive.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use flash_tools::device::{DeviceAddr, Drive, Locator};
+use flash_tools::firmware::{self, Activation, Event, FailureKind, Outcome, UpdateOptions};
+use flash_tools::nvme::command::{sanitize_action, self_test_code, NSID_ALL};
+use flash_tools::nvme::features::{feature_name, select};
+use flash_tools::nvme::log_page::self_test_result;
+use flash_tools::nvme::CommitAction;
+use flash_tools::units::{parse_duration, parse_size};
+use flash_tools::ResetKind;
+
+use crate::{output, CmdResult, Common, Failure, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_USAGE};
+
+#[derive(Parser, Debug)]
+#[command(name = "nvme-flash DEVICE", no_binary_name = false)]
+struct DeviceCli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogKind {
+    Smart,
+    Fw,
+    Error,
+    Selftest,
+    Effects,
+    Sanitize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SelfTestKind {
+    Short,
+    Extended,
+    Abort,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SanitizeKind {
+    BlockErase,
+    CryptoErase,
+    Overwrite,
+    ExitFailure,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Select {
+    Current,
+    Default,
+    Saved,
+    Supported,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Identify Controller (nvme-cli `id-ctrl`).
+    Info,
+    /// Identify Namespace (nvme-cli `id-ns`).
+    IdNs {
+        #[arg(long, default_value_t = 1)]
+        nsid: u32,
+    },
+    /// Read a log page.
+    Log {
+        #[arg(value_enum)]
+        kind: LogKind,
+        /// Error log entries to read.
+        #[arg(long, default_value_t = 16)]
+        entries: usize,
+    },
+    /// Update the firmware: download, commit, activate, verify, roll back on failure.
+    Update {
+        image: PathBuf,
+        /// Firmware slot (1-7); by default a writable slot other than the running one.
+        #[arg(long)]
+        slot: Option<u8>,
+        /// reset: commit then reset the controller; now: activate without reset; next-reset: stage only.
+        #[arg(long, default_value = "reset")]
+        activate: Activation,
+        /// Expected sha256 of the image (hex); the update refuses a mismatching file.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Revision the drive must report afterwards (default: what the drive lists for the slot).
+        #[arg(long)]
+        expect_rev: Option<String>,
+        /// Largest chunk to transfer (the drive's MDTS also limits it).
+        #[arg(long, value_parser = parse_size, default_value = "128k")]
+        xfer: u64,
+        /// How long to wait for the drive to come back after activation.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        wait_timeout: Duration,
+        /// Retries per chunk for statuses without Do Not Retry.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        /// Leave a drive that came up wrong as it is instead of rolling back.
+        #[arg(long)]
+        no_rollback: bool,
+    },
+    /// Firmware Image Download only (no commit), like nvme-cli `fw-download`.
+    FwDownload {
+        image: PathBuf,
+        #[arg(long, value_parser = parse_size, default_value = "128k")]
+        xfer: u64,
+        /// Byte offset of the first chunk.
+        #[arg(long, value_parser = parse_size, default_value = "0")]
+        offset: u64,
+    },
+    /// Firmware Commit only, like nvme-cli `fw-commit`.
+    FwCommit {
+        #[arg(long)]
+        slot: u8,
+        /// 0 replace, 1 replace + activate at reset, 2 activate slot at reset, 3 replace + activate now.
+        #[arg(long)]
+        action: u8,
+    },
+    /// Controller (or NVM subsystem) reset.
+    Reset {
+        #[arg(long)]
+        subsystem: bool,
+    },
+    /// Start (or abort) a device self-test.
+    SelfTest {
+        #[arg(value_enum)]
+        kind: SelfTestKind,
+        #[arg(long, default_value_t = NSID_ALL)]
+        nsid: u32,
+        /// Wait for completion and print the result.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Format NVM.
+    Format {
+        #[arg(long, default_value_t = 1)]
+        nsid: u32,
+        #[arg(long, default_value_t = 0)]
+        lbaf: u8,
+        /// Secure erase setting: 0 none, 1 user data erase, 2 cryptographic erase.
+        #[arg(long, default_value_t = 0)]
+        ses: u8,
+    },
+    /// Sanitize the whole NVM subsystem.
+    Sanitize {
+        #[arg(value_enum)]
+        action: SanitizeKind,
+    },
+    /// Get Features.
+    GetFeature {
+        #[arg(value_parser = parse_u8)]
+        fid: u8,
+        #[arg(long, value_enum, default_value = "current")]
+        sel: Select,
+        #[arg(long, default_value_t = 0)]
+        nsid: u32,
+    },
+    /// Set Features.
+    SetFeature {
+        #[arg(value_parser = parse_u8)]
+        fid: u8,
+        #[arg(value_parser = parse_u32)]
+        value: u32,
+        #[arg(long)]
+        save: bool,
+    },
+    /// Wait until the drive is present and answers Identify.
+    Wait {
+        #[arg(long = "for", value_parser = parse_duration, default_value = "60s")]
+        within: Duration,
+    },
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a number (decimal or 0x hex)"))
+}
+
+fn parse_u8(s: &str) -> Result<u8, String> {
+    parse_u32(s).and_then(|v| u8::try_from(v).map_err(|_| format!("'{s}' does not fit in a byte")))
+}
+
+/// `nvme-flash list`.
+pub fn list(common: &Common) -> CmdResult {
+    let ctrls = common
+        .sysfs()
+        .controllers()
+        .map_err(|e| Failure::new(EXIT_UNREACHABLE, anyhow::anyhow!("cannot read {}/class/nvme: {e}", common.sysfs_root.display())))?;
+    if common.json {
+        output::json(&ctrls);
+    } else if ctrls.is_empty() {
+        outln!("no NVMe controllers under {}/class/nvme", common.sysfs_root.display());
+    } else {
+        outln!("{:<8} {:<20} {:<28} {:<8} {:<14}", "NAME", "SERIAL", "MODEL", "FW(sysfs)", "ADDRESS");
+        for c in ctrls {
+            outln!("{:<8} {:<20} {:<28} {:<8} {:<14}", c.name, c.serial, c.model, c.firmware_rev, c.address);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn run(args: Vec<String>, common: Common) -> CmdResult {
+    let device = args[0].clone();
+    let parsed = DeviceCli::try_parse_from(std::iter::once(format!("nvme-flash {device}")).chain(args[1..].iter().cloned()));
+    let cli = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    // Options may come before or after DEVICE.
+    let common = Common {
+        json: common.json || cli.common.json,
+        timeout: if cli.common.timeout != Duration::from_secs(60) { cli.common.timeout } else { common.timeout },
+        sysfs_root: if cli.common.sysfs_root.as_os_str() != "/sys" { cli.common.sysfs_root } else { common.sysfs_root },
+        verbose: common.verbose.max(cli.common.verbose),
+    };
+    let addr: DeviceAddr = device.parse().map_err(Failure::usage)?;
+    let locator = Locator::new(addr, common.sysfs());
+    let mut drive = Drive::open(locator, Some(common.timeout))?;
+    execute(&mut drive, cli.action, &common)
+}
+
+fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
+    let ctrl = drive.controller().clone();
+    let show = |v: &dyn erased::Show| {
+        if common.json {
+            v.json()
+        } else {
+            v.table()
+        }
+    };
+    match action {
+        Action::Info => show(&ctrl.identify_controller()?),
+        Action::IdNs { nsid } => show(&ctrl.identify_namespace(nsid)?),
+        Action::Log { kind, entries } => match kind {
+            LogKind::Smart => show(&ctrl.smart_log()?),
+            LogKind::Fw => {
+                let id = ctrl.identify_controller()?;
+                show(&ctrl.firmware_slot_log()?.report(id.firmware_slots(), id.slot1_read_only()))
+            }
+            LogKind::Error => show(&ctrl.error_log(entries)?),
+            LogKind::Selftest => show(&ctrl.self_test_log()?),
+            LogKind::Effects => show(&ctrl.effects_log()?.entries()),
+            LogKind::Sanitize => show(&ctrl.sanitize_status()?),
+        },
+        Action::Update { image, slot, activate, sha256, expect_rev, xfer, wait_timeout, retries, no_rollback } => {
+            let bytes = std::fs::read(&image)
+                .map_err(|e| Failure::usage(format!("cannot read firmware image {}: {e}", image.display())))?;
+            let opts = UpdateOptions {
+                slot,
+                activation: activate,
+                sha256,
+                expect_revision: expect_rev,
+                chunk_retries: retries,
+                max_chunk: xfer,
+                come_back_timeout: wait_timeout,
+                rollback: !no_rollback,
+            };
+            return update(drive, &bytes, &opts, common);
+        }
+        Action::FwDownload { image, xfer, offset } => {
+            let bytes = std::fs::read(&image)
+                .map_err(|e| Failure::usage(format!("cannot read firmware image {}: {e}", image.display())))?;
+            if xfer == 0 || xfer % 4 != 0 || offset % 4 != 0 || bytes.len() % 4 != 0 {
+                return Err(Failure::usage("--xfer, --offset and the image size must be non-zero multiples of 4 bytes"));
+            }
+            for (i, chunk) in bytes.chunks(xfer as usize).enumerate() {
+                ctrl.firmware_download(offset + i as u64 * xfer, chunk)?;
+            }
+            eprintln!("downloaded {} bytes at offset {offset:#x}", bytes.len());
+        }
+        Action::FwCommit { slot, action } => {
+            let ca = CommitAction::from_value(action)
+                .ok_or_else(|| Failure::usage(format!("--action {action}: expected 0, 1, 2 or 3")))?;
+            if slot > 7 {
+                return Err(Failure::usage(format!("--slot {slot}: expected 0 (controller chooses) to 7")));
+            }
+            match ctrl.firmware_commit(slot, ca)? {
+                flash_tools::controller::CommitOutcome::Committed => eprintln!("committed: slot {slot}, {}", ca.describe()),
+                flash_tools::controller::CommitOutcome::NeedsReset(s) => eprintln!("committed: slot {slot}; the drive says {s}"),
+            }
+        }
+        Action::Reset { subsystem } => {
+            ctrl.reset(if subsystem { ResetKind::Subsystem } else { ResetKind::Controller })?;
+            eprintln!("reset issued to {}", ctrl.name());
+        }
+        Action::SelfTest { kind, nsid, wait } => {
+            let code = match kind {
+                SelfTestKind::Short => self_test_code::SHORT,
+                SelfTestKind::Extended => self_test_code::EXTENDED,
+                SelfTestKind::Abort => self_test_code::ABORT,
+            };
+            ctrl.device_self_test(nsid, code)?;
+            if wait && code != self_test_code::ABORT {
+                return wait_self_test(drive, common);
+            }
+            eprintln!("self-test {kind:?} started on {}", ctrl.name());
+        }
+        Action::Format { nsid, lbaf, ses } => {
+            ctrl.format_nvm(nsid, lbaf, ses)?;
+            eprintln!("formatted namespace {nsid} with LBA format {lbaf}");
+        }
+        Action::Sanitize { action } => {
+            let a = match action {
+                SanitizeKind::BlockErase => sanitize_action::BLOCK_ERASE,
+                SanitizeKind::CryptoErase => sanitize_action::CRYPTO_ERASE,
+                SanitizeKind::Overwrite => sanitize_action::OVERWRITE,
+                SanitizeKind::ExitFailure => sanitize_action::EXIT_FAILURE_MODE,
+            };
+            ctrl.sanitize(a, 0)?;
+            show(&ctrl.sanitize_status()?);
+        }
+        Action::GetFeature { fid, sel, nsid } => {
+            let s = match sel {
+                Select::Current => select::CURRENT,
+                Select::Default => select::DEFAULT,
+                Select::Saved => select::SAVED,
+                Select::Supported => select::SUPPORTED_CAPABILITIES,
+            };
+            let value = ctrl.get_feature(fid, s, nsid)?;
+            show(&FeatureValue { fid, name: feature_name(fid), value });
+        }
+        Action::SetFeature { fid, value, save } => {
+            let result = ctrl.set_feature(fid, value, save, 0)?;
+            show(&FeatureValue { fid, name: feature_name(fid), value: result });
+        }
+        Action::Wait { within } => {
+            drive.wait_ready(within)?;
+            eprintln!("{} is up as {}", drive.locator.addr, drive.controller().device_name());
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct FeatureValue {
+    fid: u8,
+    name: &'static str,
+    value: u32,
+}
+
+fn wait_self_test(drive: &mut Drive, common: &Common) -> CmdResult {
+    let ctrl = drive.controller().clone();
+    let bar = terminal_bar(100, "self-test");
+    loop {
+        let log = ctrl.self_test_log()?;
+        if log.current_operation == 0 {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let Some(latest) = log.results.first() else {
+                return Err(Failure::new(EXIT_FAILED, anyhow::anyhow!("the self-test log holds no result")));
+            };
+            if common.json {
+                output::json(latest);
+            } else {
+                output::table(latest);
+            }
+            return Ok(if latest.result == self_test_result::COMPLETED { EXIT_OK } else { EXIT_FAILED });
+        }
+        if let Some(b) = &bar {
+            b.set_position(log.completion as u64);
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn terminal_bar(len: u64, what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    Some(bar)
+}
+
+struct CliProgress {
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl firmware::Progress for CliProgress {
+    fn event(&mut self, e: &Event) {
+        let line = format!("[{:>6.1}s] {:<14} {}", e.elapsed_ms as f64 / 1000.0, e.step.to_string(), e.message);
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn download(&mut self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+            if done == total {
+                b.finish_and_clear();
+            }
+        } else if done == total {
+            eprintln!("[{:>6.1}s] download       {total} bytes sent", self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common) -> CmdResult {
+    let mut progress = CliProgress { bar: terminal_bar(image.len() as u64, "download"), started: Instant::now() };
+    let report = firmware::update(drive, image, opts, &mut progress);
+    if common.json {
+        output::json(&report);
+    } else {
+        outln!("{report}");
+    }
+    Ok(match (&report.outcome, report.failure.as_ref().map(|f| f.kind)) {
+        (Outcome::Updated | Outcome::Staged, _) => EXIT_OK,
+        (_, Some(FailureKind::BadInput)) => EXIT_USAGE,
+        (_, Some(FailureKind::Unreachable)) => EXIT_UNREACHABLE,
+        (_, Some(FailureKind::Timeout)) => EXIT_TIMEOUT,
+        _ => EXIT_FAILED,
+    })
+}
+
+/// Object-safe "print as JSON or table" for the `show` helper.
+mod erased {
+    use serde::Serialize;
+
+    pub trait Show {
+        fn json(&self);
+        fn table(&self);
+    }
+    impl<T: Serialize> Show for T {
+        fn json(&self) {
+            crate::output::json(self)
+        }
+        fn table(&self) {
+            crate::output::table(self)
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! `nvme-flash sim ...`: make simulated drives and firmware images, inject faults, switch power.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+
+use flash_tools::sim::faults::{Fault, FaultKind, OpcodeFilter};
+use flash_tools::sim::image::{self, Behaviour, ImageSpec, FOREVER_MS};
+use flash_tools::sim::state::{Power, Timing};
+use flash_tools::sim::{SimConfig, SimController};
+use flash_tools::units::{format_size, parse_duration, parse_size};
+
+use crate::{output, CmdResult, Common, Failure, EXIT_OK};
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Create a simulated drive in DIR.
+    Create {
+        dir: PathBuf,
+        #[arg(long, default_value = "NVFSIM0001")]
+        serial: String,
+        #[arg(long, default_value = "NVFARM SIM X1")]
+        model: String,
+        /// Firmware revision running in slot 1.
+        #[arg(long = "fw", default_value = "1.0.0")]
+        fw: String,
+        /// Number of firmware slots (1-7).
+        #[arg(long, default_value_t = 3)]
+        slots: u8,
+        /// Make slot 1 read-only (factory image).
+        #[arg(long)]
+        slot1_readonly: bool,
+        /// Namespace size.
+        #[arg(long, value_parser = parse_size, default_value = "1G")]
+        size: u64,
+        /// Logical block size: 512 or 4096.
+        #[arg(long, default_value_t = 4096)]
+        block_size: u32,
+        /// Firmware update granularity in 4 KiB units (255 = any).
+        #[arg(long, default_value_t = 1)]
+        fwug: u8,
+        /// Maximum data transfer size as a power of two of 4 KiB.
+        #[arg(long, default_value_t = 5)]
+        mdts: u8,
+        /// Commit action 3 needs a reset (answers 0x111) instead of activating immediately.
+        #[arg(long)]
+        no_immediate_activation: bool,
+        /// PCI address to report (default: derived from the serial).
+        #[arg(long)]
+        pci: Option<String>,
+        /// Enumerate into this sysfs-shaped directory, so `serial=`/`pci=` lookups find the drive.
+        #[arg(long)]
+        bus: Option<PathBuf>,
+        /// Boot time after a reset or power-on.
+        #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+        boot_time: Duration,
+        /// Duration of a short self-test.
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        self_test_short: Duration,
+        /// Duration of an extended self-test.
+        #[arg(long, value_parser = parse_duration, default_value = "8s")]
+        self_test_extended: Duration,
+    },
+    /// Build a simulated-drive firmware image.
+    Image {
+        /// Firmware revision (1-8 characters).
+        #[arg(long)]
+        rev: String,
+        /// Model the image is for (default: any model).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value = "ok")]
+        behaviour: Behaviour,
+        /// How long vanish / slow-boot last ("forever" = until power-cycled, for vanish).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Payload size (a multiple of 4).
+        #[arg(long, value_parser = parse_size, default_value = "256k")]
+        payload_size: u64,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Inject or clear faults on a simulated drive (read by the drive on every command).
+    Fault {
+        dir: PathBuf,
+        #[command(subcommand)]
+        fault: FaultCommand,
+    },
+    /// Cut and restore the drive's power.
+    PowerCycle { dir: PathBuf },
+    /// Switch the drive's power off or on.
+    Power {
+        dir: PathBuf,
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Show a simulated drive's state: power, device name, firmware slots, counters, faults.
+    Status { dir: PathBuf },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FaultCommand {
+    /// Add latency to matching commands.
+    Latency {
+        #[arg(value_parser = parse_duration)]
+        delay: Duration,
+        #[arg(long)]
+        opcode: Option<OpcodeFilter>,
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Make matching commands hang (never complete) until the fault is cleared.
+    Hang {
+        #[arg(long)]
+        opcode: Option<OpcodeFilter>,
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Complete matching commands with an NVMe status (e.g. 0x4006).
+    Status {
+        #[arg(value_parser = parse_status)]
+        status: u16,
+        #[arg(long)]
+        opcode: Option<OpcodeFilter>,
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Lose power when a firmware download has received AFTER chunks.
+    PowerLoss {
+        #[arg(long, default_value_t = 1)]
+        after: u32,
+    },
+    /// Drop off the bus: until power-cycled, or for --for.
+    Vanish {
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Make the next self-test(s) fail.
+    SelfTestFailure {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Fail reads of these blocks with Unrecovered Read Error.
+    MediaError {
+        #[arg(long)]
+        lba: u64,
+        #[arg(long, default_value_t = 1)]
+        blocks: u64,
+    },
+    /// Remove every fault.
+    Clear,
+    /// List the faults in effect.
+    List,
+}
+
+fn parse_status(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a status (e.g. 0x4006)"))
+}
+
+#[derive(Serialize)]
+struct SimStatus {
+    dir: PathBuf,
+    serial: String,
+    model: String,
+    device_name: String,
+    power: Power,
+    running_revision: String,
+    active_slot: u8,
+    next_slot: Option<u8>,
+    slots: Vec<Option<String>>,
+    namespace_bytes: u64,
+    block_size: u64,
+    power_cycles: u128,
+    unsafe_shutdowns: u128,
+    error_count: u64,
+    faults: Vec<String>,
+}
+
+pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
+    match cmd {
+        SimCommand::Create {
+            dir,
+            serial,
+            model,
+            fw,
+            slots,
+            slot1_readonly,
+            size,
+            block_size,
+            fwug,
+            mdts,
+            no_immediate_activation,
+            pci,
+            bus,
+            boot_time,
+            self_test_short,
+            self_test_extended,
+        } => {
+            let cfg = SimConfig {
+                serial,
+                model,
+                firmware_revision: fw,
+                slots,
+                slot1_readonly,
+                activation_without_reset: !no_immediate_activation,
+                size_bytes: size,
+                block_size,
+                fwug,
+                mdts,
+                pci_address: pci,
+                bus,
+                timing: Timing {
+                    boot_ms: boot_time.as_millis() as u64,
+                    self_test_short_ms: self_test_short.as_millis() as u64,
+                    self_test_extended_ms: self_test_extended.as_millis() as u64,
+                },
+            };
+            let sim = SimController::create(&dir, &cfg)?;
+            let st = sim.state()?;
+            if common.json {
+                output::json(&status(&sim)?);
+            } else {
+                outln!(
+                    "created simulated drive {} ({} serial {}, firmware {} in slot 1 of {}, {}) as nvme{}",
+                    sim.dir().display(),
+                    st.model,
+                    st.serial,
+                    st.firmware.running_revision,
+                    st.firmware.slots,
+                    format_size(st.namespace.size_bytes),
+                    st.instance
+                );
+            }
+        }
+        SimCommand::Image { rev, model, behaviour, duration, payload_size, output: out } => {
+            let behaviour_ms = match duration.as_deref() {
+                None => 0,
+                Some("forever") => FOREVER_MS,
+                Some(d) => parse_duration(d).map_err(Failure::usage)?.as_millis().min(FOREVER_MS as u128 - 1) as u32,
+            };
+            let spec = ImageSpec { revision: rev, model, behaviour, behaviour_ms, payload_len: payload_size as usize };
+            let img = image::build(&spec).map_err(|e| Failure::usage(format!("cannot build image: {e}")))?;
+            std::fs::write(&out, &img)
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+            let header = image::parse(&img).expect("just built");
+            if common.json {
+                output::json(&header);
+            } else {
+                outln!(
+                    "wrote {} ({} bytes): revision {}, behaviour {}{}",
+                    out.display(),
+                    img.len(),
+                    header.revision,
+                    header.behaviour,
+                    header.model.map(|m| format!(", model {m}")).unwrap_or_default()
+                );
+            }
+        }
+        SimCommand::Fault { dir, fault } => {
+            let sim = SimController::open(&dir)?;
+            let op = |o: Option<OpcodeFilter>| o.map(|f| f.to_string());
+            let f = match fault {
+                FaultCommand::Latency { delay, opcode, count } => Fault {
+                    ms: Some(delay.as_millis() as u64),
+                    opcode: op(opcode),
+                    count,
+                    ..Fault::new(FaultKind::Latency)
+                },
+                FaultCommand::Hang { opcode, count } => Fault { opcode: op(opcode), count, ..Fault::new(FaultKind::Hang) },
+                FaultCommand::Status { status, opcode, count } => {
+                    Fault { status: Some(status), opcode: op(opcode), count, ..Fault::new(FaultKind::Status) }
+                }
+                FaultCommand::PowerLoss { after } => {
+                    Fault { after: Some(after), ..Fault::new(FaultKind::PowerLossDuringDownload) }
+                }
+                FaultCommand::Vanish { duration } => {
+                    Fault { ms: duration.map(|d| d.as_millis() as u64), ..Fault::new(FaultKind::Vanish) }
+                }
+                FaultCommand::SelfTestFailure { count } => Fault { count: Some(count), ..Fault::new(FaultKind::SelfTestFailure) },
+                FaultCommand::MediaError { lba, blocks } => {
+                    Fault { lba: Some(lba), blocks: Some(blocks), ..Fault::new(FaultKind::MediaError) }
+                }
+                FaultCommand::Clear => {
+                    sim.clear_faults()?;
+                    eprintln!("cleared all faults on {}", dir.display());
+                    return Ok(EXIT_OK);
+                }
+                FaultCommand::List => {
+                    let list: Vec<String> = sim.faults()?.faults.iter().map(Fault::describe).collect();
+                    if common.json {
+                        output::json(&sim.faults()?.faults);
+                    } else if list.is_empty() {
+                        outln!("no faults");
+                    } else {
+                        list.iter().for_each(|l| outln!("{l}"));
+                    }
+                    return Ok(EXIT_OK);
+                }
+            };
+            let text = f.describe();
+            sim.add_fault(f)?;
+            eprintln!("injected on {}: {text}", dir.display());
+        }
+        SimCommand::PowerCycle { dir } => {
+            let sim = SimController::open(&dir)?;
+            sim.power_cycle()?;
+            let st = sim.state()?;
+            eprintln!("power-cycled {} (power cycles: {}, now nvme{})", dir.display(), st.counters.power_cycles, st.instance);
+        }
+        SimCommand::Power { dir, state } => {
+            let sim = SimController::open(&dir)?;
+            sim.set_power(matches!(state, OnOff::On))?;
+            eprintln!("power {:?} on {}", state, dir.display());
+        }
+        SimCommand::Status { dir } => {
+            let sim = SimController::open(&dir)?;
+            let s = status(&sim)?;
+            if common.json {
+                output::json(&s);
+            } else {
+                output::table(&s);
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn status(sim: &SimController) -> Result<SimStatus, Failure> {
+    let st = sim.state()?;
+    let faults = sim.faults()?.faults.iter().map(Fault::describe).collect();
+    Ok(SimStatus {
+        dir: sim.dir().to_path_buf(),
+        serial: st.serial.clone(),
+        model: st.model.clone(),
+        device_name: format!("nvme{}", st.instance),
+        power: st.power.clone(),
+        running_revision: st.firmware.running_revision.clone(),
+        active_slot: st.firmware.active_slot,
+        next_slot: st.firmware.next_slot,
+        slots: st.firmware.images.iter().take(st.firmware.slots as usize).map(|i| i.as_ref().map(|i| i.revision.clone())).collect(),
+        namespace_bytes: st.namespace.size_bytes,
+        block_size: st.namespace.block_size(),
+        power_cycles: st.counters.power_cycles,
+        unsafe_shutdowns: st.counters.unsafe_shutdowns,
+        error_count: st.error_count,
+        faults,
+    })
+}

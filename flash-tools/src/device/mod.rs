@@ -1,0 +1,168 @@
+//! Naming and opening drives.
+//!
+//! A [`Locator`] turns a [`DeviceAddr`] into an open [`Passthru`], looking a serial number or PCI address up in
+//! sysfs each time, so a drive that comes back from a reset under another `/dev/nvmeN` is found again. A
+//! [`Drive`] holds a locator and the currently open controller and knows how to wait for the drive to come back.
+
+pub mod address;
+pub mod sysfs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use address::DeviceAddr;
+pub use sysfs::{Enumerated, Sysfs};
+
+use crate::controller::{Controller, NvmeError};
+use crate::linux::LinuxIoctl;
+use crate::sim::{SimController, SimError};
+use crate::transport::{Passthru, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("no NVMe controller matches {addr} under {root}/class/nvme ({seen}); check the address, or the drive is off the bus")]
+    NotFound { addr: String, root: PathBuf, seen: String },
+    #[error("{addr} matches more than one controller ({names}); use a more specific address")]
+    Ambiguous { addr: String, names: String },
+    #[error("cannot read {root}/class/nvme: {source}")]
+    Sysfs {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Nvme(#[from] NvmeError),
+    #[error("{addr} did not come back within {}: {last}", humantime::format_duration(*waited))]
+    NotBack { addr: String, waited: Duration, last: String },
+}
+
+impl DeviceError {
+    /// The drive is absent right now (not found, gone, not ready): waiting may help.
+    pub fn is_absent(&self) -> bool {
+        match self {
+            DeviceError::NotFound { .. } | DeviceError::NotBack { .. } => true,
+            DeviceError::Sim(SimError::NoDrive { .. }) => true,
+            DeviceError::Transport(t) => t.is_absent(),
+            DeviceError::Nvme(n) => n.is_absent(),
+            _ => false,
+        }
+    }
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, DeviceError::Transport(t) if t.is_timeout()) || matches!(self, DeviceError::Nvme(n) if n.is_timeout())
+    }
+}
+
+/// Where an address currently leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Linux(PathBuf),
+    Sim(PathBuf),
+}
+
+/// Resolves an address to a device, each time anew.
+#[derive(Clone, Debug)]
+pub struct Locator {
+    pub addr: DeviceAddr,
+    pub sysfs: Sysfs,
+}
+
+impl Locator {
+    pub fn new(addr: DeviceAddr, sysfs: Sysfs) -> Self {
+        Locator { addr, sysfs }
+    }
+
+    pub fn resolve(&self) -> Result<Target, DeviceError> {
+        let lookup = |pred: &dyn Fn(&Enumerated) -> bool| -> Result<Target, DeviceError> {
+            let all = self
+                .sysfs
+                .controllers()
+                .map_err(|source| DeviceError::Sysfs { root: self.sysfs.root.clone(), source })?;
+            let hits: Vec<&Enumerated> = all.iter().filter(|c| pred(c)).collect();
+            match hits.as_slice() {
+                [one] => Ok(match &one.sim_state {
+                    Some(dir) => Target::Sim(dir.clone()),
+                    None => Target::Linux(self.sysfs.node(&one.name)),
+                }),
+                [] => Err(DeviceError::NotFound {
+                    addr: self.addr.to_string(),
+                    root: self.sysfs.root.clone(),
+                    seen: if all.is_empty() {
+                        "no controllers present".into()
+                    } else {
+                        let seen: Vec<String> =
+                            all.iter().map(|c| format!("{} serial={} pci={}", c.name, c.serial, c.address)).collect();
+                        format!("present: {}", seen.join(", "))
+                    },
+                }),
+                many => Err(DeviceError::Ambiguous {
+                    addr: self.addr.to_string(),
+                    names: many.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                }),
+            }
+        };
+        match &self.addr {
+            DeviceAddr::Path(p) => Ok(Target::Linux(p.clone())),
+            DeviceAddr::Sim(d) => Ok(Target::Sim(d.clone())),
+            DeviceAddr::Serial(s) => lookup(&|c| c.serial == *s),
+            DeviceAddr::Pci(p) => lookup(&|c| address::normalize_pci(&c.address).as_deref() == Some(p.as_str())),
+        }
+    }
+
+    pub fn open(&self) -> Result<Arc<dyn Passthru>, DeviceError> {
+        Ok(match self.resolve()? {
+            Target::Linux(p) => Arc::new(LinuxIoctl::open(&p)?),
+            Target::Sim(d) => Arc::new(SimController::open(&d)?),
+        })
+    }
+}
+
+/// A drive: its address and the controller currently open for it.
+#[derive(Debug)]
+pub struct Drive {
+    pub locator: Locator,
+    ctrl: Controller,
+    timeout: Option<Duration>,
+}
+
+impl Drive {
+    /// Opens the drive at `addr` with a per-command `timeout`.
+    pub fn open(locator: Locator, timeout: Option<Duration>) -> Result<Self, DeviceError> {
+        let ctrl = Controller::new(locator.open()?).with_timeout(timeout);
+        Ok(Drive { locator, ctrl, timeout })
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.ctrl
+    }
+
+    /// Looks the drive up again and reopens it.
+    pub fn reopen(&mut self) -> Result<(), DeviceError> {
+        self.ctrl = Controller::new(self.locator.open()?).with_timeout(self.timeout);
+        Ok(())
+    }
+
+    /// Waits until the drive is found and answers Identify Controller, reopening it as needed (it may have
+    /// re-enumerated under another name). Errors other than absence end the wait at once.
+    pub fn wait_ready(&mut self, within: Duration) -> Result<(), DeviceError> {
+        let start = Instant::now();
+        let mut last: String;
+        loop {
+            let attempt = self.reopen().and_then(|()| self.ctrl.identify_controller().map(drop).map_err(DeviceError::from));
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_absent() || e.is_timeout() => last = e.to_string(),
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() >= within {
+                return Err(DeviceError::NotBack { addr: self.locator.addr.to_string(), waited: within, last });
+            }
+            thread::sleep(Duration::from_millis(100).min(within.saturating_sub(start.elapsed())));
+        }
+    }
+}

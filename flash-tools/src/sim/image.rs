@@ -1,0 +1,296 @@
+//! The simulated controller's firmware image format.
+//!
+//! Real firmware images are opaque to nvfarm; the simulated controller has its own so that it can do what a real
+//! drive does with one: reject a corrupt or foreign image (0x107 Invalid Firmware Image) and carry a revision.
+//! An image can also be built to misbehave after activation, to exercise the update flow's verification and
+//! rollback.
+//!
+//! Layout (little endian), 128-byte header then payload:
+//!
+//! | bytes  | field |
+//! |--------|-------|
+//! | 0-7    | magic `NVFSIMFW` |
+//! | 8-9    | format version (1) |
+//! | 10-11  | behaviour after activation (0 ok, 1 boot-fail, 2 fallback, 3 vanish, 4 slow-boot) |
+//! | 12-15  | header length (128) |
+//! | 16-23  | firmware revision, ASCII, space padded |
+//! | 24-63  | compatible model, ASCII, space padded (all spaces = any model) |
+//! | 64-71  | payload length (a multiple of 4) |
+//! | 72-75  | behaviour duration in ms (vanish / slow-boot; 0 = default, 0xFFFFFFFF = until power-cycled) |
+//! | 76-79  | CRC-32 of the whole image with this field zeroed |
+//! | 80-127 | reserved, zero |
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::nvme::bytes::{ascii_at, put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
+
+pub const MAGIC: &[u8; 8] = b"NVFSIMFW";
+pub const HEADER_LEN: usize = 128;
+pub const FORMAT_VERSION: u16 = 1;
+/// Behaviour duration meaning "until power-cycled" (vanish).
+pub const FOREVER_MS: u32 = u32::MAX;
+/// Default payload size: big enough that a download takes several chunks.
+pub const DEFAULT_PAYLOAD_LEN: usize = 256 * 1024;
+
+/// What an image does when the controller activates it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// Boots and runs normally.
+    #[default]
+    Ok,
+    /// Boots into a failed state: admin commands answer, I/O fails with Internal Error and the SMART critical
+    /// warning reports degraded reliability.
+    BootFail,
+    /// Fails to boot; the boot ROM falls back to the previously active slot.
+    Fallback,
+    /// The drive drops off the bus on activation and re-enumerates (under a new device name) after the
+    /// behaviour's duration; with [`FOREVER_MS`] it stays gone until power-cycled.
+    Vanish,
+    /// Boots, but takes the behaviour's duration to come back.
+    SlowBoot,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 5] =
+        [Behaviour::Ok, Behaviour::BootFail, Behaviour::Fallback, Behaviour::Vanish, Behaviour::SlowBoot];
+
+    fn code(self) -> u16 {
+        match self {
+            Behaviour::Ok => 0,
+            Behaviour::BootFail => 1,
+            Behaviour::Fallback => 2,
+            Behaviour::Vanish => 3,
+            Behaviour::SlowBoot => 4,
+        }
+    }
+    fn from_code(c: u16) -> Option<Self> {
+        Behaviour::ALL.into_iter().find(|b| b.code() == c)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Ok => "ok",
+            Behaviour::BootFail => "boot-fail",
+            Behaviour::Fallback => "fallback",
+            Behaviour::Vanish => "vanish",
+            Behaviour::SlowBoot => "slow-boot",
+        }
+    }
+    /// Default duration for behaviours that take one.
+    pub fn default_ms(self) -> u32 {
+        match self {
+            Behaviour::Vanish => 1500,
+            Behaviour::SlowBoot => 3000,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Behaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Behaviour::ALL.into_iter().find(|b| b.as_str() == s).ok_or_else(|| {
+            format!("unknown behaviour '{s}': expected one of ok, boot-fail, fallback, vanish, slow-boot")
+        })
+    }
+}
+
+/// Parameters of an image to build.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    pub revision: String,
+    /// Model the image is for; `None` = any model.
+    pub model: Option<String>,
+    pub behaviour: Behaviour,
+    pub behaviour_ms: u32,
+    pub payload_len: usize,
+}
+
+impl ImageSpec {
+    pub fn new(revision: &str) -> Self {
+        ImageSpec {
+            revision: revision.to_string(),
+            model: None,
+            behaviour: Behaviour::Ok,
+            behaviour_ms: 0,
+            payload_len: DEFAULT_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// Why an image is not a valid simulated-drive image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("image is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    TooShort { len: usize },
+    #[error("bad magic: not an nvfarm simulated-drive firmware image (expected 'NVFSIMFW' at offset 0)")]
+    BadMagic,
+    #[error("unsupported image format version {0} (this build reads version {FORMAT_VERSION})")]
+    Version(u16),
+    #[error("unknown behaviour code {0} at offset 10")]
+    Behaviour(u16),
+    #[error("header says {expected} bytes in all but the image has {actual}")]
+    Length { expected: u64, actual: usize },
+    #[error("checksum mismatch: header says {expected:#010x}, image hashes to {actual:#010x} (the image is corrupt)")]
+    Checksum { expected: u32, actual: u32 },
+    #[error("revision must be 1 to 8 printable ASCII characters without spaces, got '{0}'")]
+    Revision(String),
+    #[error("model must be at most 40 printable ASCII characters, got '{0}'")]
+    Model(String),
+    #[error("payload length {0} must be a multiple of 4 bytes")]
+    PayloadAlignment(usize),
+}
+
+/// A parsed image header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageHeader {
+    pub revision: String,
+    /// Compatible model, `None` = any.
+    pub model: Option<String>,
+    pub behaviour: Behaviour,
+    pub behaviour_ms: u32,
+    pub payload_len: u64,
+    pub crc32: u32,
+}
+
+fn valid_revision(rev: &str) -> bool {
+    !rev.is_empty() && rev.len() <= 8 && rev.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Builds an image. The payload is deterministic filler derived from the revision.
+pub fn build(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
+    if !valid_revision(&spec.revision) {
+        return Err(ImageError::Revision(spec.revision.clone()));
+    }
+    if let Some(m) = &spec.model {
+        if m.len() > 40 || !m.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(ImageError::Model(m.clone()));
+        }
+    }
+    if spec.payload_len % 4 != 0 {
+        return Err(ImageError::PayloadAlignment(spec.payload_len));
+    }
+    let mut img = vec![0u8; HEADER_LEN + spec.payload_len];
+    img[0..8].copy_from_slice(MAGIC);
+    put_u16(&mut img, 8, FORMAT_VERSION);
+    put_u16(&mut img, 10, spec.behaviour.code());
+    put_u32(&mut img, 12, HEADER_LEN as u32);
+    put_ascii(&mut img, 16, 8, &spec.revision);
+    put_ascii(&mut img, 24, 40, spec.model.as_deref().unwrap_or(""));
+    put_u64(&mut img, 64, spec.payload_len as u64);
+    put_u32(&mut img, 72, spec.behaviour_ms);
+    // xorshift filler seeded by the revision, so two builds of one revision are identical.
+    let mut x: u64 = spec.revision.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |a: u64, b| a.rotate_left(5) ^ b as u64) | 1;
+    for chunk in img[HEADER_LEN..].chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = chunk.len();
+        chunk.copy_from_slice(&x.to_le_bytes()[..n]);
+    }
+    let crc = crc32fast::hash(&img);
+    put_u32(&mut img, 76, crc);
+    Ok(img)
+}
+
+/// Does `bytes` start like a simulated-drive image? (Used to pick up the revision to expect.)
+pub fn is_sim_image(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..8] == MAGIC
+}
+
+/// Validates an image completely (magic, version, lengths, checksum) and returns its header.
+pub fn parse(img: &[u8]) -> Result<ImageHeader, ImageError> {
+    if img.len() < HEADER_LEN {
+        return Err(ImageError::TooShort { len: img.len() });
+    }
+    if &img[..8] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    let version = u16_at(img, 8);
+    if version != FORMAT_VERSION {
+        return Err(ImageError::Version(version));
+    }
+    let code = u16_at(img, 10);
+    let behaviour = Behaviour::from_code(code).ok_or(ImageError::Behaviour(code))?;
+    let header_len = u32_at(img, 12) as u64;
+    let payload_len = u64_at(img, 64);
+    let expected = header_len.saturating_add(payload_len);
+    if expected != img.len() as u64 || header_len != HEADER_LEN as u64 {
+        return Err(ImageError::Length { expected, actual: img.len() });
+    }
+    let stored = u32_at(img, 76);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&img[..76]);
+    h.update(&[0u8; 4]);
+    h.update(&img[80..]);
+    let actual = h.finalize();
+    if stored != actual {
+        return Err(ImageError::Checksum { expected: stored, actual });
+    }
+    let model = ascii_at(img, 24, 40).trim().to_string();
+    Ok(ImageHeader {
+        revision: ascii_at(img, 16, 8).trim().to_string(),
+        model: (!model.is_empty()).then_some(model),
+        behaviour,
+        behaviour_ms: u32_at(img, 72),
+        payload_len,
+        crc32: stored,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_parses() {
+        let mut spec = ImageSpec::new("2.0.1");
+        spec.model = Some("NVFARM SIM X1".into());
+        spec.behaviour = Behaviour::SlowBoot;
+        spec.behaviour_ms = 1234;
+        spec.payload_len = 4096;
+        let img = build(&spec).unwrap();
+        assert_eq!(img.len(), 128 + 4096);
+        assert!(is_sim_image(&img));
+        let h = parse(&img).unwrap();
+        assert_eq!(h.revision, "2.0.1");
+        assert_eq!(h.model.as_deref(), Some("NVFARM SIM X1"));
+        assert_eq!(h.behaviour, Behaviour::SlowBoot);
+        assert_eq!(h.behaviour_ms, 1234);
+        assert_eq!(build(&spec).unwrap(), img, "deterministic");
+    }
+
+    #[test]
+    fn rejects_corruption_truncation_and_foreign_files() {
+        let img = build(&ImageSpec::new("1.0")).unwrap();
+        let mut bad = img.clone();
+        bad[HEADER_LEN + 100] ^= 0xff;
+        assert!(matches!(parse(&bad), Err(ImageError::Checksum { .. })));
+        assert!(matches!(parse(&img[..img.len() - 4]), Err(ImageError::Length { .. })));
+        assert_eq!(parse(b"short"), Err(ImageError::TooShort { len: 5 }));
+        assert_eq!(parse(&[0u8; 200]), Err(ImageError::BadMagic));
+        let mut v = img.clone();
+        v[8] = 9;
+        assert_eq!(parse(&v), Err(ImageError::Version(9)));
+    }
+
+    #[test]
+    fn validates_spec() {
+        assert!(matches!(build(&ImageSpec::new("way-too-long")), Err(ImageError::Revision(_))));
+        assert!(matches!(build(&ImageSpec::new("a b")), Err(ImageError::Revision(_))));
+        let mut s = ImageSpec::new("1");
+        s.payload_len = 3;
+        assert_eq!(build(&s), Err(ImageError::PayloadAlignment(3)));
+        assert_eq!("boot-fail".parse::<Behaviour>(), Ok(Behaviour::BootFail));
+        assert!("explode".parse::<Behaviour>().unwrap_err().contains("slow-boot"));
+    }
+}

@@ -1,0 +1,318 @@
+//! The simulated drive's persistent state: what a real drive keeps in flash and NOR (identity, firmware slots,
+//! SMART counters, logs, saved features) plus what the simulation needs to model time (boot and self-test
+//! deadlines, power).
+//!
+//! Stored as `sim.json` in the drive's directory, replaced atomically (write to a temporary file, then rename)
+//! under the directory's lock, so a killed process never leaves a half-written state.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::image::Behaviour;
+use super::SimError;
+
+pub const STATE_FILE: &str = "sim.json";
+pub const STATE_VERSION: u32 = 1;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Which reset a drive asks for when Firmware Commit action 3 cannot activate without one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetRequirement {
+    /// 0x111 Firmware Activation Requires Controller Level Reset.
+    #[default]
+    Controller,
+    /// 0x10B Firmware Activation Requires Conventional Reset.
+    Conventional,
+    /// 0x110 Firmware Activation Requires NVM Subsystem Reset.
+    Subsystem,
+}
+
+/// An image stored in a firmware slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotImage {
+    pub revision: String,
+    pub behaviour: Behaviour,
+    pub behaviour_ms: u32,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagedRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareState {
+    /// Number of slots, 1..=7.
+    pub slots: u8,
+    pub slot1_readonly: bool,
+    /// Commit action 3 activates without a reset (FRMW bit 4).
+    pub activation_without_reset: bool,
+    /// Status returned by commit action 3 when activation needs a reset.
+    pub activation_reset: ResetRequirement,
+    /// FWUG, in 4 KiB units.
+    pub fwug: u8,
+    /// MDTS, as a power of two of 4 KiB.
+    pub mdts: u8,
+    /// Images in slots 1..=7 (index 0 = slot 1).
+    pub images: Vec<Option<SlotImage>>,
+    /// The slot the running firmware came from.
+    pub active_slot: u8,
+    /// Slot to activate at the next reset.
+    pub next_slot: Option<u8>,
+    /// Revision reported in Identify FR.
+    pub running_revision: String,
+    /// The running image booted into its failed state (boot-fail behaviour).
+    pub running_failed: bool,
+    /// Portions of an image downloaded but not yet committed (bytes in `staging.bin`).
+    pub staged: Vec<StagedRange>,
+}
+
+impl FirmwareState {
+    pub fn image(&self, slot: u8) -> Option<&SlotImage> {
+        self.images.get(slot as usize - 1).and_then(|s| s.as_ref())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceState {
+    /// Namespace capacity in bytes (a multiple of the largest LBA size).
+    pub size_bytes: u64,
+    /// LBA format in use: 0 = 512-byte blocks, 1 = 4096-byte blocks.
+    pub lba_format: u8,
+}
+
+impl NamespaceState {
+    pub fn block_size(&self) -> u64 {
+        if self.lba_format == 1 {
+            4096
+        } else {
+            512
+        }
+    }
+    pub fn blocks(&self) -> u64 {
+        self.size_bytes / self.block_size()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    pub bytes_read: u128,
+    pub bytes_written: u128,
+    pub host_read_commands: u128,
+    pub host_write_commands: u128,
+    pub busy_ms: u128,
+    pub power_cycles: u128,
+    pub unsafe_shutdowns: u128,
+    pub media_errors: u128,
+    /// Accumulated powered-on time, not counting the current power-on period.
+    pub power_on_ms: u128,
+    /// Extra heat from recent I/O, in Kelvin, decaying over time.
+    pub heat: f64,
+    pub heat_updated_ms: u64,
+    pub critical_warning: u8,
+    pub percent_used: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRecord {
+    pub error_count: u64,
+    pub sqid: u16,
+    pub cmdid: u16,
+    pub status: u16,
+    pub lba: u64,
+    pub nsid: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunningSelfTest {
+    pub code: u8,
+    pub nsid: u32,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestRecord {
+    pub code: u8,
+    pub result: u8,
+    pub segment: u8,
+    pub power_on_hours: u64,
+    pub nsid: u32,
+    pub failing_lba: Option<u64>,
+    pub status_code_type: u8,
+    pub status_code: u8,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestState {
+    pub running: Option<RunningSelfTest>,
+    /// Newest first, at most 20.
+    pub results: Vec<SelfTestRecord>,
+}
+
+/// Power and bus presence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Power {
+    /// Powered and answering.
+    On { since_ms: u64 },
+    /// Powered, firmware booting until `until_ms`.
+    Booting { since_ms: u64, until_ms: u64 },
+    /// Not on the bus. Comes back at `until_ms`, or only when power-cycled if `until_ms` is None. `powered` is
+    /// false when the power was switched off. `reenumerate`: it dropped off the bus unexpectedly, so the host
+    /// still holds its old node and it comes back under a new device name.
+    Gone { since_ms: u64, until_ms: Option<u64>, powered: bool, reenumerate: bool },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Time to boot after a reset or power-on.
+    pub boot_ms: u64,
+    pub self_test_short_ms: u64,
+    pub self_test_extended_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { boot_ms: 200, self_test_short_ms: 2000, self_test_extended_ms: 8000 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimState {
+    pub version: u32,
+    pub serial: String,
+    pub model: String,
+    pub pci_address: String,
+    pub firmware: FirmwareState,
+    pub namespace: NamespaceState,
+    pub counters: Counters,
+    /// Error log, newest first, at most 64 entries.
+    pub errors: Vec<ErrorRecord>,
+    pub error_count: u64,
+    pub next_cmdid: u16,
+    pub self_test: SelfTestState,
+    /// Sanitize Status log fields.
+    pub sanitize_sstat: u16,
+    pub sanitize_cdw10: u32,
+    /// Current and saved feature values (FID → value); absent = default.
+    pub features_current: BTreeMap<u8, u32>,
+    pub features_saved: BTreeMap<u8, u32>,
+    pub power: Power,
+    /// Writes since the last Flush: a power loss now is an unsafe shutdown with data at risk.
+    pub dirty: bool,
+    /// Device instance (the N of nvmeN) it enumerated as.
+    pub instance: u32,
+    /// Fake sysfs tree the drive publishes itself into (see [`super::bus`]).
+    pub bus: Option<PathBuf>,
+    pub timing: Timing,
+    pub created_ms: u64,
+}
+
+impl SimState {
+    pub fn load(dir: &Path) -> Result<Self, SimError> {
+        let path = dir.join(STATE_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SimError::NoDrive { dir: dir.to_path_buf() });
+            }
+            Err(e) => return Err(SimError::Io { path, source: e }),
+        };
+        let st: SimState =
+            serde_json::from_str(&text).map_err(|e| SimError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        if st.version != STATE_VERSION {
+            return Err(SimError::Corrupt {
+                path,
+                reason: format!("state version {} (this build reads {STATE_VERSION})", st.version),
+            });
+        }
+        Ok(st)
+    }
+
+    /// Atomically replaces the state file.
+    pub fn save(&self, dir: &Path) -> Result<(), SimError> {
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+        let io = |source| SimError::Io { path: path.clone(), source };
+        let text = serde_json::to_vec_pretty(self).expect("state serializes");
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&text).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    pub fn is_on(&self) -> bool {
+        matches!(self.power, Power::On { .. })
+    }
+
+    /// Total powered-on time in ms.
+    pub fn power_on_ms(&self, now: u64) -> u128 {
+        let current = match self.power {
+            Power::On { since_ms } | Power::Booting { since_ms, .. } => now.saturating_sub(since_ms) as u128,
+            Power::Gone { since_ms, powered: true, .. } => now.saturating_sub(since_ms) as u128,
+            Power::Gone { .. } => 0,
+        };
+        self.counters.power_on_ms + current
+    }
+
+    pub fn power_on_hours(&self, now: u64) -> u64 {
+        (self.power_on_ms(now) / 3_600_000) as u64
+    }
+
+    /// Composite temperature in Kelvin: 35 °C idle plus heat from recent I/O.
+    pub fn temperature_k(&self, now: u64) -> u16 {
+        let decayed = self.decayed_heat(now);
+        (308.0 + decayed.min(45.0)).round() as u16
+    }
+
+    fn decayed_heat(&self, now: u64) -> f64 {
+        let dt = now.saturating_sub(self.counters.heat_updated_ms) as f64 / 1000.0;
+        self.counters.heat * 0.5f64.powf(dt / 20.0)
+    }
+
+    /// Adds heat for `bytes` of I/O (about 1 K per 256 MiB moved, halving every 20 s).
+    pub fn add_heat(&mut self, bytes: u64, now: u64) {
+        self.counters.heat = self.decayed_heat(now) + bytes as f64 / (256.0 * 1024.0 * 1024.0);
+        self.counters.heat_updated_ms = now;
+    }
+
+    /// Appends an error log entry (newest first, 64 kept).
+    pub fn record_error(&mut self, sqid: u16, status: u16, nsid: u32, lba: u64) {
+        self.error_count += 1;
+        let cmdid = self.next_cmdid;
+        self.errors.insert(0, ErrorRecord { error_count: self.error_count, sqid, cmdid, status, lba, nsid });
+        self.errors.truncate(64);
+    }
+
+    /// Takes a command identifier for the next command.
+    pub fn take_cmdid(&mut self) -> u16 {
+        self.next_cmdid = self.next_cmdid.wrapping_add(1);
+        self.next_cmdid
+    }
+}

@@ -1,0 +1,119 @@
+//! The passthrough seam: the one place commands leave the process.
+//!
+//! A [`Passthru`] submits one NVMe command with an optional data buffer to a controller's admin or I/O queue and
+//! returns the completion (status + result dword 0) or an OS-level error. Everything above this trait (typed
+//! commands, firmware update, test plans) is the same for a real drive ([`crate::linux::LinuxIoctl`]) and the
+//! simulated controller ([`crate::sim::SimController`]).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::nvme::{Command, Queue, Status};
+
+/// The data phase of a command.
+#[derive(Debug)]
+pub enum Data<'a> {
+    None,
+    /// Host to controller (Write, Firmware Image Download, Set Features with data).
+    ToDevice(&'a [u8]),
+    /// Controller to host (Read, Identify, Get Log Page).
+    FromDevice(&'a mut [u8]),
+}
+
+impl Data<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::None => 0,
+            Data::ToDevice(b) => b.len(),
+            Data::FromDevice(b) => b.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the controller answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub status: Status,
+    /// Command-specific result (completion queue entry dword 0).
+    pub result: u32,
+}
+
+impl Completion {
+    pub fn ok(result: u32) -> Self {
+        Completion { status: Status::SUCCESS, result }
+    }
+    pub fn status(status: Status) -> Self {
+        Completion { status, result: 0 }
+    }
+}
+
+/// Which reset to perform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetKind {
+    /// Controller level reset (`NVME_IOCTL_RESET`).
+    Controller,
+    /// NVM subsystem reset (`NVME_IOCTL_SUBSYS_RESET`).
+    Subsystem,
+}
+
+/// The command never got an NVMe status: the OS, the bus or the drive's absence got in the way.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot open {path}: {source}; check that the device exists and that you run as root")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{device} is not present ({detail}); it dropped off the bus or lost power: wait for it to come back or power-cycle it")]
+    Gone { device: String, detail: String },
+    #[error("{device} is not ready ({detail}); it is resetting or booting: retry once it is back")]
+    NotReady { device: String, detail: String },
+    #[error("{device}: {command} got no answer within {} (hung command); the drive needs a reset or a power cycle", humantime::format_duration(*timeout))]
+    Timeout { device: String, command: String, timeout: Duration },
+    #[error("{device}: {op} failed: {errno} ({})", errno.desc())]
+    Os { device: String, op: String, errno: nix::errno::Errno },
+    #[error("simulated drive {device}: {message}")]
+    Sim { device: String, message: String },
+}
+
+impl TransportError {
+    /// The drive is absent or not answering yet: worth waiting for.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, TransportError::Gone { .. } | TransportError::NotReady { .. } | TransportError::Open { .. })
+    }
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransportError::Timeout { .. })
+    }
+}
+
+/// Submission of NVMe commands to one controller.
+pub trait Passthru: Send + Sync + fmt::Debug {
+    /// Submits `cmd` to `queue` with `data`, waiting at most `timeout` (None = the transport's default).
+    fn submit(
+        &self,
+        queue: Queue,
+        cmd: &Command,
+        data: Data<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Completion, TransportError>;
+
+    /// Resets the controller or the NVM subsystem.
+    fn reset(&self, kind: ResetKind) -> Result<(), TransportError>;
+
+    /// Asks the host to rescan the controller's namespaces.
+    fn rescan(&self) -> Result<(), TransportError>;
+
+    /// The device's current name (`nvme0`, or `sim:/path` for the simulator), for messages.
+    fn name(&self) -> String;
+
+    /// The OS device name the drive enumerated as (`nvme0`; the simulator reports its simulated instance).
+    fn device_name(&self) -> String {
+        self.name()
+    }
+}
