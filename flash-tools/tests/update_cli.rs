@@ -1,0 +1,379 @@
+//! `nvme-flash` end to end on simulated drives: every update scenario, with exit codes, messages and the state
+//! the drive is left in.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn nvme_flash(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvme-flash")).args(args).output().expect("run nvme-flash");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn ok(args: &[&str]) -> Run {
+    let r = nvme_flash(args);
+    assert_eq!(r.code, 0, "nvme-flash {args:?} failed:\n{}", r.all());
+    r
+}
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        Lab { _tmp: tmp, root }
+    }
+    fn path(&self, name: &str) -> String {
+        self.root.join(name).display().to_string()
+    }
+    /// A drive with fast boots; extra `sim create` flags appended.
+    fn drive(&self, name: &str, extra: &[&str]) -> String {
+        let dir = self.path(name);
+        let mut args = vec!["sim", "create", &dir, "--boot-time", "50ms", "--size", "64M"];
+        args.extend_from_slice(extra);
+        ok(&args);
+        format!("sim:{dir}")
+    }
+    fn image(&self, name: &str, rev: &str, extra: &[&str]) -> String {
+        let out = self.path(name);
+        let mut args = vec!["sim", "image", "--rev", rev, "-o", &out];
+        args.extend_from_slice(extra);
+        ok(&args);
+        out
+    }
+}
+
+fn running(dev: &str, extra: &[&str]) -> String {
+    let mut args = vec![dev, "info", "--json"];
+    args.extend_from_slice(extra);
+    ok(&args).json()["fr"].as_str().unwrap().trim().to_string()
+}
+
+#[test]
+fn a_good_image_updates_and_verifies() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.1.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["outcome"], "updated");
+    assert_eq!(j["previous_revision"], "1.0.0");
+    assert_eq!(j["running_revision"], "2.1.0");
+    assert_eq!(j["target_slot"], 2);
+    assert_eq!(j["running_slot"], 2);
+    assert_eq!(j["chunks"], 3, "256 KiB + header in 128 KiB chunks");
+    assert_eq!(running(&dev, &[]), "2.1.0");
+    // Progress lines went to stderr, naming each step.
+    for step in ["check image", "inspect drive", "download", "commit", "activate", "wait for drive", "verify"] {
+        assert!(r.stderr.contains(step), "missing step '{step}' in:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_corrupt_image_is_rejected_and_the_old_firmware_keeps_running() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let mut bytes = std::fs::read(&img).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(&img, bytes).unwrap();
+    let r = nvme_flash(&[&dev, "update", &img]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("Invalid Firmware Image (0x4107, DNR)"), "{}", r.stdout);
+    assert!(r.stdout.contains("step 'commit'"), "{}", r.stdout);
+    assert!(r.stdout.contains("still running 1.0.0"), "{}", r.stdout);
+    assert_eq!(running(&dev, &[]), "1.0.0");
+}
+
+#[test]
+fn read_only_slot_1_is_an_invalid_slot() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--slot1-readonly"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--slot", "1", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["failure"]["step"], "commit");
+    assert_eq!(j["failure"]["status"], "Invalid Firmware Slot (0x4106, DNR)");
+    assert!(j["failure"]["message"].as_str().unwrap().contains("FRMW marks slot 1 read-only"), "{j}");
+    assert_eq!(running(&dev, &[]), "1.0.0");
+    // Without --slot the tool picks a writable slot and succeeds.
+    ok(&[&dev, "update", &img]);
+    assert_eq!(running(&dev, &[]), "2.0.0");
+}
+
+#[test]
+fn an_overlapping_download_is_reported_by_name() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    ok(&[&dev, "fw-download", &img, "--xfer", "64k"]);
+    // Re-sending the image from offset 64 KiB overlaps what the drive holds.
+    let r = nvme_flash(&[&dev, "fw-download", &img, "--xfer", "64k", "--offset", "64k"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("Overlapping Range (0x4114, DNR)"), "{}", r.stderr);
+}
+
+#[test]
+fn power_loss_during_download_commits_nothing_and_a_retry_succeeds() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let dir = lab.path("d");
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    ok(&["sim", "fault", &dir, "power-loss", "--after", "1"]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 3, "a lost drive is an infrastructure failure: {}", r.all());
+    let j = r.json();
+    assert_eq!(j["failure"]["step"], "download");
+    assert!(j["failure"]["message"].as_str().unwrap().contains("power was lost"), "{j}");
+    let state = j["failure"]["drive_state"].as_str().unwrap();
+    assert!(state.contains("running 1.0.0") && state.contains("nothing was committed"), "{state}");
+    let smart = ok(&[&dev, "log", "smart", "--json"]).json();
+    assert_eq!(smart["unsafe_shutdowns"], "1");
+    assert_eq!(smart["power_cycles"], "1");
+    let fw = ok(&[&dev, "log", "fw", "--json"]).json();
+    assert_eq!(fw["next_active_slot"], Value::Null, "no activation is pending");
+    assert_eq!(fw["slots"][1]["revision"], Value::Null, "nothing was committed to slot 2");
+    // The fault fired once; the retry goes through.
+    let r = ok(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.json()["outcome"], "updated");
+}
+
+#[test]
+fn an_image_that_fails_to_boot_is_rolled_back() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("bad.img", "2.0.0", &["--behaviour", "boot-fail"]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["outcome"], "rolled_back");
+    let msg = j["failure"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("2.0.0 is running but"), "{msg}");
+    assert!(msg.contains("critical warning bits 0x04") || msg.contains("Internal Error"), "{msg}");
+    assert_eq!(j["rollback"]["verified"], true);
+    assert_eq!(j["rollback"]["revision"], "1.0.0");
+    assert!(j["failure"]["drive_state"].as_str().unwrap().contains("rolled back"), "{j}");
+    assert_eq!(running(&dev, &[]), "1.0.0");
+    let fw = ok(&[&dev, "log", "fw", "--json"]).json();
+    assert_eq!(fw["active_slot"], 1);
+}
+
+#[test]
+fn an_image_the_drive_falls_back_from_is_a_failed_update() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fb.img", "2.0.0", &["--behaviour", "fallback"]);
+    let r = nvme_flash(&[&dev, "update", &img]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("fell back to slot 1 (1.0.0)"), "{}", r.stdout);
+    assert_eq!(running(&dev, &[]), "1.0.0");
+}
+
+#[test]
+fn a_drive_that_vanishes_after_activation_is_found_under_its_new_name() {
+    let lab = Lab::new();
+    let bus = lab.path("bus");
+    lab.drive("d", &["--serial", "VANISH01", "--bus", &bus]);
+    let img = lab.image("v.img", "2.0.0", &["--behaviour", "vanish", "--duration", "700ms"]);
+    let listed = ok(&["list", "--sysfs-root", &bus, "--json"]).json();
+    assert_eq!(listed[0]["name"], "nvme0");
+    assert_eq!(listed[0]["serial"], "VANISH01");
+    let r = nvme_flash(&["serial=VANISH01", "update", &img, "--sysfs-root", &bus, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["device_name_before"], "nvme0");
+    assert_eq!(j["device_name_after"], "nvme1");
+    assert_eq!(j["running_revision"], "2.0.0");
+    assert!(r.stderr.contains("re-enumerated as nvme1 (was nvme0)"), "{}", r.stderr);
+    let listed = ok(&["list", "--sysfs-root", &bus, "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "nvme1");
+}
+
+#[test]
+fn a_drive_that_stays_gone_is_reported_unreachable() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("v.img", "2.0.0", &["--behaviour", "vanish", "--duration", "forever"]);
+    let r = nvme_flash(&[&dev, "update", &img, "--wait-timeout", "1s", "--json"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["failure"]["step"], "wait_for_drive");
+    assert!(j["failure"]["drive_state"].as_str().unwrap().contains("needs a power cycle"), "{j}");
+    ok(&["sim", "power-cycle", &lab.path("d")]);
+    ok(&[&dev, "wait", "--for", "5s"]);
+    assert_eq!(running(&dev, &[]), "2.0.0", "the committed image runs after the power cycle");
+}
+
+#[test]
+fn a_slow_booting_image_is_waited_for() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("s.img", "2.0.0", &["--behaviour", "slow-boot", "--duration", "1500ms"]);
+    let r = ok(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.json()["outcome"], "updated");
+    let waited = r.stderr.lines().find(|l| l.contains("is back as")).unwrap().to_string();
+    assert!(waited.contains("after 1s") || waited.contains("after 2s"), "{waited}");
+}
+
+#[test]
+fn a_hung_command_times_out_with_a_clear_error() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    ok(&["sim", "fault", &lab.path("d"), "hang", "--opcode", "identify"]);
+    let r = nvme_flash(&[&dev, "info", "--timeout", "700ms"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stderr.contains("Identify Controller got no answer within 700ms (hung command)"), "{}", r.stderr);
+    // An update hits the same hang at its first step and says so.
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--timeout", "500ms", "--json"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert_eq!(r.json()["failure"]["kind"], "timeout");
+    ok(&["sim", "fault", &lab.path("d"), "clear"]);
+    ok(&[&dev, "info"]);
+}
+
+#[test]
+fn a_controller_without_firmware_download_fails_cleanly() {
+    // The drive answers Firmware Image Download the way QEMU's controller does.
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    ok(&["sim", "fault", &lab.path("d"), "status", "0x4001", "--opcode", "fw-download"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("does not support Firmware Image Download: it answered Invalid Command Opcode (0x4001, DNR)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(running(&dev, &[]), "1.0.0");
+}
+
+#[test]
+fn transient_chunk_errors_are_retried() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    ok(&["sim", "fault", &lab.path("d"), "status", "0x0006", "--opcode", "fw-download", "--count", "2"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = ok(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.json()["chunk_retries"], 2);
+}
+
+#[test]
+fn a_sha256_mismatch_sends_nothing() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--sha256", &"0".repeat(64)]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stdout.contains("sha256 mismatch"), "{}", r.stdout);
+    let errors = ok(&[&dev, "log", "smart", "--json"]).json();
+    assert_eq!(errors["num_err_log_entries"], "0");
+}
+
+#[test]
+fn next_reset_stages_and_a_later_reset_activates() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = ok(&[&dev, "update", &img, "--activate", "next-reset", "--json"]);
+    assert_eq!(r.json()["outcome"], "staged");
+    assert_eq!(running(&dev, &[]), "1.0.0");
+    ok(&[&dev, "reset"]);
+    ok(&[&dev, "wait"]);
+    assert_eq!(running(&dev, &[]), "2.0.0");
+}
+
+#[test]
+fn activate_now_uses_commit_action_3() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = ok(&[&dev, "update", &img, "--activate", "now"]);
+    assert!(r.stderr.contains("activated without reset"), "{}", r.stderr);
+    assert_eq!(running(&dev, &[]), "2.0.0");
+    // A drive that needs a reset for action 3 says so, and the tool performs it.
+    let dev2 = lab.drive("d2", &["--no-immediate-activation"]);
+    let r = ok(&[&dev2, "update", &img, "--activate", "now"]);
+    assert!(r.stderr.contains("Firmware Activation Requires Controller Level Reset"), "{}", r.stderr);
+    assert_eq!(running(&dev2, &[]), "2.0.0");
+}
+
+#[test]
+fn fw_commit_runs_each_action() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    ok(&[&dev, "fw-download", &img]);
+    ok(&[&dev, "fw-commit", "--slot", "2", "--action", "0"]);
+    ok(&[&dev, "fw-commit", "--slot", "2", "--action", "2"]);
+    assert_eq!(ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"], 2);
+    ok(&[&dev, "fw-download", &img]);
+    ok(&[&dev, "fw-commit", "--slot", "3", "--action", "1"]);
+    assert_eq!(ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"], 3);
+    ok(&[&dev, "fw-commit", "--slot", "2", "--action", "3"]);
+    ok(&[&dev, "wait"]);
+    let fw = ok(&[&dev, "log", "fw", "--json"]).json();
+    assert_eq!(fw["active_slot"], 2);
+    let r = nvme_flash(&[&dev, "fw-commit", "--slot", "2", "--action", "9"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("expected 0, 1, 2 or 3"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_device_addresses_and_missing_drives_are_clear_errors() {
+    let r = nvme_flash(&["sda", "info"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("invalid device 'sda'") && r.stderr.contains("serial=SERIAL"), "{}", r.stderr);
+    let r = nvme_flash(&["sim:/nonexistent/drive", "info"]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("nvme-flash sim create"), "{}", r.stderr);
+    let lab = Lab::new();
+    let r = nvme_flash(&["serial=NOPE", "info", "--sysfs-root", &lab.path("empty")]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("no NVMe controller matches serial=NOPE"), "{}", r.stderr);
+    let r = nvme_flash(&["sim", "create", &lab.path("x"), "--slots", "9"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("'slots'"), "{}", r.stderr);
+    assert!(!Path::new(&lab.path("x")).join("sim.json").exists());
+}
+
+#[test]
+fn self_test_wait_reports_the_result() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--self-test-short", "300ms"]);
+    let r = ok(&[&dev, "self-test", "short", "--wait", "--json"]);
+    assert_eq!(r.json()["result"], 0);
+    ok(&["sim", "fault", &lab.path("d"), "self-test-failure"]);
+    let r = nvme_flash(&[&dev, "self-test", "short", "--wait", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.json()["result_text"], "completed with one or more failed segments");
+}
