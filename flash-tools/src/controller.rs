@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::nvme::command::{cns, opcode_name, CommitAction};
 use crate::nvme::log_page::{lid, ERROR_ENTRY_LEN, FW_SLOT_LEN, SELF_TEST_LEN, SMART_LEN};
 use crate::nvme::{
-    identify, Command, EffectsLog, ErrorLog, FirmwareSlotLog, IdentifyController, IdentifyNamespace, Queue,
-    SanitizeStatus, SelfTestLog, SmartLog, Status, NSID_ALL,
+    identify, Command, EffectsLog, ErrorLog, FirmwareSlotLog, IdentifyController,
+    IdentifyNamespace, Queue, SanitizeStatus, SelfTestLog, SmartLog, Status, NSID_ALL,
 };
 use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
 
@@ -18,7 +18,11 @@ use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
 #[derive(Debug, thiserror::Error)]
 pub enum NvmeError {
     #[error("{command} on {device} failed: {status}")]
-    Status { device: String, command: String, status: Status },
+    Status {
+        device: String,
+        command: String,
+        status: Status,
+    },
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -78,16 +82,30 @@ impl Controller {
     }
 
     /// Submits and turns a non-success status into [`NvmeError::Status`].
-    pub fn submit(&self, queue: Queue, cmd: &Command, data: Data<'_>) -> Result<Completion, NvmeError> {
+    pub fn submit(
+        &self,
+        queue: Queue,
+        cmd: &Command,
+        data: Data<'_>,
+    ) -> Result<Completion, NvmeError> {
         let c = self.dev.submit(queue, cmd, data, self.timeout)?;
         if c.status.is_success() {
             Ok(c)
         } else {
-            Err(NvmeError::Status { device: self.dev.name(), command: describe(queue, cmd), status: c.status })
+            Err(NvmeError::Status {
+                device: self.dev.name(),
+                command: describe(queue, cmd),
+                status: c.status,
+            })
         }
     }
     /// Submits and returns the completion whatever its status (for callers that act on specific statuses).
-    pub fn submit_raw(&self, queue: Queue, cmd: &Command, data: Data<'_>) -> Result<Completion, TransportError> {
+    pub fn submit_raw(
+        &self,
+        queue: Queue,
+        cmd: &Command,
+        data: Data<'_>,
+    ) -> Result<Completion, TransportError> {
         self.dev.submit(queue, cmd, data, self.timeout)
     }
 
@@ -100,17 +118,26 @@ impl Controller {
     // ----- Identify ---------------------------------------------------------------------------------------
 
     pub fn identify_controller_raw(&self) -> Result<Vec<u8>, NvmeError> {
-        self.admin_in(&Command::identify(cns::CONTROLLER, 0), identify::IDENTIFY_LEN)
+        self.admin_in(
+            &Command::identify(cns::CONTROLLER, 0),
+            identify::IDENTIFY_LEN,
+        )
     }
     pub fn identify_controller(&self) -> Result<IdentifyController, NvmeError> {
         Ok(IdentifyController::parse(&self.identify_controller_raw()?))
     }
     pub fn identify_namespace(&self, nsid: u32) -> Result<IdentifyNamespace, NvmeError> {
-        let b = self.admin_in(&Command::identify(cns::NAMESPACE, nsid), identify::IDENTIFY_LEN)?;
+        let b = self.admin_in(
+            &Command::identify(cns::NAMESPACE, nsid),
+            identify::IDENTIFY_LEN,
+        )?;
         Ok(IdentifyNamespace::parse(&b))
     }
     pub fn active_namespaces(&self) -> Result<Vec<u32>, NvmeError> {
-        let b = self.admin_in(&Command::identify(cns::ACTIVE_NAMESPACES, 0), identify::IDENTIFY_LEN)?;
+        let b = self.admin_in(
+            &Command::identify(cns::ACTIVE_NAMESPACES, 0),
+            identify::IDENTIFY_LEN,
+        )?;
         Ok(identify::parse_namespace_list(&b))
     }
 
@@ -119,25 +146,48 @@ impl Controller {
     /// Reads `len` bytes (rounded up to a dword) of log `lid`.
     pub fn get_log(&self, log_id: u8, nsid: u32, len: usize) -> Result<Vec<u8>, NvmeError> {
         let len = len.div_ceil(4) * 4;
-        let mut buf = self.admin_in(&Command::get_log_page(log_id, nsid, len as u32, 0, 0, false), len)?;
+        let mut buf = self.admin_in(
+            &Command::get_log_page(log_id, nsid, len as u32, 0, 0, false),
+            len,
+        )?;
         buf.truncate(len);
         Ok(buf)
     }
     pub fn smart_log(&self) -> Result<SmartLog, NvmeError> {
-        Ok(SmartLog::parse(&self.get_log(lid::SMART, NSID_ALL, SMART_LEN)?))
+        Ok(SmartLog::parse(&self.get_log(
+            lid::SMART,
+            NSID_ALL,
+            SMART_LEN,
+        )?))
     }
     pub fn firmware_slot_log(&self) -> Result<FirmwareSlotLog, NvmeError> {
-        Ok(FirmwareSlotLog::parse(&self.get_log(lid::FIRMWARE_SLOT, NSID_ALL, FW_SLOT_LEN)?))
+        Ok(FirmwareSlotLog::parse(&self.get_log(
+            lid::FIRMWARE_SLOT,
+            NSID_ALL,
+            FW_SLOT_LEN,
+        )?))
     }
     /// The newest `entries` error log entries.
     pub fn error_log(&self, entries: usize) -> Result<ErrorLog, NvmeError> {
-        Ok(ErrorLog::parse(&self.get_log(lid::ERROR, NSID_ALL, entries.max(1) * ERROR_ENTRY_LEN)?))
+        Ok(ErrorLog::parse(&self.get_log(
+            lid::ERROR,
+            NSID_ALL,
+            entries.max(1) * ERROR_ENTRY_LEN,
+        )?))
     }
     pub fn effects_log(&self) -> Result<EffectsLog, NvmeError> {
-        Ok(EffectsLog::parse(&self.get_log(lid::COMMANDS_EFFECTS, NSID_ALL, crate::nvme::log_page::EFFECTS_LEN)?))
+        Ok(EffectsLog::parse(&self.get_log(
+            lid::COMMANDS_EFFECTS,
+            NSID_ALL,
+            crate::nvme::log_page::EFFECTS_LEN,
+        )?))
     }
     pub fn self_test_log(&self) -> Result<SelfTestLog, NvmeError> {
-        Ok(SelfTestLog::parse(&self.get_log(lid::SELF_TEST, NSID_ALL, SELF_TEST_LEN)?))
+        Ok(SelfTestLog::parse(&self.get_log(
+            lid::SELF_TEST,
+            NSID_ALL,
+            SELF_TEST_LEN,
+        )?))
     }
     pub fn sanitize_status(&self) -> Result<SanitizeStatus, NvmeError> {
         Ok(SanitizeStatus::parse(&self.get_log(
@@ -151,10 +201,28 @@ impl Controller {
 
     /// Get Features; returns completion dword 0.
     pub fn get_feature(&self, fid: u8, select: u8, nsid: u32) -> Result<u32, NvmeError> {
-        Ok(self.submit(Queue::Admin, &Command::get_features(fid, select, nsid, 0), Data::None)?.result)
+        Ok(self
+            .submit(
+                Queue::Admin,
+                &Command::get_features(fid, select, nsid, 0),
+                Data::None,
+            )?
+            .result)
     }
-    pub fn set_feature(&self, fid: u8, value: u32, save: bool, nsid: u32) -> Result<u32, NvmeError> {
-        Ok(self.submit(Queue::Admin, &Command::set_features(fid, value, save, nsid), Data::None)?.result)
+    pub fn set_feature(
+        &self,
+        fid: u8,
+        value: u32,
+        save: bool,
+        nsid: u32,
+    ) -> Result<u32, NvmeError> {
+        Ok(self
+            .submit(
+                Queue::Admin,
+                &Command::set_features(fid, value, save, nsid),
+                Data::None,
+            )?
+            .result)
     }
 
     // ----- Firmware ---------------------------------------------------------------------------------------
@@ -162,10 +230,15 @@ impl Controller {
     /// Firmware Image Download of `chunk` at byte `offset`.
     pub fn firmware_download(&self, offset: u64, chunk: &[u8]) -> Result<(), NvmeError> {
         let cmd = Command::firmware_download(offset, chunk.len() as u32);
-        self.submit(Queue::Admin, &cmd, Data::ToDevice(chunk)).map(drop)
+        self.submit(Queue::Admin, &cmd, Data::ToDevice(chunk))
+            .map(drop)
     }
     /// Firmware Commit; activation-needs-reset statuses are reported as [`CommitOutcome::NeedsReset`].
-    pub fn firmware_commit(&self, slot: u8, action: CommitAction) -> Result<CommitOutcome, NvmeError> {
+    pub fn firmware_commit(
+        &self,
+        slot: u8,
+        action: CommitAction,
+    ) -> Result<CommitOutcome, NvmeError> {
         let cmd = Command::firmware_commit(slot, action);
         let c = self.submit_raw(Queue::Admin, &cmd, Data::None)?;
         if c.status.is_success() {
@@ -173,20 +246,39 @@ impl Controller {
         } else if c.status.is_activation_pending() {
             Ok(CommitOutcome::NeedsReset(c.status))
         } else {
-            Err(NvmeError::Status { device: self.dev.name(), command: describe(Queue::Admin, &cmd), status: c.status })
+            Err(NvmeError::Status {
+                device: self.dev.name(),
+                command: describe(Queue::Admin, &cmd),
+                status: c.status,
+            })
         }
     }
 
     // ----- Maintenance ------------------------------------------------------------------------------------
 
     pub fn device_self_test(&self, nsid: u32, code: u8) -> Result<(), NvmeError> {
-        self.submit(Queue::Admin, &Command::device_self_test(nsid, code), Data::None).map(drop)
+        self.submit(
+            Queue::Admin,
+            &Command::device_self_test(nsid, code),
+            Data::None,
+        )
+        .map(drop)
     }
     pub fn format_nvm(&self, nsid: u32, lbaf: u8, ses: u8) -> Result<(), NvmeError> {
-        self.submit(Queue::Admin, &Command::format_nvm(nsid, lbaf, ses), Data::None).map(drop)
+        self.submit(
+            Queue::Admin,
+            &Command::format_nvm(nsid, lbaf, ses),
+            Data::None,
+        )
+        .map(drop)
     }
     pub fn sanitize(&self, action: u8, pattern: u32) -> Result<(), NvmeError> {
-        self.submit(Queue::Admin, &Command::sanitize(action, false, pattern), Data::None).map(drop)
+        self.submit(
+            Queue::Admin,
+            &Command::sanitize(action, false, pattern),
+            Data::None,
+        )
+        .map(drop)
     }
     pub fn reset(&self, kind: ResetKind) -> Result<(), NvmeError> {
         Ok(self.dev.reset(kind)?)
@@ -197,23 +289,62 @@ impl Controller {
 
     // ----- I/O --------------------------------------------------------------------------------------------
 
-    pub fn read(&self, nsid: u32, slba: u64, buf: &mut [u8], block_size: u32) -> Result<(), NvmeError> {
+    pub fn read(
+        &self,
+        nsid: u32,
+        slba: u64,
+        buf: &mut [u8],
+        block_size: u32,
+    ) -> Result<(), NvmeError> {
         let blocks = (buf.len() as u64 / block_size as u64) as u32;
-        self.submit(Queue::Io, &Command::read(nsid, slba, blocks), Data::FromDevice(buf)).map(drop)
+        self.submit(
+            Queue::Io,
+            &Command::read(nsid, slba, blocks),
+            Data::FromDevice(buf),
+        )
+        .map(drop)
     }
-    pub fn write(&self, nsid: u32, slba: u64, buf: &[u8], block_size: u32) -> Result<(), NvmeError> {
+    pub fn write(
+        &self,
+        nsid: u32,
+        slba: u64,
+        buf: &[u8],
+        block_size: u32,
+    ) -> Result<(), NvmeError> {
         let blocks = (buf.len() as u64 / block_size as u64) as u32;
-        self.submit(Queue::Io, &Command::write(nsid, slba, blocks), Data::ToDevice(buf)).map(drop)
+        self.submit(
+            Queue::Io,
+            &Command::write(nsid, slba, blocks),
+            Data::ToDevice(buf),
+        )
+        .map(drop)
     }
-    pub fn compare(&self, nsid: u32, slba: u64, buf: &[u8], block_size: u32) -> Result<(), NvmeError> {
+    pub fn compare(
+        &self,
+        nsid: u32,
+        slba: u64,
+        buf: &[u8],
+        block_size: u32,
+    ) -> Result<(), NvmeError> {
         let blocks = (buf.len() as u64 / block_size as u64) as u32;
-        self.submit(Queue::Io, &Command::compare(nsid, slba, blocks), Data::ToDevice(buf)).map(drop)
+        self.submit(
+            Queue::Io,
+            &Command::compare(nsid, slba, blocks),
+            Data::ToDevice(buf),
+        )
+        .map(drop)
     }
     pub fn write_zeroes(&self, nsid: u32, slba: u64, blocks: u32) -> Result<(), NvmeError> {
-        self.submit(Queue::Io, &Command::write_zeroes(nsid, slba, blocks, false), Data::None).map(drop)
+        self.submit(
+            Queue::Io,
+            &Command::write_zeroes(nsid, slba, blocks, false),
+            Data::None,
+        )
+        .map(drop)
     }
     pub fn flush(&self, nsid: u32) -> Result<(), NvmeError> {
-        self.submit(Queue::Io, &Command::flush(nsid), Data::None).map(drop)
+        self.submit(Queue::Io, &Command::flush(nsid), Data::None)
+            .map(drop)
     }
 }
 
@@ -243,7 +374,11 @@ pub fn describe(queue: Queue, cmd: &Command) -> String {
             format!("{name} {which}")
         }
         (Queue::Admin, crate::nvme::command::admin::FIRMWARE_COMMIT) => {
-            format!("{name} (slot {}, action {})", cmd.fw_slot(), cmd.fw_commit_action())
+            format!(
+                "{name} (slot {}, action {})",
+                cmd.fw_slot(),
+                cmd.fw_commit_action()
+            )
         }
         (Queue::Admin, crate::nvme::command::admin::FIRMWARE_DOWNLOAD) => {
             let (off, len) = cmd.fw_download_range();

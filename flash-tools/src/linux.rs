@@ -73,14 +73,16 @@ mod ioctls {
 
 /// Request codes, exported for tests and diagnostics.
 pub mod request {
-    pub const NVME_IOCTL_ID: u64 = nix::request_code_none!(b'N', 0x40) as u64;
+    pub const NVME_IOCTL_ID: u64 = nix::request_code_none!(b'N', 0x40);
     pub const NVME_IOCTL_ADMIN_CMD: u64 =
-        nix::request_code_readwrite!(b'N', 0x41, std::mem::size_of::<super::NvmePassthruCmd>()) as u64;
+        nix::request_code_readwrite!(b'N', 0x41, std::mem::size_of::<super::NvmePassthruCmd>())
+            as u64;
     pub const NVME_IOCTL_IO_CMD: u64 =
-        nix::request_code_readwrite!(b'N', 0x43, std::mem::size_of::<super::NvmePassthruCmd>()) as u64;
-    pub const NVME_IOCTL_RESET: u64 = nix::request_code_none!(b'N', 0x44) as u64;
-    pub const NVME_IOCTL_SUBSYS_RESET: u64 = nix::request_code_none!(b'N', 0x45) as u64;
-    pub const NVME_IOCTL_RESCAN: u64 = nix::request_code_none!(b'N', 0x46) as u64;
+        nix::request_code_readwrite!(b'N', 0x43, std::mem::size_of::<super::NvmePassthruCmd>())
+            as u64;
+    pub const NVME_IOCTL_RESET: u64 = nix::request_code_none!(b'N', 0x44);
+    pub const NVME_IOCTL_SUBSYS_RESET: u64 = nix::request_code_none!(b'N', 0x45);
+    pub const NVME_IOCTL_RESCAN: u64 = nix::request_code_none!(b'N', 0x46);
 }
 
 /// Default per-command timeout when the caller gives none (the kernel's own default is 60 s for admin).
@@ -101,7 +103,9 @@ pub struct LinuxIoctl {
 
 /// Splits `nvme3`, `nvme3n1`, `ng3n1` into (controller instance, namespace id).
 fn parse_dev_name(name: &str) -> Option<(u32, Option<u32>)> {
-    let rest = name.strip_prefix("nvme").or_else(|| name.strip_prefix("ng"))?;
+    let rest = name
+        .strip_prefix("nvme")
+        .or_else(|| name.strip_prefix("ng"))?;
     let (ctrl, ns) = match rest.split_once('n') {
         Some((c, n)) => (c, Some(n.parse().ok()?)),
         None => (rest, None),
@@ -115,20 +119,42 @@ fn parse_dev_name(name: &str) -> Option<(u32, Option<u32>)> {
 impl LinuxIoctl {
     /// Opens a controller (`/dev/nvme0`) or namespace (`/dev/nvme0n1`, `/dev/ng0n1`) device.
     pub fn open(path: &Path) -> Result<Self, TransportError> {
-        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let ctrl_name = match parse_dev_name(file_name) {
             Some((n, _)) => format!("nvme{n}"),
             None => file_name.to_string(),
         };
-        let ctrl = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(|source| TransportError::Open { path: path.to_path_buf(), source })?;
-        let dev_root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/dev"));
-        let me = LinuxIoctl { path: path.to_path_buf(), ctrl_name, dev_root, ctrl, namespaces: Mutex::new(HashMap::new()) };
+        let ctrl =
+            OpenOptions::new()
+                .read(true)
+                .open(path)
+                .map_err(|source| TransportError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        let dev_root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/dev"));
+        let me = LinuxIoctl {
+            path: path.to_path_buf(),
+            ctrl_name,
+            dev_root,
+            ctrl,
+            namespaces: Mutex::new(HashMap::new()),
+        };
         if let Some((_, Some(nsid))) = parse_dev_name(file_name) {
-            let f = me.ctrl.try_clone().map_err(|source| TransportError::Open { path: path.to_path_buf(), source })?;
-            me.namespaces.lock().expect("namespace map lock").insert(nsid, f);
+            let f = me.ctrl.try_clone().map_err(|source| TransportError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            me.namespaces
+                .lock()
+                .expect("namespace map lock")
+                .insert(nsid, f);
         }
         Ok(me)
     }
@@ -137,25 +163,43 @@ impl LinuxIoctl {
     pub fn namespace_id(&self) -> Result<u32, TransportError> {
         // SAFETY: NVME_IOCTL_ID takes no argument; the fd is open for the lifetime of `self.ctrl`.
         let r = unsafe { ioctls::nvme_ioctl_id(self.ctrl.as_raw_fd()) };
-        r.map(|v| v as u32).map_err(|e| self.os_error("NVME_IOCTL_ID", e))
+        r.map(|v| v as u32)
+            .map_err(|e| self.os_error("NVME_IOCTL_ID", e))
     }
 
     fn os_error(&self, op: &str, errno: Errno) -> TransportError {
         let device = self.path.display().to_string();
         match errno {
-            Errno::ENODEV | Errno::ENXIO => TransportError::Gone { device, detail: format!("{op}: {errno}") },
-            Errno::EBUSY | Errno::EAGAIN => TransportError::NotReady { device, detail: format!("{op}: {errno}") },
-            _ => TransportError::Os { device, op: op.to_string(), errno },
+            Errno::ENODEV | Errno::ENXIO => TransportError::Gone {
+                device,
+                detail: format!("{op}: {errno}"),
+            },
+            Errno::EBUSY | Errno::EAGAIN => TransportError::NotReady {
+                device,
+                detail: format!("{op}: {errno}"),
+            },
+            _ => TransportError::Os {
+                device,
+                op: op.to_string(),
+                errno,
+            },
         }
     }
 
     /// Runs `f` with an fd for I/O commands to `nsid`: the namespace's generic char device if present, else its
     /// block device.
-    fn with_namespace<T>(&self, nsid: u32, f: impl FnOnce(&File) -> T) -> Result<T, TransportError> {
+    fn with_namespace<T>(
+        &self,
+        nsid: u32,
+        f: impl FnOnce(&File) -> T,
+    ) -> Result<T, TransportError> {
         let mut map = self.namespaces.lock().expect("namespace map lock");
         if !map.contains_key(&nsid) {
             let n = parse_dev_name(&self.ctrl_name).map(|(n, _)| n).unwrap_or(0);
-            let candidates = [self.dev_root.join(format!("ng{n}n{nsid}")), self.dev_root.join(format!("nvme{n}n{nsid}"))];
+            let candidates = [
+                self.dev_root.join(format!("ng{n}n{nsid}")),
+                self.dev_root.join(format!("nvme{n}n{nsid}")),
+            ];
             let mut last = None;
             for c in &candidates {
                 match OpenOptions::new().read(true).write(true).open(c) {
@@ -233,7 +277,10 @@ impl Passthru for LinuxIoctl {
                         timeout,
                     });
                 }
-                Ok(Completion { status, result: pt.result })
+                Ok(Completion {
+                    status,
+                    result: pt.result,
+                })
             }
             Err(Errno::EINTR) | Err(Errno::ETIMEDOUT) => Err(TransportError::Timeout {
                 device: self.path.display().to_string(),
@@ -250,7 +297,9 @@ impl Passthru for LinuxIoctl {
             // SAFETY: argument-less ioctls on an open controller fd.
             ResetKind::Controller => ("NVME_IOCTL_RESET", unsafe { ioctls::nvme_ioctl_reset(fd) }),
             // SAFETY: as above.
-            ResetKind::Subsystem => ("NVME_IOCTL_SUBSYS_RESET", unsafe { ioctls::nvme_ioctl_subsys_reset(fd) }),
+            ResetKind::Subsystem => ("NVME_IOCTL_SUBSYS_RESET", unsafe {
+                ioctls::nvme_ioctl_subsys_reset(fd)
+            }),
         };
         r.map(drop).map_err(|e| self.os_error(op, e))
     }
@@ -258,7 +307,8 @@ impl Passthru for LinuxIoctl {
     fn rescan(&self) -> Result<(), TransportError> {
         // SAFETY: argument-less ioctl on an open controller fd.
         let r = unsafe { ioctls::nvme_ioctl_rescan(self.ctrl.as_raw_fd()) };
-        r.map(drop).map_err(|e| self.os_error("NVME_IOCTL_RESCAN", e))
+        r.map(drop)
+            .map_err(|e| self.os_error("NVME_IOCTL_RESCAN", e))
     }
 
     fn name(&self) -> String {
@@ -308,8 +358,22 @@ mod tests {
         let dev = LinuxIoctl::open(Path::new("/dev/null")).unwrap();
         let mut buf = vec![0u8; 4096];
         let err = dev
-            .submit(Queue::Admin, &Command::identify(1, 0), Data::FromDevice(&mut buf), None)
+            .submit(
+                Queue::Admin,
+                &Command::identify(1, 0),
+                Data::FromDevice(&mut buf),
+                None,
+            )
             .unwrap_err();
-        assert!(matches!(err, TransportError::Os { errno: Errno::ENOTTY, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                TransportError::Os {
+                    errno: Errno::ENOTTY,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -44,7 +44,10 @@ pub struct Completion {
 
 impl Completion {
     pub fn ok(result: u32) -> Self {
-        Completion { status: Status::SUCCESS, result }
+        Completion {
+            status: Status::SUCCESS,
+            result,
+        }
     }
     pub fn status(status: Status) -> Self {
         Completion { status, result: 0 }
@@ -75,9 +78,17 @@ pub enum TransportError {
     #[error("{device} is not ready ({detail}); it is resetting or booting: retry once it is back")]
     NotReady { device: String, detail: String },
     #[error("{device}: {command} got no answer within {} (hung command); the drive needs a reset or a power cycle", humantime::format_duration(*timeout))]
-    Timeout { device: String, command: String, timeout: Duration },
+    Timeout {
+        device: String,
+        command: String,
+        timeout: Duration,
+    },
     #[error("{device}: {op} failed: {errno} ({})", errno.desc())]
-    Os { device: String, op: String, errno: nix::errno::Errno },
+    Os {
+        device: String,
+        op: String,
+        errno: nix::errno::Errno,
+    },
     #[error("simulated drive {device}: {message}")]
     Sim { device: String, message: String },
 }
@@ -85,7 +96,12 @@ pub enum TransportError {
 impl TransportError {
     /// The drive is absent or not answering yet: worth waiting for.
     pub fn is_absent(&self) -> bool {
-        matches!(self, TransportError::Gone { .. } | TransportError::NotReady { .. } | TransportError::Open { .. })
+        matches!(
+            self,
+            TransportError::Gone { .. }
+                | TransportError::NotReady { .. }
+                | TransportError::Open { .. }
+        )
     }
     pub fn is_timeout(&self) -> bool {
         matches!(self, TransportError::Timeout { .. })

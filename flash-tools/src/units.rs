@@ -8,7 +8,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid size '{s}': expected a number with an optional unit such as 4096, 4k, 128KiB, 1G");
+    let bad = || {
+        format!("invalid size '{s}': expected a number with an optional unit such as 4096, 4k, 128KiB, 1G")
+    };
     let n: u64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim() {
         "" | "b" | "B" => 1,
@@ -22,16 +24,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "TB" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("invalid size '{s}': too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size '{s}': too large"))
 }
 
 /// Parses a duration: `500ms`, `2s`, `1m30s`, `1h`; a bare number is seconds (as in fio's `runtime`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
-        return t.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("invalid duration '{s}': {e}"));
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("invalid duration '{s}': {e}"));
     }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration '{s}': {e} (examples: 500ms, 10s, 2m)"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration '{s}': {e} (examples: 500ms, 10s, 2m)"))
 }
 
 /// `1.5 GiB`-style rendering.
@@ -63,7 +70,9 @@ mod tests {
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert!(parse_size("12q").unwrap_err().contains("12q"));
         assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
         assert_eq!(format_size(1536), "1.5 KiB");
     }
 

@@ -14,7 +14,8 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
     fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
@@ -22,7 +23,10 @@ impl Run {
 }
 
 fn nvme_flash(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvme-flash")).args(args).output().expect("run nvme-flash");
+    let out = Command::new(env!("CARGO_BIN_EXE_nvme-flash"))
+        .args(args)
+        .output()
+        .expect("run nvme-flash");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -53,7 +57,15 @@ impl Lab {
     /// A drive with fast boots; extra `sim create` flags appended.
     fn drive(&self, name: &str, extra: &[&str]) -> String {
         let dir = self.path(name);
-        let mut args = vec!["sim", "create", &dir, "--boot-time", "50ms", "--size", "64M"];
+        let mut args = vec![
+            "sim",
+            "create",
+            &dir,
+            "--boot-time",
+            "50ms",
+            "--size",
+            "64M",
+        ];
         args.extend_from_slice(extra);
         ok(&args);
         format!("sim:{dir}")
@@ -89,8 +101,20 @@ fn a_good_image_updates_and_verifies() {
     assert_eq!(j["chunks"], 3, "256 KiB + header in 128 KiB chunks");
     assert_eq!(running(&dev, &[]), "2.1.0");
     // Progress lines went to stderr, naming each step.
-    for step in ["check image", "inspect drive", "download", "commit", "activate", "wait for drive", "verify"] {
-        assert!(r.stderr.contains(step), "missing step '{step}' in:\n{}", r.stderr);
+    for step in [
+        "check image",
+        "inspect drive",
+        "download",
+        "commit",
+        "activate",
+        "wait for drive",
+        "verify",
+    ] {
+        assert!(
+            r.stderr.contains(step),
+            "missing step '{step}' in:\n{}",
+            r.stderr
+        );
     }
 }
 
@@ -105,7 +129,11 @@ fn a_corrupt_image_is_rejected_and_the_old_firmware_keeps_running() {
     std::fs::write(&img, bytes).unwrap();
     let r = nvme_flash(&[&dev, "update", &img]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("Invalid Firmware Image (0x4107, DNR)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Invalid Firmware Image (0x4107, DNR)"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("step 'commit'"), "{}", r.stdout);
     assert!(r.stdout.contains("still running 1.0.0"), "{}", r.stdout);
     assert_eq!(running(&dev, &[]), "1.0.0");
@@ -120,8 +148,17 @@ fn read_only_slot_1_is_an_invalid_slot() {
     assert_eq!(r.code, 1, "{}", r.all());
     let j = r.json();
     assert_eq!(j["failure"]["step"], "commit");
-    assert_eq!(j["failure"]["status"], "Invalid Firmware Slot (0x4106, DNR)");
-    assert!(j["failure"]["message"].as_str().unwrap().contains("FRMW marks slot 1 read-only"), "{j}");
+    assert_eq!(
+        j["failure"]["status"],
+        "Invalid Firmware Slot (0x4106, DNR)"
+    );
+    assert!(
+        j["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("FRMW marks slot 1 read-only"),
+        "{j}"
+    );
     assert_eq!(running(&dev, &[]), "1.0.0");
     // Without --slot the tool picks a writable slot and succeeds.
     ok(&[&dev, "update", &img]);
@@ -135,9 +172,21 @@ fn an_overlapping_download_is_reported_by_name() {
     let img = lab.image("fw.img", "2.0.0", &[]);
     ok(&[&dev, "fw-download", &img, "--xfer", "64k"]);
     // Re-sending the image from offset 64 KiB overlaps what the drive holds.
-    let r = nvme_flash(&[&dev, "fw-download", &img, "--xfer", "64k", "--offset", "64k"]);
+    let r = nvme_flash(&[
+        &dev,
+        "fw-download",
+        &img,
+        "--xfer",
+        "64k",
+        "--offset",
+        "64k",
+    ]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("Overlapping Range (0x4114, DNR)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Overlapping Range (0x4114, DNR)"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -148,18 +197,40 @@ fn power_loss_during_download_commits_nothing_and_a_retry_succeeds() {
     let img = lab.image("fw.img", "2.0.0", &[]);
     ok(&["sim", "fault", &dir, "power-loss", "--after", "1"]);
     let r = nvme_flash(&[&dev, "update", &img, "--json"]);
-    assert_eq!(r.code, 3, "a lost drive is an infrastructure failure: {}", r.all());
+    assert_eq!(
+        r.code,
+        3,
+        "a lost drive is an infrastructure failure: {}",
+        r.all()
+    );
     let j = r.json();
     assert_eq!(j["failure"]["step"], "download");
-    assert!(j["failure"]["message"].as_str().unwrap().contains("power was lost"), "{j}");
+    assert!(
+        j["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("power was lost"),
+        "{j}"
+    );
     let state = j["failure"]["drive_state"].as_str().unwrap();
-    assert!(state.contains("running 1.0.0") && state.contains("nothing was committed"), "{state}");
+    assert!(
+        state.contains("running 1.0.0") && state.contains("nothing was committed"),
+        "{state}"
+    );
     let smart = ok(&[&dev, "log", "smart", "--json"]).json();
     assert_eq!(smart["unsafe_shutdowns"], "1");
     assert_eq!(smart["power_cycles"], "1");
     let fw = ok(&[&dev, "log", "fw", "--json"]).json();
-    assert_eq!(fw["next_active_slot"], Value::Null, "no activation is pending");
-    assert_eq!(fw["slots"][1]["revision"], Value::Null, "nothing was committed to slot 2");
+    assert_eq!(
+        fw["next_active_slot"],
+        Value::Null,
+        "no activation is pending"
+    );
+    assert_eq!(
+        fw["slots"][1]["revision"],
+        Value::Null,
+        "nothing was committed to slot 2"
+    );
     // The fault fired once; the retry goes through.
     let r = ok(&[&dev, "update", &img, "--json"]);
     assert_eq!(r.json()["outcome"], "updated");
@@ -176,10 +247,19 @@ fn an_image_that_fails_to_boot_is_rolled_back() {
     assert_eq!(j["outcome"], "rolled_back");
     let msg = j["failure"]["message"].as_str().unwrap();
     assert!(msg.starts_with("2.0.0 is running but"), "{msg}");
-    assert!(msg.contains("critical warning bits 0x04") || msg.contains("Internal Error"), "{msg}");
+    assert!(
+        msg.contains("critical warning bits 0x04") || msg.contains("Internal Error"),
+        "{msg}"
+    );
     assert_eq!(j["rollback"]["verified"], true);
     assert_eq!(j["rollback"]["revision"], "1.0.0");
-    assert!(j["failure"]["drive_state"].as_str().unwrap().contains("rolled back"), "{j}");
+    assert!(
+        j["failure"]["drive_state"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{j}"
+    );
     assert_eq!(running(&dev, &[]), "1.0.0");
     let fw = ok(&[&dev, "log", "fw", "--json"]).json();
     assert_eq!(fw["active_slot"], 1);
@@ -192,7 +272,11 @@ fn an_image_the_drive_falls_back_from_is_a_failed_update() {
     let img = lab.image("fb.img", "2.0.0", &["--behaviour", "fallback"]);
     let r = nvme_flash(&[&dev, "update", &img]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("fell back to slot 1 (1.0.0)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("fell back to slot 1 (1.0.0)"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(running(&dev, &[]), "1.0.0");
 }
 
@@ -201,17 +285,32 @@ fn a_drive_that_vanishes_after_activation_is_found_under_its_new_name() {
     let lab = Lab::new();
     let bus = lab.path("bus");
     lab.drive("d", &["--serial", "VANISH01", "--bus", &bus]);
-    let img = lab.image("v.img", "2.0.0", &["--behaviour", "vanish", "--duration", "700ms"]);
+    let img = lab.image(
+        "v.img",
+        "2.0.0",
+        &["--behaviour", "vanish", "--duration", "700ms"],
+    );
     let listed = ok(&["list", "--sysfs-root", &bus, "--json"]).json();
     assert_eq!(listed[0]["name"], "nvme0");
     assert_eq!(listed[0]["serial"], "VANISH01");
-    let r = nvme_flash(&["serial=VANISH01", "update", &img, "--sysfs-root", &bus, "--json"]);
+    let r = nvme_flash(&[
+        "serial=VANISH01",
+        "update",
+        &img,
+        "--sysfs-root",
+        &bus,
+        "--json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
     let j = r.json();
     assert_eq!(j["device_name_before"], "nvme0");
     assert_eq!(j["device_name_after"], "nvme1");
     assert_eq!(j["running_revision"], "2.0.0");
-    assert!(r.stderr.contains("re-enumerated as nvme1 (was nvme0)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("re-enumerated as nvme1 (was nvme0)"),
+        "{}",
+        r.stderr
+    );
     let listed = ok(&["list", "--sysfs-root", &bus, "--json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["name"], "nvme1");
@@ -221,36 +320,74 @@ fn a_drive_that_vanishes_after_activation_is_found_under_its_new_name() {
 fn a_drive_that_stays_gone_is_reported_unreachable() {
     let lab = Lab::new();
     let dev = lab.drive("d", &[]);
-    let img = lab.image("v.img", "2.0.0", &["--behaviour", "vanish", "--duration", "forever"]);
+    let img = lab.image(
+        "v.img",
+        "2.0.0",
+        &["--behaviour", "vanish", "--duration", "forever"],
+    );
     let r = nvme_flash(&[&dev, "update", &img, "--wait-timeout", "1s", "--json"]);
     assert_eq!(r.code, 3, "{}", r.all());
     let j = r.json();
     assert_eq!(j["failure"]["step"], "wait_for_drive");
-    assert!(j["failure"]["drive_state"].as_str().unwrap().contains("needs a power cycle"), "{j}");
+    assert!(
+        j["failure"]["drive_state"]
+            .as_str()
+            .unwrap()
+            .contains("needs a power cycle"),
+        "{j}"
+    );
     ok(&["sim", "power-cycle", &lab.path("d")]);
     ok(&[&dev, "wait", "--for", "5s"]);
-    assert_eq!(running(&dev, &[]), "2.0.0", "the committed image runs after the power cycle");
+    assert_eq!(
+        running(&dev, &[]),
+        "2.0.0",
+        "the committed image runs after the power cycle"
+    );
 }
 
 #[test]
 fn a_slow_booting_image_is_waited_for() {
     let lab = Lab::new();
     let dev = lab.drive("d", &[]);
-    let img = lab.image("s.img", "2.0.0", &["--behaviour", "slow-boot", "--duration", "1500ms"]);
+    let img = lab.image(
+        "s.img",
+        "2.0.0",
+        &["--behaviour", "slow-boot", "--duration", "1500ms"],
+    );
     let r = ok(&[&dev, "update", &img, "--json"]);
     assert_eq!(r.json()["outcome"], "updated");
-    let waited = r.stderr.lines().find(|l| l.contains("is back as")).unwrap().to_string();
-    assert!(waited.contains("after 1s") || waited.contains("after 2s"), "{waited}");
+    let waited = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("is back as"))
+        .unwrap()
+        .to_string();
+    assert!(
+        waited.contains("after 1s") || waited.contains("after 2s"),
+        "{waited}"
+    );
 }
 
 #[test]
 fn a_hung_command_times_out_with_a_clear_error() {
     let lab = Lab::new();
     let dev = lab.drive("d", &[]);
-    ok(&["sim", "fault", &lab.path("d"), "hang", "--opcode", "identify"]);
+    ok(&[
+        "sim",
+        "fault",
+        &lab.path("d"),
+        "hang",
+        "--opcode",
+        "identify",
+    ]);
     let r = nvme_flash(&[&dev, "info", "--timeout", "700ms"]);
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(r.stderr.contains("Identify Controller got no answer within 700ms (hung command)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("Identify Controller got no answer within 700ms (hung command)"),
+        "{}",
+        r.stderr
+    );
     // An update hits the same hang at its first step and says so.
     let img = lab.image("fw.img", "2.0.0", &[]);
     let r = nvme_flash(&[&dev, "update", &img, "--timeout", "500ms", "--json"]);
@@ -265,7 +402,15 @@ fn a_controller_without_firmware_download_fails_cleanly() {
     // The drive answers Firmware Image Download the way QEMU's controller does.
     let lab = Lab::new();
     let dev = lab.drive("d", &[]);
-    ok(&["sim", "fault", &lab.path("d"), "status", "0x4001", "--opcode", "fw-download"]);
+    ok(&[
+        "sim",
+        "fault",
+        &lab.path("d"),
+        "status",
+        "0x4001",
+        "--opcode",
+        "fw-download",
+    ]);
     let img = lab.image("fw.img", "2.0.0", &[]);
     let r = nvme_flash(&[&dev, "update", &img]);
     assert_eq!(r.code, 1, "{}", r.all());
@@ -281,7 +426,17 @@ fn a_controller_without_firmware_download_fails_cleanly() {
 fn transient_chunk_errors_are_retried() {
     let lab = Lab::new();
     let dev = lab.drive("d", &[]);
-    ok(&["sim", "fault", &lab.path("d"), "status", "0x0006", "--opcode", "fw-download", "--count", "2"]);
+    ok(&[
+        "sim",
+        "fault",
+        &lab.path("d"),
+        "status",
+        "0x0006",
+        "--opcode",
+        "fw-download",
+        "--count",
+        "2",
+    ]);
     let img = lab.image("fw.img", "2.0.0", &[]);
     let r = ok(&[&dev, "update", &img, "--json"]);
     assert_eq!(r.json()["chunk_retries"], 2);
@@ -323,7 +478,12 @@ fn activate_now_uses_commit_action_3() {
     // A drive that needs a reset for action 3 says so, and the tool performs it.
     let dev2 = lab.drive("d2", &["--no-immediate-activation"]);
     let r = ok(&[&dev2, "update", &img, "--activate", "now"]);
-    assert!(r.stderr.contains("Firmware Activation Requires Controller Level Reset"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("Firmware Activation Requires Controller Level Reset"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(running(&dev2, &[]), "2.0.0");
 }
 
@@ -335,10 +495,16 @@ fn fw_commit_runs_each_action() {
     ok(&[&dev, "fw-download", &img]);
     ok(&[&dev, "fw-commit", "--slot", "2", "--action", "0"]);
     ok(&[&dev, "fw-commit", "--slot", "2", "--action", "2"]);
-    assert_eq!(ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"], 2);
+    assert_eq!(
+        ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"],
+        2
+    );
     ok(&[&dev, "fw-download", &img]);
     ok(&[&dev, "fw-commit", "--slot", "3", "--action", "1"]);
-    assert_eq!(ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"], 3);
+    assert_eq!(
+        ok(&[&dev, "log", "fw", "--json"]).json()["next_active_slot"],
+        3
+    );
     ok(&[&dev, "fw-commit", "--slot", "2", "--action", "3"]);
     ok(&[&dev, "wait"]);
     let fw = ok(&[&dev, "log", "fw", "--json"]).json();
@@ -352,14 +518,22 @@ fn fw_commit_runs_each_action() {
 fn bad_device_addresses_and_missing_drives_are_clear_errors() {
     let r = nvme_flash(&["sda", "info"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("invalid device 'sda'") && r.stderr.contains("serial=SERIAL"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid device 'sda'") && r.stderr.contains("serial=SERIAL"),
+        "{}",
+        r.stderr
+    );
     let r = nvme_flash(&["sim:/nonexistent/drive", "info"]);
     assert_eq!(r.code, 3);
     assert!(r.stderr.contains("nvme-flash sim create"), "{}", r.stderr);
     let lab = Lab::new();
     let r = nvme_flash(&["serial=NOPE", "info", "--sysfs-root", &lab.path("empty")]);
     assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("no NVMe controller matches serial=NOPE"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no NVMe controller matches serial=NOPE"),
+        "{}",
+        r.stderr
+    );
     let r = nvme_flash(&["sim", "create", &lab.path("x"), "--slots", "9"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("'slots'"), "{}", r.stderr);
@@ -375,5 +549,8 @@ fn self_test_wait_reports_the_result() {
     ok(&["sim", "fault", &lab.path("d"), "self-test-failure"]);
     let r = nvme_flash(&[&dev, "self-test", "short", "--wait", "--json"]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert_eq!(r.json()["result_text"], "completed with one or more failed segments");
+    assert_eq!(
+        r.json()["result_text"],
+        "completed with one or more failed segments"
+    );
 }

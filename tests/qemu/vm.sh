@@ -4,7 +4,8 @@
 #   tests/qemu/vm.sh GUEST_SCRIPT OUT_DIR [FILE...]
 #
 # The VM runs the Debian cloud kernel (NVMe driver built in) from an initramfs holding busybox, nvme-cli,
-# the FILEs given (binaries get their shared libraries copied too) and GUEST_SCRIPT as /guest.sh.
+# the FILEs given and GUEST_SCRIPT as /guest.sh. ELF binaries go to /usr/bin (stripped, with their shared
+# libraries); other files to /data.
 # Everything the guest script writes under /out is packed with tar, sent over the serial console as base64
 # and unpacked into OUT_DIR on the host; the console log is OUT_DIR/console.log and the guest script's exit
 # code OUT_DIR/guest.rc. The VM sees one NVMe controller (serial NVFARMQEMU0001, 64 MiB namespace): /dev/nvme0,
@@ -18,7 +19,7 @@ die() { echo "vm.sh: $*" >&2; exit 2; }
 [[ $# -ge 2 ]] || die "usage: vm.sh GUEST_SCRIPT OUT_DIR [FILE...]"
 guest_script=$1; out_dir=$2; shift 2
 [[ -f $guest_script ]] || die "guest script '$guest_script' does not exist"
-for tool in qemu-system-x86_64 cpio busybox nvme dpkg-deb apt-get; do
+for tool in qemu-system-x86_64 cpio busybox nvme dpkg-deb apt-get strip; do
     command -v "$tool" >/dev/null || die "'$tool' is not installed: run scripts/setup.sh"
 done
 
@@ -41,7 +42,7 @@ fi
 # --- initramfs --------------------------------------------------------------------------------------------
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,out,etc,lib64,usr/bin}
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,out,etc,lib64,usr/bin,data}
 cp "$(command -v busybox)" "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do
     [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
@@ -59,10 +60,11 @@ copy_with_libs() {
 copy_with_libs "$(command -v nvme)" "$root/usr/bin/nvme"
 for f in "$@"; do
     [[ -f $f ]] || die "file '$f' does not exist"
-    if file -b "$f" 2>/dev/null | grep -q ELF || head -c4 "$f" | grep -q ELF; then
+    if [[ $(head -c4 "$f" | tr -d '\177') == ELF ]]; then
         copy_with_libs "$f" "$root/usr/bin/$(basename "$f")"
+        strip "$root/usr/bin/$(basename "$f")" 2>/dev/null || true
     else
-        cp "$f" "$root/usr/bin/$(basename "$f")"
+        cp "$f" "$root/data/$(basename "$f")"
     fi
 done
 cp "$guest_script" "$root/guest.sh"

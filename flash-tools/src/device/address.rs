@@ -18,7 +18,8 @@ pub enum DeviceAddr {
     Sim(PathBuf),
 }
 
-pub const FORMS: &str = "/dev/nvmeN (or nvmeN, /dev/nvmeNnM, /dev/ngNnM), serial=SERIAL, pci=DDDD:BB:DD.F or sim:DIR";
+pub const FORMS: &str =
+    "/dev/nvmeN (or nvmeN, /dev/nvmeNnM, /dev/ngNnM), serial=SERIAL, pci=DDDD:BB:DD.F or sim:DIR";
 
 impl FromStr for DeviceAddr {
     type Err = String;
@@ -38,7 +39,9 @@ impl FromStr for DeviceAddr {
             return Ok(DeviceAddr::Serial(serial.to_string()));
         }
         if let Some(pci) = s.strip_prefix("pci=") {
-            return normalize_pci(pci).map(DeviceAddr::Pci).ok_or_else(|| bad("PCI address must look like 0000:3b:00.0"));
+            return normalize_pci(pci)
+                .map(DeviceAddr::Pci)
+                .ok_or_else(|| bad("PCI address must look like 0000:3b:00.0"));
         }
         if s.starts_with('/') {
             return Ok(DeviceAddr::Path(PathBuf::from(s)));
@@ -60,8 +63,15 @@ pub fn normalize_pci(s: &str) -> Option<String> {
         _ => return None,
     };
     let (dev, func) = devfn.split_once('.')?;
-    let hex = |x: &str, n: usize| x.len() <= n && !x.is_empty() && x.chars().all(|c| c.is_ascii_hexdigit());
-    if !(hex(domain, 4) && hex(bus, 2) && hex(dev, 2) && func.len() == 1 && func.chars().all(|c| ('0'..='7').contains(&c))) {
+    let hex = |x: &str, n: usize| {
+        x.len() <= n && !x.is_empty() && x.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    if !(hex(domain, 4)
+        && hex(bus, 2)
+        && hex(dev, 2)
+        && func.len() == 1
+        && func.chars().all(|c| ('0'..='7').contains(&c)))
+    {
         return None;
     }
     Some(format!(
@@ -90,10 +100,19 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!("/dev/nvme0".parse(), Ok(DeviceAddr::Path("/dev/nvme0".into())));
+        assert_eq!(
+            "/dev/nvme0".parse(),
+            Ok(DeviceAddr::Path("/dev/nvme0".into()))
+        );
         assert_eq!("nvme3".parse(), Ok(DeviceAddr::Path("/dev/nvme3".into())));
-        assert_eq!("serial=S6ABC123".parse(), Ok(DeviceAddr::Serial("S6ABC123".into())));
-        assert_eq!("pci=3B:00.0".parse(), Ok(DeviceAddr::Pci("0000:3b:00.0".into())));
+        assert_eq!(
+            "serial=S6ABC123".parse(),
+            Ok(DeviceAddr::Serial("S6ABC123".into()))
+        );
+        assert_eq!(
+            "pci=3B:00.0".parse(),
+            Ok(DeviceAddr::Pci("0000:3b:00.0".into()))
+        );
         assert_eq!("sim:/tmp/x".parse(), Ok(DeviceAddr::Sim("/tmp/x".into())));
         assert_eq!(DeviceAddr::Serial("A".into()).to_string(), "serial=A");
     }

@@ -23,7 +23,11 @@ use crate::transport::{Passthru, TransportError};
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error("no NVMe controller matches {addr} under {root}/class/nvme ({seen}); check the address, or the drive is off the bus")]
-    NotFound { addr: String, root: PathBuf, seen: String },
+    NotFound {
+        addr: String,
+        root: PathBuf,
+        seen: String,
+    },
     #[error("{addr} matches more than one controller ({names}); use a more specific address")]
     Ambiguous { addr: String, names: String },
     #[error("cannot read {root}/class/nvme: {source}")]
@@ -39,7 +43,11 @@ pub enum DeviceError {
     #[error(transparent)]
     Nvme(#[from] NvmeError),
     #[error("{addr} did not come back within {}: {last}", humantime::format_duration(*waited))]
-    NotBack { addr: String, waited: Duration, last: String },
+    NotBack {
+        addr: String,
+        waited: Duration,
+        last: String,
+    },
 }
 
 impl DeviceError {
@@ -54,7 +62,8 @@ impl DeviceError {
         }
     }
     pub fn is_timeout(&self) -> bool {
-        matches!(self, DeviceError::Transport(t) if t.is_timeout()) || matches!(self, DeviceError::Nvme(n) if n.is_timeout())
+        matches!(self, DeviceError::Transport(t) if t.is_timeout())
+            || matches!(self, DeviceError::Nvme(n) if n.is_timeout())
     }
 }
 
@@ -82,7 +91,10 @@ impl Locator {
             let all = self
                 .sysfs
                 .controllers()
-                .map_err(|source| DeviceError::Sysfs { root: self.sysfs.root.clone(), source })?;
+                .map_err(|source| DeviceError::Sysfs {
+                    root: self.sysfs.root.clone(),
+                    source,
+                })?;
             let hits: Vec<&Enumerated> = all.iter().filter(|c| pred(c)).collect();
             match hits.as_slice() {
                 [one] => Ok(match &one.sim_state {
@@ -95,14 +107,20 @@ impl Locator {
                     seen: if all.is_empty() {
                         "no controllers present".into()
                     } else {
-                        let seen: Vec<String> =
-                            all.iter().map(|c| format!("{} serial={} pci={}", c.name, c.serial, c.address)).collect();
+                        let seen: Vec<String> = all
+                            .iter()
+                            .map(|c| format!("{} serial={} pci={}", c.name, c.serial, c.address))
+                            .collect();
                         format!("present: {}", seen.join(", "))
                     },
                 }),
                 many => Err(DeviceError::Ambiguous {
                     addr: self.addr.to_string(),
-                    names: many.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                    names: many
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
             }
         };
@@ -110,7 +128,9 @@ impl Locator {
             DeviceAddr::Path(p) => Ok(Target::Linux(p.clone())),
             DeviceAddr::Sim(d) => Ok(Target::Sim(d.clone())),
             DeviceAddr::Serial(s) => lookup(&|c| c.serial == *s),
-            DeviceAddr::Pci(p) => lookup(&|c| address::normalize_pci(&c.address).as_deref() == Some(p.as_str())),
+            DeviceAddr::Pci(p) => {
+                lookup(&|c| address::normalize_pci(&c.address).as_deref() == Some(p.as_str()))
+            }
         }
     }
 
@@ -134,7 +154,11 @@ impl Drive {
     /// Opens the drive at `addr` with a per-command `timeout`.
     pub fn open(locator: Locator, timeout: Option<Duration>) -> Result<Self, DeviceError> {
         let ctrl = Controller::new(locator.open()?).with_timeout(timeout);
-        Ok(Drive { locator, ctrl, timeout })
+        Ok(Drive {
+            locator,
+            ctrl,
+            timeout,
+        })
     }
 
     pub fn controller(&self) -> &Controller {
@@ -153,14 +177,23 @@ impl Drive {
         let start = Instant::now();
         let mut last: String;
         loop {
-            let attempt = self.reopen().and_then(|()| self.ctrl.identify_controller().map(drop).map_err(DeviceError::from));
+            let attempt = self.reopen().and_then(|()| {
+                self.ctrl
+                    .identify_controller()
+                    .map(drop)
+                    .map_err(DeviceError::from)
+            });
             match attempt {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_absent() || e.is_timeout() => last = e.to_string(),
                 Err(e) => return Err(e),
             }
             if start.elapsed() >= within {
-                return Err(DeviceError::NotBack { addr: self.locator.addr.to_string(), waited: within, last });
+                return Err(DeviceError::NotBack {
+                    addr: self.locator.addr.to_string(),
+                    waited: within,
+                    last,
+                });
             }
             thread::sleep(Duration::from_millis(100).min(within.saturating_sub(start.elapsed())));
         }

@@ -35,17 +35,25 @@ pub struct Sysfs {
 
 impl Default for Sysfs {
     fn default() -> Self {
-        Sysfs { root: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
+        Sysfs {
+            root: PathBuf::from("/sys"),
+            dev: PathBuf::from("/dev"),
+        }
     }
 }
 
 fn read_trimmed(p: &Path) -> String {
-    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl Sysfs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Sysfs { root: root.into(), dev: PathBuf::from("/dev") }
+        Sysfs {
+            root: root.into(),
+            dev: PathBuf::from("/dev"),
+        }
     }
 
     /// Every controller under `class/nvme`, sorted by instance number.
@@ -62,7 +70,9 @@ impl Sysfs {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            let Some(num) = name.strip_prefix("nvme") else { continue };
+            let Some(num) = name.strip_prefix("nvme") else {
+                continue;
+            };
             if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit()) {
                 continue;
             }
@@ -119,6 +129,9 @@ mod tests {
 
     #[test]
     fn a_missing_tree_has_no_controllers() {
-        assert!(Sysfs::new("/nonexistent-sysfs").controllers().unwrap().is_empty());
+        assert!(Sysfs::new("/nonexistent-sysfs")
+            .controllers()
+            .unwrap()
+            .is_empty());
     }
 }

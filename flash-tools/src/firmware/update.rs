@@ -48,7 +48,9 @@ impl std::str::FromStr for Activation {
             "reset" => Ok(Activation::Reset),
             "now" => Ok(Activation::Now),
             "next-reset" => Ok(Activation::NextReset),
-            _ => Err(format!("invalid activation '{s}': expected reset, now or next-reset")),
+            _ => Err(format!(
+                "invalid activation '{s}': expected reset, now or next-reset"
+            )),
         }
     }
 }
@@ -159,7 +161,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "firmware update failed at step '{}': {}; drive state: {}", self.step, self.message, self.drive_state)
+        write!(
+            f,
+            "firmware update failed at step '{}': {}; drive state: {}",
+            self.step, self.message, self.drive_state
+        )
     }
 }
 
@@ -232,7 +238,12 @@ struct Updater<'a> {
 }
 
 /// Runs the whole update. Never panics on drive behaviour: every outcome is in the report.
-pub fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, progress: &mut dyn Progress) -> UpdateReport {
+pub fn update(
+    drive: &mut Drive,
+    image: &[u8],
+    opts: &UpdateOptions,
+    progress: &mut dyn Progress,
+) -> UpdateReport {
     let report = UpdateReport {
         device: drive.locator.addr.to_string(),
         device_name_before: drive.controller().device_name(),
@@ -257,7 +268,14 @@ pub fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, progress: &
         elapsed_ms: 0,
         events: vec![],
     };
-    let mut u = Updater { drive, opts, progress, report, started: Instant::now(), critical_warning_before: 0 };
+    let mut u = Updater {
+        drive,
+        opts,
+        progress,
+        report,
+        started: Instant::now(),
+        critical_warning_before: 0,
+    };
     if let Err(f) = u.run(image) {
         u.note(f.step, format!("FAILED: {}", f.message));
         u.report.failure = Some(f);
@@ -287,14 +305,31 @@ fn describe_device(e: &DeviceError) -> (FailureKind, Option<String>) {
 
 impl Updater<'_> {
     fn note(&mut self, step: Step, message: impl Into<String>) {
-        let ev = Event { elapsed_ms: self.started.elapsed().as_millis() as u64, step, message: message.into() };
+        let ev = Event {
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            step,
+            message: message.into(),
+        };
         tracing::info!(step = %ev.step, "{}", ev.message);
         self.progress.event(&ev);
         self.report.events.push(ev);
     }
 
-    fn fail(&self, step: Step, kind: FailureKind, message: String, status: Option<String>, state: String) -> Failure {
-        Failure { step, kind, message, status, drive_state: state }
+    fn fail(
+        &self,
+        step: Step,
+        kind: FailureKind,
+        message: String,
+        status: Option<String>,
+        state: String,
+    ) -> Failure {
+        Failure {
+            step,
+            kind,
+            message,
+            status,
+            drive_state: state,
+        }
     }
 
     fn untouched(&self) -> String {
@@ -312,14 +347,26 @@ impl Updater<'_> {
         let ctrl = self.drive.controller().clone();
         let id = ctrl.identify_controller().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
-            self.fail(Step::Inspect, kind, format!("Identify Controller failed: {e}"), status, "unknown (not reachable)".into())
+            self.fail(
+                Step::Inspect,
+                kind,
+                format!("Identify Controller failed: {e}"),
+                status,
+                "unknown (not reachable)".into(),
+            )
         })?;
         self.report.serial = id.serial().to_string();
         self.report.model = id.model().to_string();
         self.report.previous_revision = id.firmware_revision().to_string();
         let slots = ctrl.firmware_slot_log().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
-            self.fail(Step::Inspect, kind, format!("reading the Firmware Slot log failed: {e}"), status, "unchanged".into())
+            self.fail(
+                Step::Inspect,
+                kind,
+                format!("reading the Firmware Slot log failed: {e}"),
+                status,
+                "unchanged".into(),
+            )
         })?;
         self.report.previous_slot = slots.active_slot();
         self.critical_warning_before = ctrl.smart_log().map(|s| s.critical_warning).unwrap_or(0);
@@ -333,9 +380,15 @@ impl Updater<'_> {
                 id.firmware_revision(),
                 slots.active_slot(),
                 id.firmware_slots(),
-                if id.slot1_read_only() { " (slot 1 read-only)" } else { "" },
-                id.firmware_update_granularity().map_or("not reported".into(), |g| format!("{g} bytes")),
-                id.max_transfer_bytes().map_or("unlimited".into(), |m| format!("{m} bytes")),
+                if id.slot1_read_only() {
+                    " (slot 1 read-only)"
+                } else {
+                    ""
+                },
+                id.firmware_update_granularity()
+                    .map_or("not reported".into(), |g| format!("{g} bytes")),
+                id.max_transfer_bytes()
+                    .map_or("unlimited".into(), |m| format!("{m} bytes")),
             ),
         );
         if !id.supports_firmware_commands() {
@@ -347,7 +400,10 @@ impl Updater<'_> {
         if let Some(h) = &sim_header {
             if let Some(m) = &h.model {
                 if m != id.model() {
-                    self.note(Step::Inspect, format!("image is built for model '{m}', drive is '{}'", id.model()));
+                    self.note(
+                        Step::Inspect,
+                        format!("image is built for model '{m}', drive is '{}'", id.model()),
+                    );
                 }
             }
         }
@@ -362,22 +418,40 @@ impl Updater<'_> {
             Activation::Now => CommitAction::ActivateNow,
             _ => CommitAction::ReplaceActivateOnReset,
         };
-        let outcome = ctrl.firmware_commit(target, action).map_err(|e| self.commit_failure(&id, target, action, e))?;
+        let outcome = ctrl
+            .firmware_commit(target, action)
+            .map_err(|e| self.commit_failure(&id, target, action, e))?;
         let mut reset_needed = match (self.opts.activation, outcome) {
             (_, CommitOutcome::NeedsReset(s)) => {
-                self.note(Step::Commit, format!("committed to slot {target}; the drive answered {s}: resetting"));
-                Some(if s.code() == code::FW_NEEDS_SUBSYSTEM_RESET { ResetKind::Subsystem } else { ResetKind::Controller })
+                self.note(
+                    Step::Commit,
+                    format!("committed to slot {target}; the drive answered {s}: resetting"),
+                );
+                Some(if s.code() == code::FW_NEEDS_SUBSYSTEM_RESET {
+                    ResetKind::Subsystem
+                } else {
+                    ResetKind::Controller
+                })
             }
             (Activation::Reset, _) => {
-                self.note(Step::Commit, format!("committed to slot {target} ({})", action.describe()));
+                self.note(
+                    Step::Commit,
+                    format!("committed to slot {target} ({})", action.describe()),
+                );
                 Some(ResetKind::Controller)
             }
             (Activation::NextReset, _) => {
-                self.note(Step::Commit, format!("committed to slot {target}; activates at the next reset"));
+                self.note(
+                    Step::Commit,
+                    format!("committed to slot {target}; activates at the next reset"),
+                );
                 None
             }
             (Activation::Now, _) => {
-                self.note(Step::Commit, format!("committed to slot {target} and activated without reset"));
+                self.note(
+                    Step::Commit,
+                    format!("committed to slot {target} and activated without reset"),
+                );
                 None
             }
         };
@@ -392,9 +466,11 @@ impl Updater<'_> {
         }
         let target = self.report.target_slot;
         if self.report.expected_revision.is_none() {
-            self.report.expected_revision = sim_header
-                .map(|h| h.revision)
-                .or_else(|| after_commit.as_ref().and_then(|l| l.revision(target).map(str::to_string)));
+            self.report.expected_revision = sim_header.map(|h| h.revision).or_else(|| {
+                after_commit
+                    .as_ref()
+                    .and_then(|l| l.revision(target).map(str::to_string))
+            });
         }
         if self.opts.activation == Activation::NextReset && reset_needed.is_none() {
             return self.verify_staged(target);
@@ -402,7 +478,12 @@ impl Updater<'_> {
 
         // 5. Activate and wait.
         if let Some(kind) = reset_needed.take() {
-            self.note(Step::Activate, format!("{kind:?} reset to activate slot {target}").replace("Controller", "controller").replace("Subsystem", "NVM subsystem"));
+            self.note(
+                Step::Activate,
+                format!("{kind:?} reset to activate slot {target}")
+                    .replace("Controller", "controller")
+                    .replace("Subsystem", "NVM subsystem"),
+            );
             if let Err(e) = self.drive.controller().reset(kind) {
                 if !e.is_absent() {
                     let (k, status) = describe_nvme(&e);
@@ -457,14 +538,21 @@ impl Updater<'_> {
                 )));
             }
         }
-        let header = if sim_image::is_sim_image(image) { sim_image::parse(image).ok() } else { None };
+        let header = if sim_image::is_sim_image(image) {
+            sim_image::parse(image).ok()
+        } else {
+            None
+        };
         self.note(
             Step::CheckImage,
             format!(
                 "image: {} bytes, sha256 {}{}",
                 image.len(),
                 self.report.image_sha256,
-                header.as_ref().map(|h| format!(", simulated-drive image revision {}", h.revision)).unwrap_or_default()
+                header
+                    .as_ref()
+                    .map(|h| format!(", simulated-drive image revision {}", h.revision))
+                    .unwrap_or_default()
             ),
         );
         Ok(header)
@@ -477,19 +565,27 @@ impl Updater<'_> {
                 return Err(Failure {
                     step: Step::Inspect,
                     kind: FailureKind::BadInput,
-                    message: format!("slot {s} is not a firmware slot: slots are 1 to 7 (this drive has {n})"),
+                    message: format!(
+                        "slot {s} is not a firmware slot: slots are 1 to 7 (this drive has {n})"
+                    ),
                     status: None,
                     drive_state: self.untouched(),
                 });
             }
             if s == active {
-                self.note(Step::Inspect, format!("slot {s} holds the running image: rollback will not be possible"));
+                self.note(
+                    Step::Inspect,
+                    format!("slot {s} holds the running image: rollback will not be possible"),
+                );
             }
             return Ok(s);
         }
         match (1..=n).find(|&s| s != active && !(s == 1 && id.slot1_read_only())) {
             Some(s) => {
-                self.note(Step::Inspect, format!("using slot {s}; slot {active} keeps the running image for rollback"));
+                self.note(
+                    Step::Inspect,
+                    format!("using slot {s}; slot {active} keeps the running image for rollback"),
+                );
                 Ok(s)
             }
             None => {
@@ -519,7 +615,13 @@ impl Updater<'_> {
         let total = image.len() as u64;
         self.report.chunk_bytes = chunk;
         self.report.chunks = total.div_ceil(chunk);
-        self.note(Step::Download, format!("downloading {total} bytes in {} chunk(s) of up to {chunk} bytes", self.report.chunks));
+        self.note(
+            Step::Download,
+            format!(
+                "downloading {total} bytes in {} chunk(s) of up to {chunk} bytes",
+                self.report.chunks
+            ),
+        );
         let ctrl = self.drive.controller().clone();
         let mut offset = 0u64;
         while offset < total {
@@ -529,7 +631,9 @@ impl Updater<'_> {
             loop {
                 match ctrl.firmware_download(offset, piece) {
                     Ok(()) => break,
-                    Err(NvmeError::Status { status, .. }) if !status.dnr() && attempt < self.opts.chunk_retries => {
+                    Err(NvmeError::Status { status, .. })
+                        if !status.dnr() && attempt < self.opts.chunk_retries =>
+                    {
                         attempt += 1;
                         self.report.chunk_retries += 1;
                         self.note(Step::Download, format!("chunk at offset {offset:#x} answered {status}; retry {attempt} of {}", self.opts.chunk_retries));
@@ -544,16 +648,30 @@ impl Updater<'_> {
         Ok(())
     }
 
-    fn download_failure(&mut self, id: &IdentifyController, offset: u64, total: u64, e: NvmeError) -> Failure {
+    fn download_failure(
+        &mut self,
+        id: &IdentifyController,
+        offset: u64,
+        total: u64,
+        e: NvmeError,
+    ) -> Failure {
         let (kind, status) = describe_nvme(&e);
-        let mut message = format!("Firmware Image Download at offset {offset:#x} of {total} bytes failed: {e}");
+        let mut message =
+            format!("Firmware Image Download at offset {offset:#x} of {total} bytes failed: {e}");
         if e.status().is_some_and(|s| s.code() == code::INVALID_OPCODE) {
             message = format!(
                 "the controller does not support Firmware Image Download: it answered {}{}",
                 e.status().unwrap_or_default(),
-                if id.supports_firmware_commands() { "" } else { " (and Identify OACS bit 2, firmware commands, is clear)" }
+                if id.supports_firmware_commands() {
+                    ""
+                } else {
+                    " (and Identify OACS bit 2, firmware commands, is clear)"
+                }
             );
-        } else if e.status().is_some_and(|s| s.code() == code::OVERLAPPING_RANGE) {
+        } else if e
+            .status()
+            .is_some_and(|s| s.code() == code::OVERLAPPING_RANGE)
+        {
             message.push_str(" (the drive holds an overlapping portion from an earlier download)");
         }
         let drive_state = if kind == FailureKind::Unreachable {
@@ -575,23 +693,38 @@ impl Updater<'_> {
         self.fail(Step::Download, kind, message, status, drive_state)
     }
 
-    fn commit_failure(&self, id: &IdentifyController, slot: u8, action: CommitAction, e: NvmeError) -> Failure {
+    fn commit_failure(
+        &self,
+        id: &IdentifyController,
+        slot: u8,
+        action: CommitAction,
+        e: NvmeError,
+    ) -> Failure {
         let (kind, status) = describe_nvme(&e);
         let hint = match e.status().map(Status::code) {
             Some(code::INVALID_FIRMWARE_SLOT) if slot == 1 && id.slot1_read_only() => {
                 " (Identify FRMW marks slot 1 read-only)".to_string()
             }
-            Some(code::INVALID_FIRMWARE_SLOT) => format!(" (the drive has {} slot(s))", id.firmware_slots()),
-            Some(code::INVALID_FIRMWARE_IMAGE) => {
-                " (the drive rejected the image: corrupt, truncated, or built for another model)".to_string()
+            Some(code::INVALID_FIRMWARE_SLOT) => {
+                format!(" (the drive has {} slot(s))", id.firmware_slots())
             }
-            Some(code::FW_ACTIVATION_PROHIBITED) => " (the drive refuses this revision, e.g. a downgrade)".to_string(),
+            Some(code::INVALID_FIRMWARE_IMAGE) => {
+                " (the drive rejected the image: corrupt, truncated, or built for another model)"
+                    .to_string()
+            }
+            Some(code::FW_ACTIVATION_PROHIBITED) => {
+                " (the drive refuses this revision, e.g. a downgrade)".to_string()
+            }
             _ => String::new(),
         };
         self.fail(
             Step::Commit,
             kind,
-            format!("Firmware Commit (slot {slot}, action {}: {}) failed: {e}{hint}", action as u8, action.describe()),
+            format!(
+                "Firmware Commit (slot {slot}, action {}: {}) failed: {e}{hint}",
+                action as u8,
+                action.describe()
+            ),
             status,
             format!(
                 "unchanged: still running {} from slot {}; the downloaded image was discarded",
@@ -602,7 +735,13 @@ impl Updater<'_> {
 
     fn wait_for_drive(&mut self, step: Step, target: u8) -> Result<(), Failure> {
         let before = self.drive.controller().device_name();
-        self.note(step, format!("waiting up to {} for the drive to come back", humantime::format_duration(self.opts.come_back_timeout)));
+        self.note(
+            step,
+            format!(
+                "waiting up to {} for the drive to come back",
+                humantime::format_duration(self.opts.come_back_timeout)
+            ),
+        );
         let waited = Instant::now();
         if let Err(e) = self.drive.wait_ready(self.opts.come_back_timeout) {
             let (kind, status) = describe_device(&e);
@@ -616,9 +755,13 @@ impl Updater<'_> {
         }
         let after = self.drive.controller().device_name();
         self.report.device_name_after = Some(after.clone());
-        let took = humantime::format_duration(Duration::from_millis(waited.elapsed().as_millis() as u64));
+        let took =
+            humantime::format_duration(Duration::from_millis(waited.elapsed().as_millis() as u64));
         if after != before {
-            self.note(step, format!("the drive re-enumerated as {after} (was {before}) after {took}"));
+            self.note(
+                step,
+                format!("the drive re-enumerated as {after} (was {before}) after {took}"),
+            );
         } else {
             self.note(step, format!("the drive is back as {after} after {took}"));
         }
@@ -628,14 +771,19 @@ impl Updater<'_> {
     /// Checks the running revision, active slot and health. Err = why the new firmware is not good.
     fn verify(&mut self, target: u8) -> Result<(), String> {
         let ctrl = self.drive.controller().clone();
-        let id = ctrl.identify_controller().map_err(|e| format!("Identify Controller failed: {e}"))?;
-        let log = ctrl.firmware_slot_log().map_err(|e| format!("reading the Firmware Slot log failed: {e}"))?;
+        let id = ctrl
+            .identify_controller()
+            .map_err(|e| format!("Identify Controller failed: {e}"))?;
+        let log = ctrl
+            .firmware_slot_log()
+            .map_err(|e| format!("reading the Firmware Slot log failed: {e}"))?;
         let fr = id.firmware_revision().to_string();
         self.report.running_revision = Some(fr.clone());
         self.report.running_slot = Some(log.active_slot());
         let expected = self.report.expected_revision.clone().unwrap_or_default();
         if log.active_slot() != target || (!expected.is_empty() && fr != expected) {
-            if fr == self.report.previous_revision && log.active_slot() == self.report.previous_slot {
+            if fr == self.report.previous_revision && log.active_slot() == self.report.previous_slot
+            {
                 return Err(format!(
                     "the drive fell back to slot {} ({fr}): the new image in slot {target} did not boot",
                     log.active_slot()
@@ -644,32 +792,59 @@ impl Updater<'_> {
             return Err(format!(
                 "the drive runs {fr} from slot {}, expected {} from slot {target}",
                 log.active_slot(),
-                if expected.is_empty() { "the new image" } else { &expected }
+                if expected.is_empty() {
+                    "the new image"
+                } else {
+                    &expected
+                }
             ));
         }
-        let smart = ctrl.smart_log().map_err(|e| format!("reading SMART / Health failed: {e}"))?;
+        let smart = ctrl
+            .smart_log()
+            .map_err(|e| format!("reading SMART / Health failed: {e}"))?;
         let new_bits = smart.critical_warning & !self.critical_warning_before;
         if new_bits != 0 {
-            return Err(format!("{fr} is running but SMART reports new critical warning bits {new_bits:#04x}"));
+            return Err(format!(
+                "{fr} is running but SMART reports new critical warning bits {new_bits:#04x}"
+            ));
         }
-        if let Some(&nsid) = ctrl.active_namespaces().map_err(|e| format!("listing namespaces failed: {e}"))?.first() {
-            let ns = ctrl.identify_namespace(nsid).map_err(|e| format!("Identify Namespace {nsid} failed: {e}"))?;
+        if let Some(&nsid) = ctrl
+            .active_namespaces()
+            .map_err(|e| format!("listing namespaces failed: {e}"))?
+            .first()
+        {
+            let ns = ctrl
+                .identify_namespace(nsid)
+                .map_err(|e| format!("Identify Namespace {nsid} failed: {e}"))?;
             let bs = ns.block_size() as u32;
             let mut buf = vec![0u8; bs as usize];
-            ctrl.read(nsid, 0, &mut buf, bs).map_err(|e| format!("{fr} is running but reading LBA 0 of namespace {nsid} failed: {e}"))?;
+            ctrl.read(nsid, 0, &mut buf, bs).map_err(|e| {
+                format!("{fr} is running but reading LBA 0 of namespace {nsid} failed: {e}")
+            })?;
         }
-        self.note(Step::Verify, format!("verified: {fr} runs from slot {target}, SMART clean, namespace readable"));
+        self.note(
+            Step::Verify,
+            format!("verified: {fr} runs from slot {target}, SMART clean, namespace readable"),
+        );
         Ok(())
     }
 
     fn verify_staged(&mut self, target: u8) -> Result<(), Failure> {
         let log = self.drive.controller().firmware_slot_log().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
-            self.fail(Step::Verify, kind, format!("reading the Firmware Slot log failed: {e}"), status, "committed, unverified".into())
+            self.fail(
+                Step::Verify,
+                kind,
+                format!("reading the Firmware Slot log failed: {e}"),
+                status,
+                "committed, unverified".into(),
+            )
         })?;
         let expected = self.report.expected_revision.clone().unwrap_or_default();
         let staged_rev = log.revision(target).unwrap_or("");
-        if log.next_active_slot() != Some(target) || (!expected.is_empty() && staged_rev != expected) {
+        if log.next_active_slot() != Some(target)
+            || (!expected.is_empty() && staged_rev != expected)
+        {
             return Err(self.fail(
                 Step::Verify,
                 FailureKind::Verification,
@@ -684,7 +859,10 @@ impl Updater<'_> {
         self.report.running_revision = Some(self.report.previous_revision.clone());
         self.report.running_slot = Some(log.active_slot());
         self.report.outcome = Outcome::Staged;
-        self.note(Step::Verify, format!("slot {target} holds {staged_rev} and activates at the next reset"));
+        self.note(
+            Step::Verify,
+            format!("slot {target} holds {staged_rev} and activates at the next reset"),
+        );
         Ok(())
     }
 
@@ -692,7 +870,8 @@ impl Updater<'_> {
         self.note(Step::Verify, cause.clone());
         let prev_slot = self.report.previous_slot;
         let prev_rev = self.report.previous_revision.clone();
-        let fell_back = self.report.running_slot == Some(prev_slot) && self.report.running_revision.as_deref() == Some(&prev_rev);
+        let fell_back = self.report.running_slot == Some(prev_slot)
+            && self.report.running_revision.as_deref() == Some(&prev_rev);
         if fell_back {
             return Err(self.fail(
                 Step::Verify,
@@ -703,7 +882,11 @@ impl Updater<'_> {
             ));
         }
         if !self.opts.rollback || prev_slot == target || prev_slot == 0 {
-            let why = if !self.opts.rollback { "rollback disabled" } else { "the previous image was overwritten" };
+            let why = if !self.opts.rollback {
+                "rollback disabled"
+            } else {
+                "the previous image was overwritten"
+            };
             return Err(self.fail(
                 Step::Verify,
                 FailureKind::Verification,
@@ -711,13 +894,19 @@ impl Updater<'_> {
                 None,
                 format!(
                     "running {} from slot {} ({why})",
-                    self.report.running_revision.clone().unwrap_or_else(|| "unknown".into()),
+                    self.report
+                        .running_revision
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
                     self.report.running_slot.unwrap_or(0)
                 ),
             ));
         }
         // 7. Roll back.
-        self.note(Step::Rollback, format!("rolling back to slot {prev_slot} ({prev_rev})"));
+        self.note(
+            Step::Rollback,
+            format!("rolling back to slot {prev_slot} ({prev_rev})"),
+        );
         let result = self.roll_back(prev_slot, &prev_rev);
         let verified = result.is_ok();
         let message = match &result {
@@ -725,7 +914,12 @@ impl Updater<'_> {
             Err(e) => format!("rollback to slot {prev_slot} failed: {e}"),
         };
         self.note(Step::Rollback, message.clone());
-        self.report.rollback = Some(RollbackReport { slot: prev_slot, revision: prev_rev.clone(), verified, message: message.clone() });
+        self.report.rollback = Some(RollbackReport {
+            slot: prev_slot,
+            revision: prev_rev.clone(),
+            verified,
+            message: message.clone(),
+        });
         if verified {
             self.report.outcome = Outcome::RolledBack;
             Err(self.fail(
@@ -736,26 +930,47 @@ impl Updater<'_> {
                 format!("rolled back: running the previous firmware {prev_rev} from slot {prev_slot} (verified); slot {target} holds the image that failed"),
             ))
         } else {
-            Err(self.fail(Step::Rollback, FailureKind::Verification, format!("{cause}; {message}"), None, "unknown: the rollback did not verify".into()))
+            Err(self.fail(
+                Step::Rollback,
+                FailureKind::Verification,
+                format!("{cause}; {message}"),
+                None,
+                "unknown: the rollback did not verify".into(),
+            ))
         }
     }
 
     fn roll_back(&mut self, slot: u8, revision: &str) -> Result<(), String> {
         let ctrl = self.drive.controller().clone();
-        ctrl.firmware_commit(slot, CommitAction::ActivateOnReset).map_err(|e| e.to_string())?;
+        ctrl.firmware_commit(slot, CommitAction::ActivateOnReset)
+            .map_err(|e| e.to_string())?;
         if let Err(e) = ctrl.reset(ResetKind::Controller) {
             if !e.is_absent() {
                 return Err(format!("reset failed: {e}"));
             }
         }
-        self.drive.wait_ready(self.opts.come_back_timeout).map_err(|e| e.to_string())?;
+        self.drive
+            .wait_ready(self.opts.come_back_timeout)
+            .map_err(|e| e.to_string())?;
         self.report.device_name_after = Some(self.drive.controller().device_name());
-        let id = self.drive.controller().identify_controller().map_err(|e| e.to_string())?;
-        let log = self.drive.controller().firmware_slot_log().map_err(|e| e.to_string())?;
+        let id = self
+            .drive
+            .controller()
+            .identify_controller()
+            .map_err(|e| e.to_string())?;
+        let log = self
+            .drive
+            .controller()
+            .firmware_slot_log()
+            .map_err(|e| e.to_string())?;
         self.report.running_revision = Some(id.firmware_revision().to_string());
         self.report.running_slot = Some(log.active_slot());
         if id.firmware_revision() != revision || log.active_slot() != slot {
-            return Err(format!("after rollback the drive runs {} from slot {}", id.firmware_revision(), log.active_slot()));
+            return Err(format!(
+                "after rollback the drive runs {} from slot {}",
+                id.firmware_revision(),
+                log.active_slot()
+            ));
         }
         Ok(())
     }
@@ -768,7 +983,9 @@ impl fmt::Display for UpdateReport {
                 f,
                 "updated {} ({}): {} → {} in slot {}, verified running",
                 self.device,
-                self.device_name_after.as_deref().unwrap_or(&self.device_name_before),
+                self.device_name_after
+                    .as_deref()
+                    .unwrap_or(&self.device_name_before),
                 self.previous_revision,
                 self.running_revision.as_deref().unwrap_or("?"),
                 self.target_slot

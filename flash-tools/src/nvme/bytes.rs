@@ -43,7 +43,10 @@ pub(crate) fn ascii_at(buf: &[u8], off: usize, len: usize) -> String {
     }
     // Stop at the first NUL (some controllers NUL-terminate), keep spaces.
     let cut = out.iter().position(|&b| b == 0).unwrap_or(len);
-    out[..cut].iter().map(|&b| if b.is_ascii() { b as char } else { '?' }).collect()
+    out[..cut]
+        .iter()
+        .map(|&b| if b.is_ascii() { b as char } else { '?' })
+        .collect()
 }
 pub(crate) fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];

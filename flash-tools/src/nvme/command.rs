@@ -160,14 +160,22 @@ pub const NSID_ALL: u32 = 0xFFFF_FFFF;
 
 impl Command {
     pub fn new(opcode: u8) -> Self {
-        Command { opcode, ..Default::default() }
+        Command {
+            opcode,
+            ..Default::default()
+        }
     }
 
     // ----- admin builders -------------------------------------------------------------------------------
 
     /// Identify (CNS in CDW10 bits 7:0).
     pub fn identify(cns_value: u8, nsid: u32) -> Self {
-        Command { opcode: admin::IDENTIFY, nsid, cdw10: cns_value as u32, ..Default::default() }
+        Command {
+            opcode: admin::IDENTIFY,
+            nsid,
+            cdw10: cns_value as u32,
+            ..Default::default()
+        }
     }
 
     /// Get Log Page for `len` bytes (a multiple of 4) at byte `offset`. NUMD is zero-based and split into
@@ -177,7 +185,10 @@ impl Command {
         Command {
             opcode: admin::GET_LOG_PAGE,
             nsid,
-            cdw10: lid as u32 | ((lsp as u32 & 0x7f) << 8) | ((rae as u32) << 15) | ((numd & 0xffff) << 16),
+            cdw10: lid as u32
+                | ((lsp as u32 & 0x7f) << 8)
+                | ((rae as u32) << 15)
+                | ((numd & 0xffff) << 16),
             cdw11: numd >> 16,
             cdw12: offset as u32,
             cdw13: (offset >> 32) as u32,
@@ -229,7 +240,12 @@ impl Command {
 
     /// Device Self-test: code in CDW10 3:0.
     pub fn device_self_test(nsid: u32, code: u8) -> Self {
-        Command { opcode: admin::DEVICE_SELF_TEST, nsid, cdw10: code as u32 & 0xf, ..Default::default() }
+        Command {
+            opcode: admin::DEVICE_SELF_TEST,
+            nsid,
+            cdw10: code as u32 & 0xf,
+            ..Default::default()
+        }
     }
 
     /// Format NVM: LBAF 3:0, MSET 4, PI 7:5, PIL 8, SES 11:9.
@@ -281,7 +297,11 @@ impl Command {
         c
     }
     pub fn flush(nsid: u32) -> Self {
-        Command { opcode: io::FLUSH, nsid, ..Default::default() }
+        Command {
+            opcode: io::FLUSH,
+            nsid,
+            ..Default::default()
+        }
     }
     /// Force Unit Access (CDW12 bit 30) on a Read/Write.
     pub fn with_fua(mut self) -> Self {
@@ -447,7 +467,13 @@ mod tests {
 
     #[test]
     fn sqe_layout_matches_spec_offsets() {
-        let c = Command { opcode: 0x02, nsid: 1, cdw10: 0xAABBCCDD, cdw15: 0x11223344, ..Default::default() };
+        let c = Command {
+            opcode: 0x02,
+            nsid: 1,
+            cdw10: 0xAABBCCDD,
+            cdw15: 0x11223344,
+            ..Default::default()
+        };
         let sqe = c.to_sqe(0x1234);
         assert_eq!(sqe[0], 0x02);
         assert_eq!(&sqe[2..4], &[0x34, 0x12]);
@@ -460,6 +486,9 @@ mod tests {
     fn names_opcodes() {
         assert_eq!(opcode_name(Queue::Admin, 0x11), "Firmware Image Download");
         assert_eq!(opcode_name(Queue::Io, 0x02), "Read");
-        assert_eq!(opcode_name(Queue::Admin, 0xC1), "Vendor Specific Admin Command");
+        assert_eq!(
+            opcode_name(Queue::Admin, 0xC1),
+            "Vendor Specific Admin Command"
+        );
     }
 }

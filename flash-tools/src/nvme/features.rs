@@ -61,8 +61,14 @@ mod tests {
 
     #[test]
     fn names_features() {
-        assert_eq!(feature_name(fid::TEMPERATURE_THRESHOLD), "Temperature Threshold");
-        assert_eq!(feature_name(fid::VOLATILE_WRITE_CACHE), "Volatile Write Cache");
+        assert_eq!(
+            feature_name(fid::TEMPERATURE_THRESHOLD),
+            "Temperature Threshold"
+        );
+        assert_eq!(
+            feature_name(fid::VOLATILE_WRITE_CACHE),
+            "Volatile Write Cache"
+        );
         assert_eq!(feature_name(0xC5), "Vendor Specific");
     }
 }

@@ -60,7 +60,11 @@ impl PowerState {
         put_u16(b, 16, self.idle_power);
         put_u8(b, 18, (self.idle_scale & 0x3) << 6);
         put_u16(b, 20, self.active_power);
-        put_u8(b, 22, (self.active_power_work & 0x7) | ((self.active_scale & 0x3) << 6));
+        put_u8(
+            b,
+            22,
+            (self.active_power_work & 0x7) | ((self.active_scale & 0x3) << 6),
+        );
     }
 }
 
@@ -176,7 +180,14 @@ pub const OACS_SELF_TEST: u16 = 1 << 4;
 
 fn uuid_string(b: &[u8]) -> String {
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn uuid_bytes(s: &str) -> [u8; 16] {
@@ -279,7 +290,9 @@ impl IdentifyController {
             fcatt: u8_at(b, 1802),
             msdbd: u8_at(b, 1803),
             ofcs: u16_at(b, 1804),
-            psds: (0..=npss as usize).map(|i| PowerState::parse(&bytes_at(b, 2048 + 32 * i, 32))).collect(),
+            psds: (0..=npss as usize)
+                .map(|i| PowerState::parse(&bytes_at(b, 2048 + 32 * i, 32)))
+                .collect(),
         }
     }
 
@@ -418,7 +431,12 @@ impl IdentifyController {
     }
     /// NVMe version as "major.minor.tertiary".
     pub fn version_string(&self) -> String {
-        format!("{}.{}.{}", self.ver >> 16, (self.ver >> 8) & 0xff, self.ver & 0xff)
+        format!(
+            "{}.{}.{}",
+            self.ver >> 16,
+            (self.ver >> 8) & 0xff,
+            self.ver & 0xff
+        )
     }
 }
 
@@ -521,7 +539,11 @@ impl IdentifyNamespace {
             lbafs: (0..=nlbaf.min(63) as usize)
                 .map(|i| {
                     let o = 128 + 4 * i;
-                    LbaFormat { ms: u16_at(b, o), ds: u8_at(b, o + 2), rp: u8_at(b, o + 3) & 0x3 }
+                    LbaFormat {
+                        ms: u16_at(b, o),
+                        ds: u8_at(b, o + 2),
+                        rp: u8_at(b, o + 3) & 0x3,
+                    }
                 })
                 .collect(),
         }
@@ -584,7 +606,10 @@ impl IdentifyNamespace {
     }
     /// Logical block size in bytes.
     pub fn block_size(&self) -> u64 {
-        self.lbafs.get(self.current_lba_format()).map(|f| 1u64 << f.ds.min(31)).unwrap_or(512)
+        self.lbafs
+            .get(self.current_lba_format())
+            .map(|f| 1u64 << f.ds.min(31))
+            .unwrap_or(512)
     }
     /// Namespace size in bytes.
     pub fn size_bytes(&self) -> u64 {
@@ -594,7 +619,10 @@ impl IdentifyNamespace {
 
 /// Parses an Active Namespace ID list (CNS 02h): up to 1024 NSIDs, terminated by 0.
 pub fn parse_namespace_list(b: &[u8]) -> Vec<u32> {
-    (0..1024).map(|i| u32_at(b, i * 4)).take_while(|&n| n != 0).collect()
+    (0..1024)
+        .map(|i| u32_at(b, i * 4))
+        .take_while(|&n| n != 0)
+        .collect()
 }
 
 #[cfg(test)]
@@ -618,7 +646,7 @@ mod tests {
         b[112] = 0xab;
         b[127] = 0xcd;
         b[256..258].copy_from_slice(&0x0016u16.to_le_bytes());
-        b[260] = 0b1_011_1; // activation w/o reset, 3 slots, slot 1 read-only
+        b[260] = 0b1_0111; // activation w/o reset, 3 slots, slot 1 read-only
         b[261] = 0x07;
         b[262] = 63;
         b[263] = 1; // two power states
@@ -680,14 +708,28 @@ mod tests {
         assert_eq!(id.firmware_update_granularity(), Some(8192));
         assert_eq!(id.sanicap, 7);
         assert_eq!(id.megcap, 99);
-        assert_eq!((id.sqes, id.cqes, id.nn, id.oncs, id.vwc), (0x66, 0x44, 1, 0x1d, 1));
+        assert_eq!(
+            (id.sqes, id.cqes, id.nn, id.oncs, id.vwc),
+            (0x66, 0x44, 1, 0x1d, 1)
+        );
         assert_eq!(id.maxdna, 5);
         assert_eq!(id.subnqn, "nqn.2024-01.dev.nvfarm");
         assert_eq!(id.ofcs, 3);
         assert_eq!(id.psds.len(), 2);
         let ps = &id.psds[1];
-        assert_eq!((ps.max_power, ps.flags, ps.entry_lat, ps.exit_lat), (2500, 1, 16, 4));
-        assert_eq!((ps.read_tput, ps.idle_scale, ps.active_power_work, ps.active_scale), (3, 2, 2, 1));
+        assert_eq!(
+            (ps.max_power, ps.flags, ps.entry_lat, ps.exit_lat),
+            (2500, 1, 16, 4)
+        );
+        assert_eq!(
+            (
+                ps.read_tput,
+                ps.idle_scale,
+                ps.active_power_work,
+                ps.active_scale
+            ),
+            (3, 2, 2, 1)
+        );
     }
 
     #[test]
@@ -700,7 +742,10 @@ mod tests {
 
     #[test]
     fn fwug_and_mdts_special_values() {
-        let mut id = IdentifyController { fwug: 0xff, ..Default::default() };
+        let mut id = IdentifyController {
+            fwug: 0xff,
+            ..Default::default()
+        };
         assert_eq!(id.firmware_update_granularity(), Some(4));
         id.fwug = 0;
         assert_eq!(id.firmware_update_granularity(), None);
@@ -748,7 +793,14 @@ mod tests {
         assert_eq!(ns.nguid, "11000000000000000000000000000022");
         assert_eq!(ns.eui64, "aa000000000000bb");
         assert_eq!(ns.lbafs.len(), 2);
-        assert_eq!(ns.lbafs[1], LbaFormat { ms: 8, ds: 12, rp: 2 });
+        assert_eq!(
+            ns.lbafs[1],
+            LbaFormat {
+                ms: 8,
+                ds: 12,
+                rp: 2
+            }
+        );
         assert_eq!(ns.current_lba_format(), 1);
         assert_eq!(ns.block_size(), 4096);
         assert_eq!(ns.size_bytes(), 131072 * 4096);

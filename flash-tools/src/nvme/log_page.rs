@@ -33,6 +33,28 @@ pub mod critical_warning {
     pub const READ_ONLY: u8 = 1 << 3;
     pub const VOLATILE_BACKUP_FAILED: u8 = 1 << 4;
     pub const PMR_READ_ONLY: u8 = 1 << 5;
+
+    /// Names of the bits set in `v`, e.g. "reliability degraded, read-only".
+    pub fn describe(v: u8) -> String {
+        let names = [
+            (SPARE_BELOW_THRESHOLD, "available spare below threshold"),
+            (TEMPERATURE, "temperature out of range"),
+            (RELIABILITY_DEGRADED, "reliability degraded"),
+            (READ_ONLY, "media read-only"),
+            (VOLATILE_BACKUP_FAILED, "volatile memory backup failed"),
+            (PMR_READ_ONLY, "persistent memory region read-only"),
+        ];
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(b, _)| v & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if set.is_empty() {
+            "none".into()
+        } else {
+            set.join(", ")
+        }
+    }
 }
 
 /// SMART / Health Information (log 02h). Temperatures are in Kelvin; the `data_units_*` counters are in
@@ -194,7 +216,10 @@ impl FirmwareSlotLog {
                 *slot = Some(ascii_at(b, 8 + 8 * i, 8).trim_end().to_string());
             }
         }
-        FirmwareSlotLog { afi: u8_at(b, 0), frs }
+        FirmwareSlotLog {
+            afi: u8_at(b, 0),
+            frs,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -218,7 +243,10 @@ impl FirmwareSlotLog {
     }
     /// Revision stored in `slot` (1..=7).
     pub fn revision(&self, slot: u8) -> Option<&str> {
-        (1..=7).contains(&slot).then(|| self.frs[slot as usize - 1].as_deref()).flatten()
+        (1..=7)
+            .contains(&slot)
+            .then(|| self.frs[slot as usize - 1].as_deref())
+            .flatten()
     }
 }
 
@@ -296,7 +324,11 @@ impl ErrorLogEntry {
         put_u64(b, 0, self.error_count);
         put_u16(b, 8, self.sqid);
         put_u16(b, 10, self.cmdid);
-        put_u16(b, 12, (self.status_field << 1) | (self.phase_tag as u16 & 1));
+        put_u16(
+            b,
+            12,
+            (self.status_field << 1) | (self.phase_tag as u16 & 1),
+        );
         put_u16(b, 14, self.parm_error_location);
         put_u64(b, 16, self.lba);
         put_u32(b, 24, self.nsid);
@@ -318,7 +350,12 @@ pub struct ErrorLog {
 
 impl ErrorLog {
     pub fn parse(b: &[u8]) -> Self {
-        ErrorLog { errors: b.chunks(ERROR_ENTRY_LEN).map(ErrorLogEntry::parse).collect() }
+        ErrorLog {
+            errors: b
+                .chunks(ERROR_ENTRY_LEN)
+                .map(ErrorLogEntry::parse)
+                .collect(),
+        }
     }
     /// Entries that hold an error (error_count != 0).
     pub fn valid(&self) -> impl Iterator<Item = &ErrorLogEntry> {
@@ -349,7 +386,10 @@ pub struct EffectsLog {
 
 impl Default for EffectsLog {
     fn default() -> Self {
-        EffectsLog { admin: [0; 256], io: [0; 256] }
+        EffectsLog {
+            admin: [0; 256],
+            io: [0; 256],
+        }
     }
 }
 
@@ -386,7 +426,11 @@ impl EffectsLog {
     pub fn entries(&self) -> Vec<EffectsEntry> {
         use super::command::{opcode_name, Queue};
         let mk = |queue: Queue, op: usize, e: u32| EffectsEntry {
-            queue: if queue == Queue::Admin { "admin".into() } else { "io".into() },
+            queue: if queue == Queue::Admin {
+                "admin".into()
+            } else {
+                "io".into()
+            },
             opcode: op as u8,
             name: opcode_name(queue, op as u8).to_string(),
             effects: e,
@@ -395,9 +439,20 @@ impl EffectsLog {
             nic: e & effects::NIC != 0,
             ccc: e & effects::CCC != 0,
         };
-        let admin = self.admin.iter().enumerate().filter(|(_, e)| **e & effects::CSUPP != 0);
-        let io = self.io.iter().enumerate().filter(|(_, e)| **e & effects::CSUPP != 0);
-        admin.map(|(op, e)| mk(Queue::Admin, op, *e)).chain(io.map(|(op, e)| mk(Queue::Io, op, *e))).collect()
+        let admin = self
+            .admin
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| **e & effects::CSUPP != 0);
+        let io = self
+            .io
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| **e & effects::CSUPP != 0);
+        admin
+            .map(|(op, e)| mk(Queue::Admin, op, *e))
+            .chain(io.map(|(op, e)| mk(Queue::Io, op, *e)))
+            .collect()
     }
 }
 
@@ -527,7 +582,11 @@ pub struct SanitizeStatus {
 
 impl SanitizeStatus {
     pub fn parse(b: &[u8]) -> Self {
-        SanitizeStatus { sprog: u16_at(b, 0), sstat: u16_at(b, 2), scdw10: u32_at(b, 4) }
+        SanitizeStatus {
+            sprog: u16_at(b, 0),
+            sstat: u16_at(b, 2),
+            scdw10: u32_at(b, 4),
+        }
     }
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; SANITIZE_STATUS_LEN];
@@ -551,7 +610,9 @@ mod tests {
         b[4] = 10;
         b[5] = 3;
         b[6] = 1;
-        let put = |b: &mut Vec<u8>, off: usize, v: u128| b[off..off + 16].copy_from_slice(&v.to_le_bytes());
+        let put = |b: &mut Vec<u8>, off: usize, v: u128| {
+            b[off..off + 16].copy_from_slice(&v.to_le_bytes())
+        };
         put(&mut b, 32, 11);
         put(&mut b, 48, 12);
         put(&mut b, 64, 13);
@@ -569,9 +630,21 @@ mod tests {
         b[228..232].copy_from_slice(&24u32.to_le_bytes());
         let s = SmartLog::parse(&b);
         assert_eq!(s.critical_warning, critical_warning::RELIABILITY_DEGRADED);
+        assert_eq!(
+            critical_warning::describe(s.critical_warning),
+            "reliability degraded"
+        );
+        assert_eq!(critical_warning::describe(0), "none");
+        assert_eq!(
+            critical_warning::describe(0x0a),
+            "temperature out of range, media read-only"
+        );
         assert_eq!(s.temperature, 310);
         assert_eq!(s.temperature_celsius(), 37);
-        assert_eq!((s.avail_spare, s.spare_thresh, s.percent_used), (100, 10, 3));
+        assert_eq!(
+            (s.avail_spare, s.spare_thresh, s.percent_used),
+            (100, 10, 3)
+        );
         assert_eq!(s.endurance_grp_critical_warning_summary, 1);
         assert_eq!(
             [
@@ -642,7 +715,10 @@ mod tests {
         assert_eq!(e.phase_tag, 1);
         assert_eq!(e.status().name(), "Unrecovered Read Error");
         assert!(e.status().dnr());
-        assert_eq!((e.parm_error_location, e.lba, e.nsid, e.vs, e.trtype), (0x28, 0x1000, 1, 9, 3));
+        assert_eq!(
+            (e.parm_error_location, e.lba, e.nsid, e.vs, e.trtype),
+            (0x28, 0x1000, 1, 9, 3)
+        );
         assert_eq!((e.cs, e.trtype_spec_info), (0xfeed, 5));
         assert_eq!(log.valid().count(), 1);
         let mut again = vec![0u8; 64];
@@ -690,7 +766,10 @@ mod tests {
         assert_eq!((log.current_operation, log.completion), (2, 40));
         assert_eq!(log.results.len(), 1);
         let t = &log.results[0];
-        assert_eq!((t.result, t.code, t.segment, t.valid_diagnostic_info), (7, 1, 3, 3));
+        assert_eq!(
+            (t.result, t.code, t.segment, t.valid_diagnostic_info),
+            (7, 1, 3, 3)
+        );
         assert_eq!(t.result_text, "completed with one or more failed segments");
         assert_eq!((t.power_on_hours, t.nsid, t.failing_lba), (1234, 1, 0x99));
         assert_eq!((t.status_code_type, t.status_code), (2, 0x81));

@@ -10,9 +10,10 @@ pub mod identify;
 pub mod log_page;
 pub mod status;
 
-pub use command::{CommitAction, Command, Queue, NSID_ALL};
+pub use command::{Command, CommitAction, Queue, NSID_ALL};
 pub use identify::{IdentifyController, IdentifyNamespace, LbaFormat, PowerState};
 pub use log_page::{
-    EffectsLog, ErrorLog, ErrorLogEntry, FirmwareSlotLog, SanitizeStatus, SelfTestLog, SelfTestResult, SmartLog,
+    EffectsLog, ErrorLog, ErrorLogEntry, FirmwareSlotLog, SanitizeStatus, SelfTestLog,
+    SelfTestResult, SmartLog,
 };
 pub use status::Status;

@@ -103,7 +103,9 @@ impl Status {
     pub const fn is_activation_pending(self) -> bool {
         matches!(
             self.code(),
-            code::FW_NEEDS_CONVENTIONAL_RESET | code::FW_NEEDS_SUBSYSTEM_RESET | code::FW_NEEDS_CONTROLLER_RESET
+            code::FW_NEEDS_CONVENTIONAL_RESET
+                | code::FW_NEEDS_SUBSYSTEM_RESET
+                | code::FW_NEEDS_CONTROLLER_RESET
         )
     }
     /// The spec's name for this status code.
@@ -293,6 +295,9 @@ mod tests {
         assert_eq!(s.code(), code::INVALID_FIRMWARE_IMAGE);
         assert_eq!(s.to_string(), "Invalid Firmware Image (0x7107, DNR, More)");
         assert!(Status::SUCCESS.is_success());
-        assert!(Status::from_raw(0x4000).is_success(), "DNR alone does not make a failure");
+        assert!(
+            Status::from_raw(0x4000).is_success(),
+            "DNR alone does not make a failure"
+        );
     }
 }

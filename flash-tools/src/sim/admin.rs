@@ -13,8 +13,8 @@ use crate::nvme::identify::{OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST};
 use crate::nvme::log_page::{self, critical_warning, effects, lid, self_test_result};
 use crate::nvme::status::code;
 use crate::nvme::{
-    Command, EffectsLog, ErrorLogEntry, FirmwareSlotLog, IdentifyController, IdentifyNamespace, LbaFormat,
-    PowerState, SanitizeStatus, SelfTestLog, SelfTestResult, SmartLog, Status,
+    Command, EffectsLog, ErrorLogEntry, FirmwareSlotLog, IdentifyController, IdentifyNamespace,
+    LbaFormat, PowerState, SanitizeStatus, SelfTestLog, SelfTestResult, SmartLog, Status,
 };
 use crate::transport::{Completion, Data};
 
@@ -33,7 +33,11 @@ fn reply(data: Data<'_>, bytes: &[u8], offset: usize) -> Completion {
     Completion::ok(0)
 }
 
-pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Result<Completion, SimError> {
+pub(super) fn execute(
+    ctx: &mut Ctx<'_>,
+    cmd: &Command,
+    data: Data<'_>,
+) -> Result<Completion, SimError> {
     Ok(match cmd.opcode {
         admin::IDENTIFY => identify(ctx, cmd, data),
         admin::GET_LOG_PAGE => get_log_page(ctx, cmd, data),
@@ -73,7 +77,9 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
         oacs: OACS_FORMAT | OACS_FIRMWARE | OACS_SELF_TEST,
         acl: 3,
         aerl: 3,
-        frmw: (fw.slot1_readonly as u8) | (fw.slots << 1) | ((fw.activation_without_reset as u8) << 4),
+        frmw: (fw.slot1_readonly as u8)
+            | (fw.slots << 1)
+            | ((fw.activation_without_reset as u8) << 4),
         lpa: 0x07,
         elpe: 63,
         npss: 0,
@@ -91,7 +97,12 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
         ocfs: 0,
         sgls: 0,
         subnqn: format!("nqn.2024-01.dev.nvfarm:sim:{}", st.serial),
-        psds: vec![PowerState { max_power: 800, entry_lat: 5, exit_lat: 5, ..Default::default() }],
+        psds: vec![PowerState {
+            max_power: 800,
+            entry_lat: 5,
+            exit_lat: 5,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -120,7 +131,18 @@ fn identify_namespace(ctx: &Ctx<'_>) -> IdentifyNamespace {
         npda: 7,
         eui64: format!("1d1d00{:010x}", h & 0xff_ffff_ffff),
         nguid: format!("1d1d0000000000000000{:012x}", h << 8 | 1),
-        lbafs: vec![LbaFormat { ms: 0, ds: 9, rp: 2 }, LbaFormat { ms: 0, ds: 12, rp: 0 }],
+        lbafs: vec![
+            LbaFormat {
+                ms: 0,
+                ds: 9,
+                rp: 2,
+            },
+            LbaFormat {
+                ms: 0,
+                ds: 12,
+                rp: 0,
+            },
+        ],
         ..Default::default()
     }
 }
@@ -128,7 +150,9 @@ fn identify_namespace(ctx: &Ctx<'_>) -> IdentifyNamespace {
 fn identify(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Completion {
     match cmd.cns() {
         cns::CONTROLLER => reply(data, &identify_controller(ctx).to_bytes(), 0),
-        cns::NAMESPACE if cmd.nsid == 1 || cmd.nsid == NSID_ALL => reply(data, &identify_namespace(ctx).to_bytes(), 0),
+        cns::NAMESPACE if cmd.nsid == 1 || cmd.nsid == NSID_ALL => {
+            reply(data, &identify_namespace(ctx).to_bytes(), 0)
+        }
         cns::NAMESPACE => fail(code::INVALID_NAMESPACE),
         cns::ACTIVE_NAMESPACES => {
             let mut list = vec![0u8; 4096];
@@ -178,7 +202,10 @@ fn smart(ctx: &Ctx<'_>) -> SmartLog {
 
 fn slot_log(ctx: &Ctx<'_>) -> FirmwareSlotLog {
     let fw = &ctx.st.firmware;
-    let mut log = FirmwareSlotLog { afi: fw.active_slot | (fw.next_slot.unwrap_or(0) << 4), ..Default::default() };
+    let mut log = FirmwareSlotLog {
+        afi: fw.active_slot | (fw.next_slot.unwrap_or(0) << 4),
+        ..Default::default()
+    };
     for s in 1..=fw.slots {
         log.frs[s as usize - 1] = fw.image(s).map(|i| i.revision.clone());
     }
@@ -188,7 +215,12 @@ fn slot_log(ctx: &Ctx<'_>) -> FirmwareSlotLog {
 fn effects_log() -> EffectsLog {
     let mut log = EffectsLog::default();
     let s = effects::CSUPP;
-    for op in [admin::GET_LOG_PAGE, admin::IDENTIFY, admin::GET_FEATURES, admin::FIRMWARE_DOWNLOAD] {
+    for op in [
+        admin::GET_LOG_PAGE,
+        admin::IDENTIFY,
+        admin::GET_FEATURES,
+        admin::FIRMWARE_DOWNLOAD,
+    ] {
         log.admin[op as usize] = s;
     }
     log.admin[admin::SET_FEATURES as usize] = s | effects::CCC;
@@ -292,7 +324,9 @@ fn default_feature(id: u8) -> Option<u32> {
 
 fn get_features(ctx: &mut Ctx<'_>, cmd: &Command) -> Completion {
     let id = cmd.feature_id();
-    let Some(default) = default_feature(id) else { return fail(code::INVALID_FIELD) };
+    let Some(default) = default_feature(id) else {
+        return fail(code::INVALID_FIELD);
+    };
     let value = match cmd.feature_select() {
         select::CURRENT => ctx.st.features_current.get(&id).copied().unwrap_or(default),
         select::DEFAULT => default,
@@ -321,19 +355,35 @@ fn set_features(ctx: &mut Ctx<'_>, cmd: &Command) -> Completion {
 
 // ----- Firmware ---------------------------------------------------------------------------------------------
 
-fn firmware_download(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Result<Completion, SimError> {
+fn firmware_download(
+    ctx: &mut Ctx<'_>,
+    cmd: &Command,
+    data: Data<'_>,
+) -> Result<Completion, SimError> {
     let (offset, len) = cmd.fw_download_range();
-    let Data::ToDevice(bytes) = data else { return Ok(fail(code::INVALID_FIELD)) };
+    let Data::ToDevice(bytes) = data else {
+        return Ok(fail(code::INVALID_FIELD));
+    };
     let fw = &ctx.st.firmware;
     let max = 4096u64 << fw.mdts;
-    let gran = if fw.fwug == 0xff { 4 } else { fw.fwug as u64 * 4096 };
+    let gran = if fw.fwug == 0xff {
+        4
+    } else {
+        fw.fwug as u64 * 4096
+    };
     if bytes.len() as u64 != len || len > max || offset % gran != 0 {
         return Ok(fail(code::INVALID_FIELD));
     }
     if offset == 0 {
         // A download starting at offset 0 begins a new image.
         ctx.clear_staging();
-    } else if ctx.st.firmware.staged.iter().any(|r| offset < r.offset + r.len && r.offset < offset + len) {
+    } else if ctx
+        .st
+        .firmware
+        .staged
+        .iter()
+        .any(|r| offset < r.offset + r.len && r.offset < offset + len)
+    {
         return Ok(fail(code::OVERLAPPING_RANGE));
     }
     let path = ctx.dir.join(STAGING_FILE);
@@ -342,8 +392,12 @@ fn firmware_download(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Result
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| SimError::Io { path: path.clone(), source })?;
-    f.write_all_at(bytes, offset).map_err(|source| SimError::Io { path, source })?;
+        .map_err(|source| SimError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    f.write_all_at(bytes, offset)
+        .map_err(|source| SimError::Io { path, source })?;
     ctx.st.firmware.staged.push(StagedRange { offset, len });
     Ok(Completion::ok(0))
 }
@@ -394,7 +448,9 @@ fn firmware_commit(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimEr
         return Ok(fail(code::INVALID_FIRMWARE_SLOT));
     }
     if uses_download {
-        let Some(img) = staged else { return Ok(fail(code::INVALID_FIRMWARE_IMAGE)) };
+        let Some(img) = staged else {
+            return Ok(fail(code::INVALID_FIRMWARE_IMAGE));
+        };
         let header = match image::parse(&img) {
             Ok(h) => h,
             Err(_) => return Ok(fail(code::INVALID_FIRMWARE_IMAGE)),
@@ -430,11 +486,13 @@ fn firmware_commit(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimEr
             } else {
                 use super::state::ResetRequirement::*;
                 ctx.st.firmware.next_slot = Some(slot);
-                Ok(Completion::status(Status::from_code(match ctx.st.firmware.activation_reset {
-                    Controller => code::FW_NEEDS_CONTROLLER_RESET,
-                    Conventional => code::FW_NEEDS_CONVENTIONAL_RESET,
-                    Subsystem => code::FW_NEEDS_SUBSYSTEM_RESET,
-                })))
+                Ok(Completion::status(Status::from_code(
+                    match ctx.st.firmware.activation_reset {
+                        Controller => code::FW_NEEDS_CONTROLLER_RESET,
+                        Conventional => code::FW_NEEDS_CONVENTIONAL_RESET,
+                        Subsystem => code::FW_NEEDS_SUBSYSTEM_RESET,
+                    },
+                )))
             }
         }
     }
@@ -452,8 +510,17 @@ fn self_test(ctx: &mut Ctx<'_>, cmd: &Command) -> Completion {
                 return Completion::status(Status::from_code(code::SELF_TEST_IN_PROGRESS));
             }
             let t = &ctx.st.timing;
-            let duration_ms = if c == self_test_code::SHORT { t.self_test_short_ms } else { t.self_test_extended_ms };
-            ctx.st.self_test.running = Some(RunningSelfTest { code: c, nsid: cmd.nsid, started_ms: ctx.now, duration_ms });
+            let duration_ms = if c == self_test_code::SHORT {
+                t.self_test_short_ms
+            } else {
+                t.self_test_extended_ms
+            };
+            ctx.st.self_test.running = Some(RunningSelfTest {
+                code: c,
+                nsid: cmd.nsid,
+                started_ms: ctx.now,
+                duration_ms,
+            });
             Completion::ok(0)
         }
         self_test_code::ABORT => {
@@ -466,9 +533,19 @@ fn self_test(ctx: &mut Ctx<'_>, cmd: &Command) -> Completion {
 
 fn erase_namespace(ctx: &Ctx<'_>) -> Result<(), SimError> {
     let path = ctx.dir.join(NAMESPACE_FILE);
-    let f = OpenOptions::new().write(true).open(&path).map_err(|source| SimError::Io { path: path.clone(), source })?;
-    f.set_len(0).map_err(|source| SimError::Io { path: path.clone(), source })?;
-    f.set_len(ctx.st.namespace.size_bytes).map_err(|source| SimError::Io { path, source })?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|source| SimError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    f.set_len(0).map_err(|source| SimError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    f.set_len(ctx.st.namespace.size_bytes)
+        .map_err(|source| SimError::Io { path, source })?;
     Ok(())
 }
 

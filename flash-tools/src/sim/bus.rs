@@ -23,7 +23,10 @@ pub const REGISTRY: &str = "nvfarm-sim";
 pub const STATE_LINK: &str = "nvfarm_sim_state";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SimError + '_ {
-    move |source| SimError::Io { path: path.to_path_buf(), source }
+    move |source| SimError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Is `root` a simulated bus (rather than a real or fake sysfs tree)?
@@ -43,9 +46,17 @@ pub fn init(bus: &Path) -> Result<(), SimError> {
 pub fn allocate_instance(bus: &Path) -> Result<u32, SimError> {
     init(bus)?;
     let path = bus.join(REGISTRY).join("next_instance");
-    let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
-    let mut file = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| SimError::Io { path: path.clone(), source: e.into() })?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let mut file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| SimError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(io_err(&path))?;
     let n: u32 = text.trim().parse().unwrap_or(0);
@@ -60,7 +71,16 @@ fn entry(bus: &Path, instance: u32) -> PathBuf {
 }
 
 fn registry_file(bus: &Path, serial: &str) -> PathBuf {
-    let safe: String = serial.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let safe: String = serial
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     bus.join(REGISTRY).join("drives").join(safe)
 }
 
@@ -72,7 +92,10 @@ pub fn publish(bus: &Path, st: &SimState, state_dir: &Path) -> Result<(), SimErr
     let files = [
         ("serial", format!("{:<20}\n", st.serial)),
         ("model", format!("{:<40}\n", st.model)),
-        ("firmware_rev", format!("{:<8}\n", st.firmware.running_revision)),
+        (
+            "firmware_rev",
+            format!("{:<8}\n", st.firmware.running_revision),
+        ),
         ("address", format!("{}\n", st.pci_address)),
         ("transport", "pcie\n".to_string()),
         ("state", "live\n".to_string()),
@@ -107,7 +130,9 @@ pub fn settle(bus: &Path) -> Result<(), SimError> {
         Err(source) => return Err(SimError::Io { path: reg, source }),
     };
     for e in entries.flatten() {
-        let Ok(text) = fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
         let dir = PathBuf::from(text.trim());
         if let Ok(sim) = SimController::open(&dir) {
             sim.tick()?;

@@ -88,11 +88,17 @@ impl FromStr for OpcodeFilter {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some((_, queue, opcode)) = ALIASES.iter().find(|(n, _, _)| *n == s) {
-            return Ok(OpcodeFilter { queue: *queue, opcode: *opcode });
+            return Ok(OpcodeFilter {
+                queue: *queue,
+                opcode: *opcode,
+            });
         }
         let bad = || {
             let names: Vec<&str> = ALIASES.iter().map(|a| a.0).collect();
-            format!("invalid opcode '{s}': expected admin:0xNN, io:0xNN or one of {}", names.join(", "))
+            format!(
+                "invalid opcode '{s}': expected admin:0xNN, io:0xNN or one of {}",
+                names.join(", ")
+            )
         };
         let (q, op) = s.split_once(':').ok_or_else(bad)?;
         let queue = match q {
@@ -108,9 +114,21 @@ impl FromStr for OpcodeFilter {
 
 impl fmt::Display for OpcodeFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match ALIASES.iter().find(|(_, q, o)| *q == self.queue && *o == self.opcode) {
+        match ALIASES
+            .iter()
+            .find(|(_, q, o)| *q == self.queue && *o == self.opcode)
+        {
             Some((name, _, _)) => f.write_str(name),
-            None => write!(f, "{}:0x{:02x}", if self.queue == Queue::Admin { "admin" } else { "io" }, self.opcode),
+            None => write!(
+                f,
+                "{}:0x{:02x}",
+                if self.queue == Queue::Admin {
+                    "admin"
+                } else {
+                    "io"
+                },
+                self.opcode
+            ),
         }
     }
 }
@@ -138,7 +156,16 @@ pub struct Fault {
 
 impl Fault {
     pub fn new(kind: FaultKind) -> Self {
-        Fault { kind, opcode: None, ms: None, status: None, count: None, after: None, lba: None, blocks: None }
+        Fault {
+            kind,
+            opcode: None,
+            ms: None,
+            status: None,
+            count: None,
+            after: None,
+            lba: None,
+            blocks: None,
+        }
     }
 
     pub fn filter(&self) -> Option<OpcodeFilter> {
@@ -155,19 +182,27 @@ impl Fault {
 
     /// Checks the fields this kind needs; `index` is the fault's position in the file (1-based) for messages.
     pub fn validate(&self, index: usize) -> Result<(), String> {
-        let at = |key: &str, why: &str| format!("fault #{index} ({:?}): key '{key}': {why}", self.kind);
+        let at =
+            |key: &str, why: &str| format!("fault #{index} ({:?}): key '{key}': {why}", self.kind);
         if let Some(op) = &self.opcode {
             op.parse::<OpcodeFilter>().map_err(|e| at("opcode", &e))?;
         }
         match self.kind {
-            FaultKind::Latency if self.ms.is_none() => Err(at("ms", "latency needs ms = <milliseconds>")),
+            FaultKind::Latency if self.ms.is_none() => {
+                Err(at("ms", "latency needs ms = <milliseconds>"))
+            }
             FaultKind::Status => match self.status {
-                None => Err(at("status", "status needs status = <NVMe status, e.g. 0x4006>")),
+                None => Err(at(
+                    "status",
+                    "status needs status = <NVMe status, e.g. 0x4006>",
+                )),
                 Some(0) => Err(at("status", "0 is success, not a fault")),
                 Some(s) if s > 0x7fff => Err(at("status", "must fit in 15 bits (0x1..=0x7fff)")),
                 _ => Ok(()),
             },
-            FaultKind::MediaError if self.lba.is_none() => Err(at("lba", "media-error needs lba = <first block>")),
+            FaultKind::MediaError if self.lba.is_none() => {
+                Err(at("lba", "media-error needs lba = <first block>"))
+            }
             _ => Ok(()),
         }
     }
@@ -175,16 +210,24 @@ impl Fault {
     /// A one-line description for `nvme-flash sim fault DIR list`.
     pub fn describe(&self) -> String {
         let target = self.opcode.as_deref().unwrap_or("any command");
-        let times = self.count.map(|c| format!(", {c} more time(s)")).unwrap_or_default();
+        let times = self
+            .count
+            .map(|c| format!(", {c} more time(s)"))
+            .unwrap_or_default();
         match self.kind {
-            FaultKind::Latency => format!("latency +{} ms on {target}{times}", self.ms.unwrap_or(0)),
+            FaultKind::Latency => {
+                format!("latency +{} ms on {target}{times}", self.ms.unwrap_or(0))
+            }
             FaultKind::Hang => format!("hang on {target}{times}"),
             FaultKind::Status => format!(
                 "status {} on {target}{times}",
                 crate::nvme::Status::from_raw(self.status.unwrap_or(0))
             ),
             FaultKind::PowerLossDuringDownload => {
-                format!("power loss at Firmware Image Download #{}", self.after.unwrap_or(0) + 1)
+                format!(
+                    "power loss at Firmware Image Download #{}",
+                    self.after.unwrap_or(0) + 1
+                )
             }
             FaultKind::Vanish => match self.ms {
                 Some(ms) => format!("drop off the bus for {ms} ms"),
@@ -216,10 +259,15 @@ impl FaultFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FaultFile::default()),
             Err(source) => return Err(SimError::Io { path, source }),
         };
-        let file: FaultFile =
-            toml::from_str(&text).map_err(|e| SimError::FaultFile { path: path.clone(), reason: e.to_string() })?;
+        let file: FaultFile = toml::from_str(&text).map_err(|e| SimError::FaultFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         for (i, f) in file.faults.iter().enumerate() {
-            f.validate(i + 1).map_err(|reason| SimError::FaultFile { path: path.clone(), reason })?;
+            f.validate(i + 1).map_err(|reason| SimError::FaultFile {
+                path: path.clone(),
+                reason,
+            })?;
         }
         Ok(file)
     }
@@ -236,13 +284,18 @@ impl FaultFile {
         }
         let tmp = dir.join(format!(".{FAULT_FILE}.tmp"));
         let text = toml::to_string(self).expect("faults serialize");
-        fs::write(&tmp, text).map_err(|source| SimError::Io { path: tmp.clone(), source })?;
+        fs::write(&tmp, text).map_err(|source| SimError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
         fs::rename(&tmp, &path).map_err(|source| SimError::Io { path, source })
     }
 
     /// Index of the first fault of `kind` matching the command.
     pub fn find(&self, kind: FaultKind, queue: Queue, opcode: u8) -> Option<usize> {
-        self.faults.iter().position(|f| f.kind == kind && f.matches(queue, opcode))
+        self.faults
+            .iter()
+            .position(|f| f.kind == kind && f.matches(queue, opcode))
     }
 
     /// Counts one firing of fault `i`, removing it when its count runs out. Returns true if the file changed.
@@ -283,16 +336,30 @@ mod tests {
         assert_eq!(f.faults[1].status, Some(0x4006));
         assert!(f.faults[0].matches(Queue::Io, io::READ));
         assert!(!f.faults[0].matches(Queue::Io, io::WRITE));
-        assert!(f.faults[4].matches(Queue::Admin, 0x06), "no opcode = every command");
+        assert!(
+            f.faults[4].matches(Queue::Admin, 0x06),
+            "no opcode = every command"
+        );
     }
 
     #[test]
     fn errors_name_the_file_fault_and_key() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(FAULT_FILE), "[[fault]]\nkind = \"status\"\nopcode = \"fw-commit\"\n").unwrap();
+        fs::write(
+            dir.path().join(FAULT_FILE),
+            "[[fault]]\nkind = \"status\"\nopcode = \"fw-commit\"\n",
+        )
+        .unwrap();
         let e = FaultFile::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("faults.toml") && e.contains("fault #1") && e.contains("'status'"), "{e}");
-        fs::write(dir.path().join(FAULT_FILE), "[[fault]]\nkind = \"latency\"\nms = 1\nopcode = \"bogus\"\n").unwrap();
+        assert!(
+            e.contains("faults.toml") && e.contains("fault #1") && e.contains("'status'"),
+            "{e}"
+        );
+        fs::write(
+            dir.path().join(FAULT_FILE),
+            "[[fault]]\nkind = \"latency\"\nms = 1\nopcode = \"bogus\"\n",
+        )
+        .unwrap();
         let e = FaultFile::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("'opcode'") && e.contains("admin:0xNN"), "{e}");
         fs::write(dir.path().join(FAULT_FILE), "[[fault]]\nkind = \"melt\"\n").unwrap();
@@ -302,12 +369,19 @@ mod tests {
 
     #[test]
     fn counted_faults_remove_themselves() {
-        let mut f = FaultFile { faults: vec![Fault { count: Some(2), ..Fault::new(FaultKind::Hang) }] };
+        let mut f = FaultFile {
+            faults: vec![Fault {
+                count: Some(2),
+                ..Fault::new(FaultKind::Hang)
+            }],
+        };
         assert!(f.consume(0));
         assert_eq!(f.faults[0].count, Some(1));
         assert!(f.consume(0));
         assert!(f.faults.is_empty());
-        let mut g = FaultFile { faults: vec![Fault::new(FaultKind::Hang)] };
+        let mut g = FaultFile {
+            faults: vec![Fault::new(FaultKind::Hang)],
+        };
         assert!(!g.consume(0));
         assert_eq!(g.faults.len(), 1);
     }
@@ -318,6 +392,9 @@ mod tests {
             let f: OpcodeFilter = s.parse().unwrap();
             assert_eq!(f.to_string(), s);
         }
-        assert_eq!("admin:0x11".parse::<OpcodeFilter>().unwrap().to_string(), "fw-download");
+        assert_eq!(
+            "admin:0x11".parse::<OpcodeFilter>().unwrap().to_string(),
+            "fw-download"
+        );
     }
 }

@@ -55,8 +55,13 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 5] =
-        [Behaviour::Ok, Behaviour::BootFail, Behaviour::Fallback, Behaviour::Vanish, Behaviour::SlowBoot];
+    pub const ALL: [Behaviour; 5] = [
+        Behaviour::Ok,
+        Behaviour::BootFail,
+        Behaviour::Fallback,
+        Behaviour::Vanish,
+        Behaviour::SlowBoot,
+    ];
 
     fn code(self) -> u16 {
         match self {
@@ -132,7 +137,9 @@ impl ImageSpec {
 pub enum ImageError {
     #[error("image is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
     TooShort { len: usize },
-    #[error("bad magic: not an nvfarm simulated-drive firmware image (expected 'NVFSIMFW' at offset 0)")]
+    #[error(
+        "bad magic: not an nvfarm simulated-drive firmware image (expected 'NVFSIMFW' at offset 0)"
+    )]
     BadMagic,
     #[error("unsupported image format version {0} (this build reads version {FORMAT_VERSION})")]
     Version(u16),
@@ -189,7 +196,13 @@ pub fn build(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
     put_u64(&mut img, 64, spec.payload_len as u64);
     put_u32(&mut img, 72, spec.behaviour_ms);
     // xorshift filler seeded by the revision, so two builds of one revision are identical.
-    let mut x: u64 = spec.revision.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |a: u64, b| a.rotate_left(5) ^ b as u64) | 1;
+    let mut x: u64 = spec
+        .revision
+        .bytes()
+        .fold(0x9E37_79B9_7F4A_7C15u64, |a: u64, b| {
+            a.rotate_left(5) ^ b as u64
+        })
+        | 1;
     for chunk in img[HEADER_LEN..].chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
@@ -225,7 +238,10 @@ pub fn parse(img: &[u8]) -> Result<ImageHeader, ImageError> {
     let payload_len = u64_at(img, 64);
     let expected = header_len.saturating_add(payload_len);
     if expected != img.len() as u64 || header_len != HEADER_LEN as u64 {
-        return Err(ImageError::Length { expected, actual: img.len() });
+        return Err(ImageError::Length {
+            expected,
+            actual: img.len(),
+        });
     }
     let stored = u32_at(img, 76);
     let mut h = crc32fast::Hasher::new();
@@ -234,7 +250,10 @@ pub fn parse(img: &[u8]) -> Result<ImageHeader, ImageError> {
     h.update(&img[80..]);
     let actual = h.finalize();
     if stored != actual {
-        return Err(ImageError::Checksum { expected: stored, actual });
+        return Err(ImageError::Checksum {
+            expected: stored,
+            actual,
+        });
     }
     let model = ascii_at(img, 24, 40).trim().to_string();
     Ok(ImageHeader {
@@ -275,7 +294,10 @@ mod tests {
         let mut bad = img.clone();
         bad[HEADER_LEN + 100] ^= 0xff;
         assert!(matches!(parse(&bad), Err(ImageError::Checksum { .. })));
-        assert!(matches!(parse(&img[..img.len() - 4]), Err(ImageError::Length { .. })));
+        assert!(matches!(
+            parse(&img[..img.len() - 4]),
+            Err(ImageError::Length { .. })
+        ));
         assert_eq!(parse(b"short"), Err(ImageError::TooShort { len: 5 }));
         assert_eq!(parse(&[0u8; 200]), Err(ImageError::BadMagic));
         let mut v = img.clone();
@@ -285,12 +307,21 @@ mod tests {
 
     #[test]
     fn validates_spec() {
-        assert!(matches!(build(&ImageSpec::new("way-too-long")), Err(ImageError::Revision(_))));
-        assert!(matches!(build(&ImageSpec::new("a b")), Err(ImageError::Revision(_))));
+        assert!(matches!(
+            build(&ImageSpec::new("way-too-long")),
+            Err(ImageError::Revision(_))
+        ));
+        assert!(matches!(
+            build(&ImageSpec::new("a b")),
+            Err(ImageError::Revision(_))
+        ));
         let mut s = ImageSpec::new("1");
         s.payload_len = 3;
         assert_eq!(build(&s), Err(ImageError::PayloadAlignment(3)));
         assert_eq!("boot-fail".parse::<Behaviour>(), Ok(Behaviour::BootFail));
-        assert!("explode".parse::<Behaviour>().unwrap_err().contains("slow-boot"));
+        assert!("explode"
+            .parse::<Behaviour>()
+            .unwrap_err()
+            .contains("slow-boot"));
     }
 }

@@ -41,7 +41,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Errors managing a simulated drive (creating it, reading its state, editing faults).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("no simulated drive in {dir} (no sim.json): create one with `nvme-flash sim create {dir}`")]
+    #[error(
+        "no simulated drive in {dir} (no sim.json): create one with `nvme-flash sim create {dir}`"
+    )]
     NoDrive { dir: PathBuf },
     #[error("{dir} already holds a simulated drive (serial {serial}); remove the directory or pick another")]
     Exists { dir: PathBuf, serial: String },
@@ -103,7 +105,12 @@ impl Default for SimConfig {
 impl SimConfig {
     fn validate(&self) -> Result<(), SimError> {
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-        let bad = |field, reason: &str| Err(SimError::Config { field, reason: reason.to_string() });
+        let bad = |field, reason: &str| {
+            Err(SimError::Config {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         if self.serial.is_empty() || self.serial.len() > 20 || !printable(&self.serial) {
             return bad("serial", "must be 1 to 20 printable ASCII characters");
         }
@@ -114,19 +121,31 @@ impl SimConfig {
             return bad("slots", "must be 1 to 7");
         }
         if self.slots == 1 && self.slot1_readonly {
-            return bad("slot1_readonly", "a drive with one slot cannot have it read-only (nothing could be flashed)");
+            return bad(
+                "slot1_readonly",
+                "a drive with one slot cannot have it read-only (nothing could be flashed)",
+            );
         }
         if self.block_size != 512 && self.block_size != 4096 {
             return bad("block_size", "must be 512 or 4096");
         }
         if self.size_bytes < (1 << 20) || self.size_bytes % 4096 != 0 {
-            return bad("size", "must be at least 1 MiB and a multiple of 4096 bytes");
+            return bad(
+                "size",
+                "must be at least 1 MiB and a multiple of 4096 bytes",
+            );
         }
         if self.fwug == 0 || self.mdts == 0 || self.mdts > 10 {
-            return bad("fwug/mdts", "fwug must be 1..=255 (4 KiB units, 255 = any) and mdts 1..=10");
+            return bad(
+                "fwug/mdts",
+                "fwug must be 1..=255 (4 KiB units, 255 = any) and mdts 1..=10",
+            );
         }
         if self.fwug != 0xff && (self.fwug as u64 * 4096) > (4096u64 << self.mdts) {
-            return bad("fwug", "the update granularity cannot exceed the maximum transfer size (MDTS)");
+            return bad(
+                "fwug",
+                "the update granularity cannot exceed the maximum transfer size (MDTS)",
+            );
         }
         Ok(())
     }
@@ -153,17 +172,38 @@ impl SimController {
     pub fn create(dir: &Path, cfg: &SimConfig) -> Result<Self, SimError> {
         cfg.validate()?;
         if let Ok(existing) = SimState::load(dir) {
-            return Err(SimError::Exists { dir: dir.to_path_buf(), serial: existing.serial });
+            return Err(SimError::Exists {
+                dir: dir.to_path_buf(),
+                serial: existing.serial,
+            });
         }
-        fs::create_dir_all(dir.join(SLOTS_DIR)).map_err(|source| SimError::Io { path: dir.to_path_buf(), source })?;
-        let dir = fs::canonicalize(dir).map_err(|source| SimError::Io { path: dir.to_path_buf(), source })?;
-        let factory = image::build(&ImageSpec { model: Some(cfg.model.clone()), ..ImageSpec::new(&cfg.firmware_revision) })?;
+        fs::create_dir_all(dir.join(SLOTS_DIR)).map_err(|source| SimError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let dir = fs::canonicalize(dir).map_err(|source| SimError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let factory = image::build(&ImageSpec {
+            model: Some(cfg.model.clone()),
+            ..ImageSpec::new(&cfg.firmware_revision)
+        })?;
         let header = image::parse(&factory)?;
         let slot_path = dir.join(SLOTS_DIR).join("slot1.img");
-        fs::write(&slot_path, &factory).map_err(|source| SimError::Io { path: slot_path, source })?;
+        fs::write(&slot_path, &factory).map_err(|source| SimError::Io {
+            path: slot_path,
+            source,
+        })?;
         let ns_path = dir.join(NAMESPACE_FILE);
-        let ns = File::create(&ns_path).map_err(|source| SimError::Io { path: ns_path.clone(), source })?;
-        ns.set_len(cfg.size_bytes).map_err(|source| SimError::Io { path: ns_path, source })?;
+        let ns = File::create(&ns_path).map_err(|source| SimError::Io {
+            path: ns_path.clone(),
+            source,
+        })?;
+        ns.set_len(cfg.size_bytes).map_err(|source| SimError::Io {
+            path: ns_path,
+            source,
+        })?;
         let now = now_ms();
         let mut images = vec![None; 7];
         images[0] = Some(SlotImage {
@@ -200,8 +240,14 @@ impl SimController {
                 running_failed: false,
                 staged: vec![],
             },
-            namespace: NamespaceState { size_bytes: cfg.size_bytes, lba_format: (cfg.block_size == 4096) as u8 },
-            counters: Counters { heat_updated_ms: now, ..Default::default() },
+            namespace: NamespaceState {
+                size_bytes: cfg.size_bytes,
+                lba_format: (cfg.block_size == 4096) as u8,
+            },
+            counters: Counters {
+                heat_updated_ms: now,
+                ..Default::default()
+            },
             errors: vec![],
             error_count: 0,
             next_cmdid: 0,
@@ -227,9 +273,13 @@ impl SimController {
     /// Opens an existing drive.
     pub fn open(dir: &Path) -> Result<Self, SimError> {
         if !dir.join(STATE_FILE).is_file() {
-            return Err(SimError::NoDrive { dir: dir.to_path_buf() });
+            return Err(SimError::NoDrive {
+                dir: dir.to_path_buf(),
+            });
         }
-        Ok(SimController { dir: dir.to_path_buf() })
+        Ok(SimController {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -243,16 +293,31 @@ impl SimController {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| SimError::Io { path: path.clone(), source })?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| SimError::Io { path, source: e.into() })
+            .map_err(|source| SimError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| SimError::Io {
+            path,
+            source: e.into(),
+        })
     }
 
     /// Runs `f` on the state under the lock, after applying elapsed time, and saves the result.
-    fn with_state<T>(&self, f: impl FnOnce(&mut Ctx<'_>) -> Result<T, SimError>) -> Result<T, SimError> {
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut Ctx<'_>) -> Result<T, SimError>,
+    ) -> Result<T, SimError> {
         let _guard = self.lock()?;
         let mut st = SimState::load(&self.dir)?;
         let mut faults = FaultFile::load(&self.dir)?;
-        let mut ctx = Ctx { dir: &self.dir, st: &mut st, faults: &mut faults, faults_changed: false, now: now_ms() };
+        let mut ctx = Ctx {
+            dir: &self.dir,
+            st: &mut st,
+            faults: &mut faults,
+            faults_changed: false,
+            now: now_ms(),
+        };
         ctx.tick()?;
         let out = f(&mut ctx)?;
         let changed = ctx.faults_changed;
@@ -297,7 +362,10 @@ impl SimController {
 
     /// Adds a fault to `faults.toml`.
     pub fn add_fault(&self, fault: Fault) -> Result<(), SimError> {
-        fault.validate(1).map_err(|reason| SimError::FaultFile { path: self.dir.join(faults::FAULT_FILE), reason })?;
+        fault.validate(1).map_err(|reason| SimError::FaultFile {
+            path: self.dir.join(faults::FAULT_FILE),
+            reason,
+        })?;
         self.with_state(|ctx| {
             ctx.faults.faults.push(fault);
             ctx.faults_changed = true;
@@ -322,13 +390,22 @@ impl SimController {
 
     fn transport_err(&self, e: SimError) -> TransportError {
         match e {
-            SimError::NoDrive { .. } => TransportError::Gone { device: self.name(), detail: e.to_string() },
-            other => TransportError::Sim { device: self.name(), message: other.to_string() },
+            SimError::NoDrive { .. } => TransportError::Gone {
+                device: self.name(),
+                detail: e.to_string(),
+            },
+            other => TransportError::Sim {
+                device: self.name(),
+                message: other.to_string(),
+            },
         }
     }
 
     fn gone(&self, detail: &str) -> TransportError {
-        TransportError::Gone { device: self.name(), detail: detail.to_string() }
+        TransportError::Gone {
+            device: self.name(),
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -446,7 +523,8 @@ impl Passthru for SimController {
     }
 
     fn rescan(&self) -> Result<(), TransportError> {
-        self.with_state(|ctx| Ok(ctx.presence(self).map_or(Ok(()), Err))).map_err(|e| self.transport_err(e))?
+        self.with_state(|ctx| Ok(ctx.presence(self).map_or(Ok(()), Err)))
+            .map_err(|e| self.transport_err(e))?
     }
 
     fn name(&self) -> String {
@@ -454,7 +532,9 @@ impl Passthru for SimController {
     }
 
     fn device_name(&self) -> String {
-        SimState::load(&self.dir).map(|s| format!("nvme{}", s.instance)).unwrap_or_else(|_| self.name())
+        SimState::load(&self.dir)
+            .map(|s| format!("nvme{}", s.instance))
+            .unwrap_or_else(|_| self.name())
     }
 }
 
@@ -465,14 +545,21 @@ impl Ctx<'_> {
             Power::On { .. } => None,
             Power::Booting { until_ms, .. } => Some(TransportError::NotReady {
                 device: sim.name(),
-                detail: format!("firmware booting, ready in {} ms", until_ms.saturating_sub(self.now)),
+                detail: format!(
+                    "firmware booting, ready in {} ms",
+                    until_ms.saturating_sub(self.now)
+                ),
             }),
-            Power::Gone { until_ms: Some(t), .. } => Some(sim.gone(&format!(
+            Power::Gone {
+                until_ms: Some(t), ..
+            } => Some(sim.gone(&format!(
                 "off the bus, re-enumerating in {} ms",
                 t.saturating_sub(self.now)
             ))),
             Power::Gone { powered: false, .. } => Some(sim.gone("powered off")),
-            Power::Gone { .. } => Some(sim.gone("dropped off the bus; it returns only when power-cycled")),
+            Power::Gone { .. } => {
+                Some(sim.gone("dropped off the bus; it returns only when power-cycled"))
+            }
         }
     }
 
@@ -480,11 +567,21 @@ impl Ctx<'_> {
     fn tick(&mut self) -> Result<(), SimError> {
         let now = self.now;
         match self.st.power.clone() {
-            Power::Booting { since_ms, until_ms } if now >= until_ms => self.st.power = Power::On { since_ms },
-            Power::Gone { since_ms, until_ms: Some(t), powered, .. } if now >= t => {
+            Power::Booting { since_ms, until_ms } if now >= until_ms => {
+                self.st.power = Power::On { since_ms }
+            }
+            Power::Gone {
+                since_ms,
+                until_ms: Some(t),
+                powered,
+                ..
+            } if now >= t => {
                 let since_ms = if powered { since_ms } else { now };
                 self.reenumerate()?;
-                self.st.power = Power::Booting { since_ms, until_ms: now + self.st.timing.boot_ms };
+                self.st.power = Power::Booting {
+                    since_ms,
+                    until_ms: now + self.st.timing.boot_ms,
+                };
             }
             _ => {}
         }
@@ -511,7 +608,11 @@ impl Ctx<'_> {
         };
         if self.st.firmware.running_failed {
             rec.result = self_test_result::FATAL_OR_UNKNOWN;
-        } else if let Some(i) = self.faults.find(FaultKind::SelfTestFailure, Queue::Admin, admin_op::DEVICE_SELF_TEST) {
+        } else if let Some(i) = self.faults.find(
+            FaultKind::SelfTestFailure,
+            Queue::Admin,
+            admin_op::DEVICE_SELF_TEST,
+        ) {
             self.faults_changed |= self.faults.consume(i);
             rec.result = self_test_result::SEGMENTS_FAILED;
             rec.segment = 2;
@@ -567,12 +668,19 @@ impl Ctx<'_> {
     /// The drive leaves the bus until `until_ms` (None = until power-cycled), still powered.
     fn drop_off_bus(&mut self, until_ms: Option<u64>) -> Result<(), SimError> {
         let since_ms = match self.st.power {
-            Power::On { since_ms } | Power::Booting { since_ms, .. } | Power::Gone { since_ms, .. } => since_ms,
+            Power::On { since_ms }
+            | Power::Booting { since_ms, .. }
+            | Power::Gone { since_ms, .. } => since_ms,
         };
         if let Some(bus) = &self.st.bus {
             bus::unpublish(bus, self.st.instance)?;
         }
-        self.st.power = Power::Gone { since_ms, until_ms, powered: true, reenumerate: true };
+        self.st.power = Power::Gone {
+            since_ms,
+            until_ms,
+            powered: true,
+            reenumerate: true,
+        };
         Ok(())
     }
 
@@ -584,7 +692,11 @@ impl Ctx<'_> {
     fn power_off(&mut self) {
         let since = match self.st.power {
             Power::On { since_ms } | Power::Booting { since_ms, .. } => Some(since_ms),
-            Power::Gone { since_ms, powered: true, .. } => Some(since_ms),
+            Power::Gone {
+                since_ms,
+                powered: true,
+                ..
+            } => Some(since_ms),
             Power::Gone { powered: false, .. } => None,
         };
         let Some(since) = since else { return };
@@ -602,18 +714,33 @@ impl Ctx<'_> {
         if let (false, Some(bus)) = (reenumerate, &self.st.bus) {
             let _ = bus::unpublish(bus, self.st.instance);
         }
-        self.st.power = Power::Gone { since_ms: self.now, until_ms: None, powered: false, reenumerate };
+        self.st.power = Power::Gone {
+            since_ms: self.now,
+            until_ms: None,
+            powered: false,
+            reenumerate,
+        };
     }
 
     fn power_on(&mut self) -> Result<(), SimError> {
-        let Power::Gone { powered: false, reenumerate, .. } = self.st.power else { return Ok(()) };
+        let Power::Gone {
+            powered: false,
+            reenumerate,
+            ..
+        } = self.st.power
+        else {
+            return Ok(());
+        };
         self.st.counters.power_cycles += 1;
         if reenumerate {
             self.reenumerate()?;
         } else if let Some(bus) = self.st.bus.clone() {
             bus::publish(&bus, self.st, self.dir)?;
         }
-        self.st.power = Power::Booting { since_ms: self.now, until_ms: self.now + self.st.timing.boot_ms };
+        self.st.power = Power::Booting {
+            since_ms: self.now,
+            until_ms: self.now + self.st.timing.boot_ms,
+        };
         if let Some(slot) = self.st.firmware.next_slot {
             self.activate(slot)?;
         }
@@ -634,9 +761,14 @@ impl Ctx<'_> {
         self.clear_staging();
         self.st.features_current = self.st.features_saved.clone();
         let since_ms = match self.st.power {
-            Power::On { since_ms } | Power::Booting { since_ms, .. } | Power::Gone { since_ms, .. } => since_ms,
+            Power::On { since_ms }
+            | Power::Booting { since_ms, .. }
+            | Power::Gone { since_ms, .. } => since_ms,
         };
-        self.st.power = Power::Booting { since_ms, until_ms: self.now + self.st.timing.boot_ms };
+        self.st.power = Power::Booting {
+            since_ms,
+            until_ms: self.now + self.st.timing.boot_ms,
+        };
         if let Some(slot) = self.st.firmware.next_slot {
             self.activate(slot)?;
         }
@@ -646,12 +778,19 @@ impl Ctx<'_> {
     /// Boots the image in `slot`, with that image's behaviour.
     pub(crate) fn activate(&mut self, slot: u8) -> Result<(), SimError> {
         self.st.firmware.next_slot = None;
-        let Some(img) = self.st.firmware.image(slot).cloned() else { return Ok(()) };
+        let Some(img) = self.st.firmware.image(slot).cloned() else {
+            return Ok(());
+        };
         let previous = self.st.firmware.active_slot;
         let since_ms = match self.st.power {
-            Power::On { since_ms } | Power::Booting { since_ms, .. } | Power::Gone { since_ms, .. } => since_ms,
+            Power::On { since_ms }
+            | Power::Booting { since_ms, .. }
+            | Power::Gone { since_ms, .. } => since_ms,
         };
-        let boot = |ms: u64| Power::Booting { since_ms, until_ms: self.now + ms };
+        let boot = |ms: u64| Power::Booting {
+            since_ms,
+            until_ms: self.now + ms,
+        };
         let run = |st: &mut SimState, failed: bool| {
             st.firmware.active_slot = slot;
             st.firmware.running_revision = img.revision.clone();
@@ -672,7 +811,8 @@ impl Ctx<'_> {
             }
             Behaviour::Vanish => {
                 run(self.st, false);
-                let until = (img.behaviour_ms != image::FOREVER_MS).then(|| self.now + img.behaviour_ms as u64);
+                let until = (img.behaviour_ms != image::FOREVER_MS)
+                    .then(|| self.now + img.behaviour_ms as u64);
                 self.drop_off_bus(until)?;
             }
             Behaviour::Fallback => {
@@ -680,8 +820,14 @@ impl Ctx<'_> {
                 let fallback = if previous != slot && self.st.firmware.image(previous).is_some() {
                     Some(previous)
                 } else {
-                    (1..=self.st.firmware.slots)
-                        .find(|&s| s != slot && self.st.firmware.image(s).is_some_and(|i| i.behaviour == Behaviour::Ok))
+                    (1..=self.st.firmware.slots).find(|&s| {
+                        s != slot
+                            && self
+                                .st
+                                .firmware
+                                .image(s)
+                                .is_some_and(|i| i.behaviour == Behaviour::Ok)
+                    })
                 };
                 match fallback.and_then(|s| self.st.firmware.image(s).cloned().map(|i| (s, i))) {
                     Some((s, i)) => {

@@ -15,7 +15,11 @@ fn fail(c: u16) -> Completion {
     Completion::status(Status::from_code(c).with_dnr())
 }
 
-pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Result<Completion, SimError> {
+pub(super) fn execute(
+    ctx: &mut Ctx<'_>,
+    cmd: &Command,
+    data: Data<'_>,
+) -> Result<Completion, SimError> {
     if cmd.nsid != 1 {
         return Ok(fail(code::INVALID_NAMESPACE));
     }
@@ -24,8 +28,15 @@ pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Resul
         return Ok(fail(code::INTERNAL_ERROR));
     }
     let path = ctx.dir.join(NAMESPACE_FILE);
-    let io_err = |source| SimError::Io { path: path.clone(), source };
-    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err)?;
+    let io_err = |source| SimError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err)?;
     let bs = ctx.st.namespace.block_size();
     if cmd.opcode == io::FLUSH {
         file.sync_data().map_err(io_err)?;
@@ -33,7 +44,10 @@ pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Resul
         return Ok(Completion::ok(0));
     }
     let (slba, nlb) = (cmd.slba(), cmd.nlb() as u64);
-    if slba.checked_add(nlb).is_none_or(|end| end > ctx.st.namespace.blocks()) {
+    if slba
+        .checked_add(nlb)
+        .is_none_or(|end| end > ctx.st.namespace.blocks())
+    {
         return Ok(fail(code::LBA_OUT_OF_RANGE));
     }
     let (offset, len) = (slba * bs, nlb * bs);
@@ -44,7 +58,8 @@ pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Resul
             let bad = ctx.faults.faults.iter().find(|f| {
                 f.kind == FaultKind::MediaError
                     && f.matches(Queue::Io, io::READ)
-                    && f.lba.is_some_and(|l| l < slba + nlb && slba < l + f.blocks.unwrap_or(1))
+                    && f.lba
+                        .is_some_and(|l| l < slba + nlb && slba < l + f.blocks.unwrap_or(1))
             });
             if bad.is_some() {
                 c.media_errors += 1;
@@ -77,7 +92,8 @@ pub(super) fn execute(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Resul
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], offset + done).map_err(io_err)?;
+                file.write_all_at(&zeros[..n], offset + done)
+                    .map_err(io_err)?;
                 done += n as u64;
             }
             c.host_write_commands += 1;

@@ -21,7 +21,10 @@ pub const STATE_VERSION: u32 = 1;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Which reset a drive asks for when Firmware Commit action 3 cannot activate without one.
@@ -183,7 +186,12 @@ pub enum Power {
     /// Not on the bus. Comes back at `until_ms`, or only when power-cycled if `until_ms` is None. `powered` is
     /// false when the power was switched off. `reenumerate`: it dropped off the bus unexpectedly, so the host
     /// still holds its old node and it comes back under a new device name.
-    Gone { since_ms: u64, until_ms: Option<u64>, powered: bool, reenumerate: bool },
+    Gone {
+        since_ms: u64,
+        until_ms: Option<u64>,
+        powered: bool,
+        reenumerate: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -197,7 +205,11 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { boot_ms: 200, self_test_short_ms: 2000, self_test_extended_ms: 8000 }
+        Timing {
+            boot_ms: 200,
+            self_test_short_ms: 2000,
+            self_test_extended_ms: 8000,
+        }
     }
 }
 
@@ -239,16 +251,23 @@ impl SimState {
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SimError::NoDrive { dir: dir.to_path_buf() });
+                return Err(SimError::NoDrive {
+                    dir: dir.to_path_buf(),
+                });
             }
             Err(e) => return Err(SimError::Io { path, source: e }),
         };
-        let st: SimState =
-            serde_json::from_str(&text).map_err(|e| SimError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let st: SimState = serde_json::from_str(&text).map_err(|e| SimError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if st.version != STATE_VERSION {
             return Err(SimError::Corrupt {
                 path,
-                reason: format!("state version {} (this build reads {STATE_VERSION})", st.version),
+                reason: format!(
+                    "state version {} (this build reads {STATE_VERSION})",
+                    st.version
+                ),
             });
         }
         Ok(st)
@@ -258,7 +277,10 @@ impl SimState {
     pub fn save(&self, dir: &Path) -> Result<(), SimError> {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let io = |source| SimError::Io { path: path.clone(), source };
+        let io = |source| SimError::Io {
+            path: path.clone(),
+            source,
+        };
         let text = serde_json::to_vec_pretty(self).expect("state serializes");
         let mut f = fs::File::create(&tmp).map_err(io)?;
         f.write_all(&text).map_err(io)?;
@@ -274,8 +296,14 @@ impl SimState {
     /// Total powered-on time in ms.
     pub fn power_on_ms(&self, now: u64) -> u128 {
         let current = match self.power {
-            Power::On { since_ms } | Power::Booting { since_ms, .. } => now.saturating_sub(since_ms) as u128,
-            Power::Gone { since_ms, powered: true, .. } => now.saturating_sub(since_ms) as u128,
+            Power::On { since_ms } | Power::Booting { since_ms, .. } => {
+                now.saturating_sub(since_ms) as u128
+            }
+            Power::Gone {
+                since_ms,
+                powered: true,
+                ..
+            } => now.saturating_sub(since_ms) as u128,
             Power::Gone { .. } => 0,
         };
         self.counters.power_on_ms + current
@@ -306,7 +334,17 @@ impl SimState {
     pub fn record_error(&mut self, sqid: u16, status: u16, nsid: u32, lba: u64) {
         self.error_count += 1;
         let cmdid = self.next_cmdid;
-        self.errors.insert(0, ErrorRecord { error_count: self.error_count, sqid, cmdid, status, lba, nsid });
+        self.errors.insert(
+            0,
+            ErrorRecord {
+                error_count: self.error_count,
+                sqid,
+                cmdid,
+                status,
+                lba,
+                nsid,
+            },
+        );
         self.errors.truncate(64);
     }
 

@@ -14,13 +14,24 @@ use crate::nvme::status::code;
 use crate::nvme::{CommitAction, NSID_ALL};
 
 fn fast() -> Timing {
-    Timing { boot_ms: 20, self_test_short_ms: 300, self_test_extended_ms: 600 }
+    Timing {
+        boot_ms: 20,
+        self_test_short_ms: 300,
+        self_test_extended_ms: 600,
+    }
 }
 
 fn drive(cfg: SimConfig) -> (tempfile::TempDir, SimController, Controller) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("drive");
-    let sim = SimController::create(&dir, &SimConfig { timing: fast(), ..cfg }).unwrap();
+    let sim = SimController::create(
+        &dir,
+        &SimConfig {
+            timing: fast(),
+            ..cfg
+        },
+    )
+    .unwrap();
     let ctrl = Controller::new(Arc::new(sim.clone())).with_timeout(Some(Duration::from_secs(5)));
     (t, sim, ctrl)
 }
@@ -29,7 +40,10 @@ fn wait_up(ctrl: &Controller) {
     let start = Instant::now();
     while let Err(e) = ctrl.identify_controller() {
         assert!(e.is_absent(), "unexpected error waiting for the drive: {e}");
-        assert!(start.elapsed() < Duration::from_secs(10), "drive never came back: {e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "drive never came back: {e}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -50,7 +64,13 @@ fn img(rev: &str) -> Vec<u8> {
 
 #[test]
 fn identify_reports_configuration() {
-    let (_t, _sim, ctrl) = drive(SimConfig { slots: 4, slot1_readonly: true, fwug: 2, mdts: 6, ..Default::default() });
+    let (_t, _sim, ctrl) = drive(SimConfig {
+        slots: 4,
+        slot1_readonly: true,
+        fwug: 2,
+        mdts: 6,
+        ..Default::default()
+    });
     let id = ctrl.identify_controller().unwrap();
     assert_eq!(id.serial(), "NVFSIM0001");
     assert_eq!(id.model(), "NVFARM SIM X1");
@@ -65,34 +85,51 @@ fn identify_reports_configuration() {
     assert_eq!(ns.block_size(), 4096);
     assert_eq!(ns.size_bytes(), 1 << 30);
     assert_eq!(ctrl.active_namespaces().unwrap(), vec![1]);
-    assert_eq!(status_of(ctrl.identify_namespace(7)), code::INVALID_NAMESPACE);
+    assert_eq!(
+        status_of(ctrl.identify_namespace(7)),
+        code::INVALID_NAMESPACE
+    );
 }
 
 #[test]
 fn commit_action_0_stores_without_activating() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     download(&ctrl, &img("2.0"));
-    assert_eq!(ctrl.firmware_commit(2, CommitAction::Replace).unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        ctrl.firmware_commit(2, CommitAction::Replace).unwrap(),
+        CommitOutcome::Committed
+    );
     let log = ctrl.firmware_slot_log().unwrap();
     assert_eq!(log.revision(2), Some("2.0"));
     assert_eq!(log.active_slot(), 1);
     assert_eq!(log.next_active_slot(), None);
     ctrl.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "1.0.0", "action 0 never activates");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0",
+        "action 0 never activates"
+    );
 }
 
 #[test]
 fn commit_action_1_activates_at_reset() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     download(&ctrl, &img("2.0"));
-    ctrl.firmware_commit(3, CommitAction::ReplaceActivateOnReset).unwrap();
+    ctrl.firmware_commit(3, CommitAction::ReplaceActivateOnReset)
+        .unwrap();
     let log = ctrl.firmware_slot_log().unwrap();
     assert_eq!(log.next_active_slot(), Some(3));
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "1.0.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
     ctrl.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "2.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "2.0"
+    );
     let log = ctrl.firmware_slot_log().unwrap();
     assert_eq!((log.active_slot(), log.next_active_slot()), (3, None));
 }
@@ -101,36 +138,59 @@ fn commit_action_1_activates_at_reset() {
 fn commit_action_2_activates_an_existing_slot_at_reset() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     download(&ctrl, &img("2.0"));
-    ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset).unwrap();
+    ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)
+        .unwrap();
     ctrl.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl);
     // Back to slot 1 without downloading anything.
-    ctrl.firmware_commit(1, CommitAction::ActivateOnReset).unwrap();
+    ctrl.firmware_commit(1, CommitAction::ActivateOnReset)
+        .unwrap();
     ctrl.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "1.0.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
     // An empty slot cannot be activated.
-    assert_eq!(status_of(ctrl.firmware_commit(3, CommitAction::ActivateOnReset)), code::INVALID_FIRMWARE_SLOT);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(3, CommitAction::ActivateOnReset)),
+        code::INVALID_FIRMWARE_SLOT
+    );
 }
 
 #[test]
 fn commit_action_3_activates_immediately_or_asks_for_a_reset() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     download(&ctrl, &img("3.0"));
-    assert_eq!(ctrl.firmware_commit(2, CommitAction::ActivateNow).unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        ctrl.firmware_commit(2, CommitAction::ActivateNow).unwrap(),
+        CommitOutcome::Committed
+    );
     wait_up(&ctrl);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "3.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "3.0"
+    );
 
-    let (_t2, _sim2, ctrl2) = drive(SimConfig { activation_without_reset: false, ..Default::default() });
+    let (_t2, _sim2, ctrl2) = drive(SimConfig {
+        activation_without_reset: false,
+        ..Default::default()
+    });
     download(&ctrl2, &img("3.0"));
     match ctrl2.firmware_commit(2, CommitAction::ActivateNow).unwrap() {
         CommitOutcome::NeedsReset(s) => assert_eq!(s.code(), code::FW_NEEDS_CONTROLLER_RESET),
         other => panic!("expected a reset request, got {other:?}"),
     }
-    assert_eq!(ctrl2.identify_controller().unwrap().firmware_revision(), "1.0.0");
+    assert_eq!(
+        ctrl2.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
     ctrl2.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl2);
-    assert_eq!(ctrl2.identify_controller().unwrap().firmware_revision(), "3.0");
+    assert_eq!(
+        ctrl2.identify_controller().unwrap().firmware_revision(),
+        "3.0"
+    );
 }
 
 #[test]
@@ -140,30 +200,58 @@ fn corrupt_truncated_and_foreign_images_are_invalid() {
     let n = bad.len();
     bad[n - 10] ^= 0x55;
     download(&ctrl, &bad);
-    assert_eq!(status_of(ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)), code::INVALID_FIRMWARE_IMAGE);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
     let good = img("2.0");
     download(&ctrl, &good[..good.len() - 4096]);
-    assert_eq!(status_of(ctrl.firmware_commit(2, CommitAction::Replace)), code::INVALID_FIRMWARE_IMAGE);
-    let foreign = image::build(&ImageSpec { model: Some("OTHER MODEL".into()), ..ImageSpec::new("2.0") }).unwrap();
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
+    let foreign = image::build(&ImageSpec {
+        model: Some("OTHER MODEL".into()),
+        ..ImageSpec::new("2.0")
+    })
+    .unwrap();
     download(&ctrl, &foreign);
-    assert_eq!(status_of(ctrl.firmware_commit(2, CommitAction::Replace)), code::INVALID_FIRMWARE_IMAGE);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
     // Commit without any download.
-    assert_eq!(status_of(ctrl.firmware_commit(2, CommitAction::Replace)), code::INVALID_FIRMWARE_IMAGE);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
     let log = ctrl.firmware_slot_log().unwrap();
     assert_eq!(log.revision(2), None);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "1.0.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
 }
 
 #[test]
 fn read_only_slot_1_and_missing_slots_are_invalid_slots() {
-    let (_t, _sim, ctrl) = drive(SimConfig { slot1_readonly: true, slots: 2, ..Default::default() });
+    let (_t, _sim, ctrl) = drive(SimConfig {
+        slot1_readonly: true,
+        slots: 2,
+        ..Default::default()
+    });
     download(&ctrl, &img("2.0"));
-    let e = ctrl.firmware_commit(1, CommitAction::ReplaceActivateOnReset).unwrap_err();
+    let e = ctrl
+        .firmware_commit(1, CommitAction::ReplaceActivateOnReset)
+        .unwrap_err();
     assert_eq!(e.status().unwrap().code(), code::INVALID_FIRMWARE_SLOT);
     assert!(e.status().unwrap().dnr());
     assert!(e.to_string().contains("Invalid Firmware Slot"), "{e}");
     download(&ctrl, &img("2.0"));
-    assert_eq!(status_of(ctrl.firmware_commit(5, CommitAction::Replace)), code::INVALID_FIRMWARE_SLOT);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(5, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_SLOT
+    );
     // Slot 0: the controller picks slot 2, the only writable one.
     download(&ctrl, &img("2.0"));
     ctrl.firmware_commit(0, CommitAction::Replace).unwrap();
@@ -175,23 +263,39 @@ fn overlapping_download_ranges_are_rejected() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     let image = img("2.0");
     ctrl.firmware_download(0, &image[..64 * 1024]).unwrap();
-    ctrl.firmware_download(64 * 1024, &image[64 * 1024..128 * 1024]).unwrap();
-    let e = ctrl.firmware_download(96 * 1024, &image[96 * 1024..160 * 1024]).unwrap_err();
+    ctrl.firmware_download(64 * 1024, &image[64 * 1024..128 * 1024])
+        .unwrap();
+    let e = ctrl
+        .firmware_download(96 * 1024, &image[96 * 1024..160 * 1024])
+        .unwrap_err();
     assert_eq!(e.status().unwrap().code(), code::OVERLAPPING_RANGE);
     assert!(e.to_string().contains("Overlapping Range"), "{e}");
     // Misaligned offsets (FWUG 4 KiB) and oversized chunks (MDTS 128 KiB) are invalid fields.
-    assert_eq!(status_of(ctrl.firmware_download(130 * 1024 + 4, &image[..4096])), code::INVALID_FIELD);
-    assert_eq!(status_of(ctrl.firmware_download(0, &image[..256 * 1024])), code::INVALID_FIELD);
+    assert_eq!(
+        status_of(ctrl.firmware_download(130 * 1024 + 4, &image[..4096])),
+        code::INVALID_FIELD
+    );
+    assert_eq!(
+        status_of(ctrl.firmware_download(0, &image[..256 * 1024])),
+        code::INVALID_FIELD
+    );
 }
 
 #[test]
 fn power_loss_during_download_discards_it_and_counts() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    sim.add_fault(Fault { after: Some(2), ..Fault::new(FaultKind::PowerLossDuringDownload) }).unwrap();
+    sim.add_fault(Fault {
+        after: Some(2),
+        ..Fault::new(FaultKind::PowerLossDuringDownload)
+    })
+    .unwrap();
     let image = img("2.0");
     ctrl.firmware_download(0, &image[..64 * 1024]).unwrap();
-    ctrl.firmware_download(64 * 1024, &image[64 * 1024..128 * 1024]).unwrap();
-    let e = ctrl.firmware_download(128 * 1024, &image[128 * 1024..192 * 1024]).unwrap_err();
+    ctrl.firmware_download(64 * 1024, &image[64 * 1024..128 * 1024])
+        .unwrap();
+    let e = ctrl
+        .firmware_download(128 * 1024, &image[128 * 1024..192 * 1024])
+        .unwrap_err();
     assert!(e.is_absent(), "{e}");
     assert!(e.to_string().contains("power was lost"), "{e}");
     wait_up(&ctrl);
@@ -199,7 +303,10 @@ fn power_loss_during_download_discards_it_and_counts() {
     assert_eq!(smart.power_cycles, 1);
     assert_eq!(smart.unsafe_shutdowns, 1);
     // The partial image is gone: committing now finds nothing valid. The fault fired once.
-    assert_eq!(status_of(ctrl.firmware_commit(2, CommitAction::Replace)), code::INVALID_FIRMWARE_IMAGE);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
     assert!(sim.faults().unwrap().faults.is_empty());
     download(&ctrl, &image);
     ctrl.firmware_commit(2, CommitAction::Replace).unwrap();
@@ -213,10 +320,22 @@ fn behaviours_after_activation() {
         (Behaviour::SlowBoot, "slow", 2, true),
     ] {
         let (_t, _sim, ctrl) = drive(SimConfig::default());
-        let spec = ImageSpec { behaviour, behaviour_ms: 300, ..ImageSpec::new(want_rev) };
-        let spec = if behaviour == Behaviour::Fallback { ImageSpec { revision: "2.0".into(), ..spec } } else { spec };
+        let spec = ImageSpec {
+            behaviour,
+            behaviour_ms: 300,
+            ..ImageSpec::new(want_rev)
+        };
+        let spec = if behaviour == Behaviour::Fallback {
+            ImageSpec {
+                revision: "2.0".into(),
+                ..spec
+            }
+        } else {
+            spec
+        };
         download(&ctrl, &image::build(&spec).unwrap());
-        ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset).unwrap();
+        ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)
+            .unwrap();
         ctrl.reset(ResetKind::Controller).unwrap();
         if behaviour == Behaviour::SlowBoot {
             let e = ctrl.identify_controller().unwrap_err();
@@ -225,9 +344,17 @@ fn behaviours_after_activation() {
         wait_up(&ctrl);
         let id = ctrl.identify_controller().unwrap();
         assert_eq!(id.firmware_revision(), want_rev, "{behaviour}");
-        assert_eq!(ctrl.firmware_slot_log().unwrap().active_slot(), want_slot, "{behaviour}");
+        assert_eq!(
+            ctrl.firmware_slot_log().unwrap().active_slot(),
+            want_slot,
+            "{behaviour}"
+        );
         let mut buf = vec![0u8; 4096];
-        assert_eq!(ctrl.read(1, 0, &mut buf, 4096).is_ok(), io_ok, "{behaviour}");
+        assert_eq!(
+            ctrl.read(1, 0, &mut buf, 4096).is_ok(),
+            io_ok,
+            "{behaviour}"
+        );
         let cw = ctrl.smart_log().unwrap().critical_warning;
         assert_eq!(cw != 0, !io_ok, "{behaviour}: critical warning {cw:#x}");
     }
@@ -237,14 +364,22 @@ fn behaviours_after_activation() {
 fn vanishing_image_reenumerates_under_a_new_instance() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
     let before = sim.state().unwrap().instance;
-    let spec = ImageSpec { behaviour: Behaviour::Vanish, behaviour_ms: 200, ..ImageSpec::new("2.0") };
+    let spec = ImageSpec {
+        behaviour: Behaviour::Vanish,
+        behaviour_ms: 200,
+        ..ImageSpec::new("2.0")
+    };
     download(&ctrl, &image::build(&spec).unwrap());
-    ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset).unwrap();
+    ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)
+        .unwrap();
     ctrl.reset(ResetKind::Controller).unwrap();
     let e = ctrl.identify_controller().unwrap_err();
     assert!(e.to_string().contains("off the bus"), "{e}");
     wait_up(&ctrl);
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "2.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "2.0"
+    );
     assert_ne!(sim.state().unwrap().instance, before);
 }
 
@@ -265,13 +400,21 @@ fn vanish_fault_lasts_until_power_cycle() {
 #[test]
 fn hang_fault_times_out_and_clears() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    sim.add_fault(Fault { opcode: Some("identify".into()), ..Fault::new(FaultKind::Hang) }).unwrap();
+    sim.add_fault(Fault {
+        opcode: Some("identify".into()),
+        ..Fault::new(FaultKind::Hang)
+    })
+    .unwrap();
     let ctrl = ctrl.with_timeout(Some(Duration::from_millis(300)));
     let started = Instant::now();
     let e = ctrl.identify_controller().unwrap_err();
     assert!(e.is_timeout(), "{e}");
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(e.to_string().contains("Identify Controller got no answer within 300ms"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Identify Controller got no answer within 300ms"),
+        "{e}"
+    );
     // Other commands are unaffected.
     ctrl.smart_log().unwrap();
     sim.clear_faults().unwrap();
@@ -281,8 +424,13 @@ fn hang_fault_times_out_and_clears() {
 #[test]
 fn status_faults_count_down_and_are_logged() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    sim.add_fault(Fault { status: Some(0x4006), opcode: Some("get-log-page".into()), count: Some(2), ..Fault::new(FaultKind::Status) })
-        .unwrap();
+    sim.add_fault(Fault {
+        status: Some(0x4006),
+        opcode: Some("get-log-page".into()),
+        count: Some(2),
+        ..Fault::new(FaultKind::Status)
+    })
+    .unwrap();
     assert_eq!(status_of(ctrl.smart_log()), code::INTERNAL_ERROR);
     assert_eq!(status_of(ctrl.smart_log()), code::INTERNAL_ERROR);
     let smart = ctrl.smart_log().unwrap();
@@ -305,16 +453,25 @@ fn io_moves_data_and_smart_counters() {
     ctrl.compare(1, 10, &data, 4096).unwrap();
     let mut other = data.clone();
     other[5] ^= 1;
-    assert_eq!(status_of(ctrl.compare(1, 10, &other, 4096)), code::COMPARE_FAILURE);
+    assert_eq!(
+        status_of(ctrl.compare(1, 10, &other, 4096)),
+        code::COMPARE_FAILURE
+    );
     ctrl.write_zeroes(1, 10, 1).unwrap();
     ctrl.read(1, 10, &mut back, 4096).unwrap();
     assert!(back[..4096].iter().all(|&b| b == 0) && back[4096..] == data[4096..]);
     let blocks = sim.state().unwrap().namespace.blocks();
-    assert_eq!(status_of(ctrl.read(1, blocks - 1, &mut back, 4096)), code::LBA_OUT_OF_RANGE);
+    assert_eq!(
+        status_of(ctrl.read(1, blocks - 1, &mut back, 4096)),
+        code::LBA_OUT_OF_RANGE
+    );
     let smart = ctrl.smart_log().unwrap();
     assert_eq!(smart.host_write_commands, 2);
     assert_eq!(smart.host_read_commands, 4, "two reads and two compares");
-    assert_eq!(smart.data_units_written, 1, "16 sectors round up to one unit of 1000");
+    assert_eq!(
+        smart.data_units_written, 1,
+        "16 sectors round up to one unit of 1000"
+    );
     // Unflushed writes make a power cut unsafe; a flush makes it safe.
     sim.power_cycle().unwrap();
     wait_up(&ctrl);
@@ -329,37 +486,56 @@ fn io_moves_data_and_smart_counters() {
 #[test]
 fn media_error_fault_fails_reads_of_those_blocks() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    sim.add_fault(Fault { lba: Some(100), blocks: Some(4), ..Fault::new(FaultKind::MediaError) }).unwrap();
+    sim.add_fault(Fault {
+        lba: Some(100),
+        blocks: Some(4),
+        ..Fault::new(FaultKind::MediaError)
+    })
+    .unwrap();
     let mut buf = vec![0u8; 4096];
     ctrl.read(1, 99, &mut buf, 4096).unwrap();
-    assert_eq!(status_of(ctrl.read(1, 102, &mut buf, 4096)), code::UNRECOVERED_READ_ERROR);
+    assert_eq!(
+        status_of(ctrl.read(1, 102, &mut buf, 4096)),
+        code::UNRECOVERED_READ_ERROR
+    );
     assert_eq!(ctrl.smart_log().unwrap().media_errors, 1);
 }
 
 #[test]
 fn self_test_progresses_completes_and_can_fail() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    ctrl.device_self_test(NSID_ALL, self_test_code::SHORT).unwrap();
+    ctrl.device_self_test(NSID_ALL, self_test_code::SHORT)
+        .unwrap();
     let log = ctrl.self_test_log().unwrap();
     assert_eq!(log.current_operation, 1);
-    assert_eq!(status_of(ctrl.device_self_test(NSID_ALL, self_test_code::SHORT)), code::SELF_TEST_IN_PROGRESS);
+    assert_eq!(
+        status_of(ctrl.device_self_test(NSID_ALL, self_test_code::SHORT)),
+        code::SELF_TEST_IN_PROGRESS
+    );
     std::thread::sleep(Duration::from_millis(350));
     let log = ctrl.self_test_log().unwrap();
     assert_eq!(log.current_operation, 0);
     assert_eq!(log.results[0].result, self_test_result::COMPLETED);
     assert_eq!(log.results[0].code, 1);
 
-    sim.add_fault(Fault::new(FaultKind::SelfTestFailure)).unwrap();
-    ctrl.device_self_test(NSID_ALL, self_test_code::EXTENDED).unwrap();
+    sim.add_fault(Fault::new(FaultKind::SelfTestFailure))
+        .unwrap();
+    ctrl.device_self_test(NSID_ALL, self_test_code::EXTENDED)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(650));
     let log = ctrl.self_test_log().unwrap();
     assert_eq!(log.results[0].result, self_test_result::SEGMENTS_FAILED);
     assert_eq!(log.results[0].code, 2);
     assert_eq!(log.results.len(), 2);
 
-    ctrl.device_self_test(NSID_ALL, self_test_code::SHORT).unwrap();
-    ctrl.device_self_test(NSID_ALL, self_test_code::ABORT).unwrap();
-    assert_eq!(ctrl.self_test_log().unwrap().results[0].result, self_test_result::ABORTED_BY_COMMAND);
+    ctrl.device_self_test(NSID_ALL, self_test_code::SHORT)
+        .unwrap();
+    ctrl.device_self_test(NSID_ALL, self_test_code::ABORT)
+        .unwrap();
+    assert_eq!(
+        ctrl.self_test_log().unwrap().results[0].result,
+        self_test_result::ABORTED_BY_COMMAND
+    );
 }
 
 #[test]
@@ -379,7 +555,8 @@ fn format_changes_block_size_and_erases() {
 fn sanitize_erases_and_reports_status() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     ctrl.write(1, 0, &[0xAA; 4096], 4096).unwrap();
-    ctrl.sanitize(crate::nvme::command::sanitize_action::CRYPTO_ERASE, 0).unwrap();
+    ctrl.sanitize(crate::nvme::command::sanitize_action::CRYPTO_ERASE, 0)
+        .unwrap();
     let mut buf = vec![0xffu8; 4096];
     ctrl.read(1, 0, &mut buf, 4096).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
@@ -389,15 +566,38 @@ fn sanitize_erases_and_reports_status() {
 #[test]
 fn features_current_saved_and_reset() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
-    assert_eq!(ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0).unwrap(), 343);
-    ctrl.set_feature(fid::TEMPERATURE_THRESHOLD, 350, false, 0).unwrap();
-    ctrl.set_feature(fid::VOLATILE_WRITE_CACHE, 0, true, 0).unwrap();
-    assert_eq!(ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0).unwrap(), 350);
+    assert_eq!(
+        ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0)
+            .unwrap(),
+        343
+    );
+    ctrl.set_feature(fid::TEMPERATURE_THRESHOLD, 350, false, 0)
+        .unwrap();
+    ctrl.set_feature(fid::VOLATILE_WRITE_CACHE, 0, true, 0)
+        .unwrap();
+    assert_eq!(
+        ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0)
+            .unwrap(),
+        350
+    );
     ctrl.reset(ResetKind::Controller).unwrap();
     wait_up(&ctrl);
-    assert_eq!(ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0).unwrap(), 343, "not saved");
-    assert_eq!(ctrl.get_feature(fid::VOLATILE_WRITE_CACHE, select::CURRENT, 0).unwrap(), 0, "saved");
-    assert_eq!(status_of(ctrl.set_feature(fid::NUMBER_OF_QUEUES, 1, false, 0)), code::FEATURE_NOT_CHANGEABLE);
+    assert_eq!(
+        ctrl.get_feature(fid::TEMPERATURE_THRESHOLD, select::CURRENT, 0)
+            .unwrap(),
+        343,
+        "not saved"
+    );
+    assert_eq!(
+        ctrl.get_feature(fid::VOLATILE_WRITE_CACHE, select::CURRENT, 0)
+            .unwrap(),
+        0,
+        "saved"
+    );
+    assert_eq!(
+        status_of(ctrl.set_feature(fid::NUMBER_OF_QUEUES, 1, false, 0)),
+        code::FEATURE_NOT_CHANGEABLE
+    );
     assert_eq!(status_of(ctrl.get_feature(0x77, 0, 0)), code::INVALID_FIELD);
 }
 
@@ -406,7 +606,14 @@ fn state_persists_across_reopen_and_rejects_recreation() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("d");
     {
-        let sim = SimController::create(&dir, &SimConfig { timing: fast(), ..Default::default() }).unwrap();
+        let sim = SimController::create(
+            &dir,
+            &SimConfig {
+                timing: fast(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let ctrl = Controller::new(Arc::new(sim));
         download(&ctrl, &img("2.0"));
         ctrl.firmware_commit(2, CommitAction::ActivateNow).unwrap();
@@ -414,7 +621,10 @@ fn state_persists_across_reopen_and_rejects_recreation() {
         ctrl.write(1, 3, &[7u8; 4096], 4096).unwrap();
     }
     let ctrl = Controller::new(Arc::new(SimController::open(&dir).unwrap()));
-    assert_eq!(ctrl.identify_controller().unwrap().firmware_revision(), "2.0");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "2.0"
+    );
     let mut buf = vec![0u8; 4096];
     ctrl.read(1, 3, &mut buf, 4096).unwrap();
     assert!(buf.iter().all(|&b| b == 7));
@@ -428,13 +638,46 @@ fn state_persists_across_reopen_and_rejects_recreation() {
 fn invalid_configs_name_the_field() {
     let t = tempfile::tempdir().unwrap();
     for (cfg, field) in [
-        (SimConfig { slots: 8, ..Default::default() }, "slots"),
-        (SimConfig { serial: "x".repeat(21), ..Default::default() }, "serial"),
-        (SimConfig { block_size: 1000, ..Default::default() }, "block_size"),
-        (SimConfig { size_bytes: 1000, ..Default::default() }, "size"),
-        (SimConfig { slots: 1, slot1_readonly: true, ..Default::default() }, "slot1_readonly"),
+        (
+            SimConfig {
+                slots: 8,
+                ..Default::default()
+            },
+            "slots",
+        ),
+        (
+            SimConfig {
+                serial: "x".repeat(21),
+                ..Default::default()
+            },
+            "serial",
+        ),
+        (
+            SimConfig {
+                block_size: 1000,
+                ..Default::default()
+            },
+            "block_size",
+        ),
+        (
+            SimConfig {
+                size_bytes: 1000,
+                ..Default::default()
+            },
+            "size",
+        ),
+        (
+            SimConfig {
+                slots: 1,
+                slot1_readonly: true,
+                ..Default::default()
+            },
+            "slot1_readonly",
+        ),
     ] {
-        let e = SimController::create(&t.path().join(field), &cfg).unwrap_err().to_string();
+        let e = SimController::create(&t.path().join(field), &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(field), "{e}");
         assert!(!t.path().join(field).join(state::STATE_FILE).exists());
     }
@@ -443,7 +686,11 @@ fn invalid_configs_name_the_field() {
 #[test]
 fn a_corrupt_fault_file_is_reported_by_name() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    std::fs::write(sim.dir().join(faults::FAULT_FILE), "[[fault]]\nkind = \"latency\"\n").unwrap();
+    std::fs::write(
+        sim.dir().join(faults::FAULT_FILE),
+        "[[fault]]\nkind = \"latency\"\n",
+    )
+    .unwrap();
     let e = ctrl.identify_controller().unwrap_err().to_string();
     assert!(e.contains("faults.toml") && e.contains("'ms'"), "{e}");
 }
@@ -451,7 +698,12 @@ fn a_corrupt_fault_file_is_reported_by_name() {
 #[test]
 fn latency_fault_slows_matching_commands() {
     let (_t, sim, ctrl) = drive(SimConfig::default());
-    sim.add_fault(Fault { ms: Some(150), opcode: Some("get-log-page".into()), ..Fault::new(FaultKind::Latency) }).unwrap();
+    sim.add_fault(Fault {
+        ms: Some(150),
+        opcode: Some("get-log-page".into()),
+        ..Fault::new(FaultKind::Latency)
+    })
+    .unwrap();
     let t0 = Instant::now();
     ctrl.smart_log().unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(150));
@@ -461,7 +713,11 @@ fn latency_fault_slows_matching_commands() {
 fn unknown_opcodes_are_invalid() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     let e = ctrl
-        .submit(crate::nvme::Queue::Admin, &crate::nvme::Command::new(0xC5), crate::transport::Data::None)
+        .submit(
+            crate::nvme::Queue::Admin,
+            &crate::nvme::Command::new(0xC5),
+            crate::transport::Data::None,
+        )
         .unwrap_err();
     assert_eq!(e.status().unwrap().raw(), 0x4001);
 }

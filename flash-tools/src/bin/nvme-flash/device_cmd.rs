@@ -18,7 +18,10 @@ use flash_tools::nvme::CommitAction;
 use flash_tools::units::{parse_duration, parse_size};
 use flash_tools::ResetKind;
 
-use crate::{output, CmdResult, Common, Failure, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_USAGE};
+use crate::{
+    output, CmdResult, Common, Failure, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE,
+    EXIT_USAGE,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "nvme-flash DEVICE", no_binary_name = false)]
@@ -172,6 +175,26 @@ enum Action {
         #[arg(long)]
         save: bool,
     },
+    /// Read blocks with an NVMe Read command (I/O passthrough) into a file.
+    Read {
+        #[arg(long, default_value_t = 1)]
+        nsid: u32,
+        #[arg(long)]
+        slba: u64,
+        #[arg(long, default_value_t = 1)]
+        blocks: u32,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Write a file with NVMe Write commands (I/O passthrough), zero-padded to whole blocks.
+    Write {
+        #[arg(long, default_value_t = 1)]
+        nsid: u32,
+        #[arg(long)]
+        slba: u64,
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Wait until the drive is present and answers Identify.
     Wait {
         #[arg(long = "for", value_parser = parse_duration, default_value = "60s")]
@@ -193,18 +216,40 @@ fn parse_u8(s: &str) -> Result<u8, String> {
 
 /// `nvme-flash list`.
 pub fn list(common: &Common) -> CmdResult {
-    let ctrls = common
-        .sysfs()
-        .controllers()
-        .map_err(|e| Failure::new(EXIT_UNREACHABLE, anyhow::anyhow!("cannot read {}/class/nvme: {e}", common.sysfs_root.display())))?;
+    let ctrls = common.sysfs().controllers().map_err(|e| {
+        Failure::new(
+            EXIT_UNREACHABLE,
+            anyhow::anyhow!(
+                "cannot read {}/class/nvme: {e}",
+                common.sysfs_root.display()
+            ),
+        )
+    })?;
     if common.json {
         output::json(&ctrls);
     } else if ctrls.is_empty() {
-        outln!("no NVMe controllers under {}/class/nvme", common.sysfs_root.display());
+        outln!(
+            "no NVMe controllers under {}/class/nvme",
+            common.sysfs_root.display()
+        );
     } else {
-        outln!("{:<8} {:<20} {:<28} {:<8} {:<14}", "NAME", "SERIAL", "MODEL", "FW(sysfs)", "ADDRESS");
+        outln!(
+            "{:<8} {:<20} {:<28} {:<8} {:<14}",
+            "NAME",
+            "SERIAL",
+            "MODEL",
+            "FW(sysfs)",
+            "ADDRESS"
+        );
         for c in ctrls {
-            outln!("{:<8} {:<20} {:<28} {:<8} {:<14}", c.name, c.serial, c.model, c.firmware_rev, c.address);
+            outln!(
+                "{:<8} {:<20} {:<28} {:<8} {:<14}",
+                c.name,
+                c.serial,
+                c.model,
+                c.firmware_rev,
+                c.address
+            );
         }
     }
     Ok(EXIT_OK)
@@ -212,7 +257,9 @@ pub fn list(common: &Common) -> CmdResult {
 
 pub fn run(args: Vec<String>, common: Common) -> CmdResult {
     let device = args[0].clone();
-    let parsed = DeviceCli::try_parse_from(std::iter::once(format!("nvme-flash {device}")).chain(args[1..].iter().cloned()));
+    let parsed = DeviceCli::try_parse_from(
+        std::iter::once(format!("nvme-flash {device}")).chain(args[1..].iter().cloned()),
+    );
     let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
@@ -223,8 +270,16 @@ pub fn run(args: Vec<String>, common: Common) -> CmdResult {
     // Options may come before or after DEVICE.
     let common = Common {
         json: common.json || cli.common.json,
-        timeout: if cli.common.timeout != Duration::from_secs(60) { cli.common.timeout } else { common.timeout },
-        sysfs_root: if cli.common.sysfs_root.as_os_str() != "/sys" { cli.common.sysfs_root } else { common.sysfs_root },
+        timeout: if cli.common.timeout != Duration::from_secs(60) {
+            cli.common.timeout
+        } else {
+            common.timeout
+        },
+        sysfs_root: if cli.common.sysfs_root.as_os_str() != "/sys" {
+            cli.common.sysfs_root
+        } else {
+            common.sysfs_root
+        },
         verbose: common.verbose.max(cli.common.verbose),
     };
     let addr: DeviceAddr = device.parse().map_err(Failure::usage)?;
@@ -249,16 +304,34 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             LogKind::Smart => show(&ctrl.smart_log()?),
             LogKind::Fw => {
                 let id = ctrl.identify_controller()?;
-                show(&ctrl.firmware_slot_log()?.report(id.firmware_slots(), id.slot1_read_only()))
+                show(
+                    &ctrl
+                        .firmware_slot_log()?
+                        .report(id.firmware_slots(), id.slot1_read_only()),
+                )
             }
             LogKind::Error => show(&ctrl.error_log(entries)?),
             LogKind::Selftest => show(&ctrl.self_test_log()?),
             LogKind::Effects => show(&ctrl.effects_log()?.entries()),
             LogKind::Sanitize => show(&ctrl.sanitize_status()?),
         },
-        Action::Update { image, slot, activate, sha256, expect_rev, xfer, wait_timeout, retries, no_rollback } => {
-            let bytes = std::fs::read(&image)
-                .map_err(|e| Failure::usage(format!("cannot read firmware image {}: {e}", image.display())))?;
+        Action::Update {
+            image,
+            slot,
+            activate,
+            sha256,
+            expect_rev,
+            xfer,
+            wait_timeout,
+            retries,
+            no_rollback,
+        } => {
+            let bytes = std::fs::read(&image).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read firmware image {}: {e}",
+                    image.display()
+                ))
+            })?;
             let opts = UpdateOptions {
                 slot,
                 activation: activate,
@@ -271,11 +344,21 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             };
             return update(drive, &bytes, &opts, common);
         }
-        Action::FwDownload { image, xfer, offset } => {
-            let bytes = std::fs::read(&image)
-                .map_err(|e| Failure::usage(format!("cannot read firmware image {}: {e}", image.display())))?;
+        Action::FwDownload {
+            image,
+            xfer,
+            offset,
+        } => {
+            let bytes = std::fs::read(&image).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read firmware image {}: {e}",
+                    image.display()
+                ))
+            })?;
             if xfer == 0 || xfer % 4 != 0 || offset % 4 != 0 || bytes.len() % 4 != 0 {
-                return Err(Failure::usage("--xfer, --offset and the image size must be non-zero multiples of 4 bytes"));
+                return Err(Failure::usage(
+                    "--xfer, --offset and the image size must be non-zero multiples of 4 bytes",
+                ));
             }
             for (i, chunk) in bytes.chunks(xfer as usize).enumerate() {
                 ctrl.firmware_download(offset + i as u64 * xfer, chunk)?;
@@ -283,18 +366,29 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             eprintln!("downloaded {} bytes at offset {offset:#x}", bytes.len());
         }
         Action::FwCommit { slot, action } => {
-            let ca = CommitAction::from_value(action)
-                .ok_or_else(|| Failure::usage(format!("--action {action}: expected 0, 1, 2 or 3")))?;
+            let ca = CommitAction::from_value(action).ok_or_else(|| {
+                Failure::usage(format!("--action {action}: expected 0, 1, 2 or 3"))
+            })?;
             if slot > 7 {
-                return Err(Failure::usage(format!("--slot {slot}: expected 0 (controller chooses) to 7")));
+                return Err(Failure::usage(format!(
+                    "--slot {slot}: expected 0 (controller chooses) to 7"
+                )));
             }
             match ctrl.firmware_commit(slot, ca)? {
-                flash_tools::controller::CommitOutcome::Committed => eprintln!("committed: slot {slot}, {}", ca.describe()),
-                flash_tools::controller::CommitOutcome::NeedsReset(s) => eprintln!("committed: slot {slot}; the drive says {s}"),
+                flash_tools::controller::CommitOutcome::Committed => {
+                    eprintln!("committed: slot {slot}, {}", ca.describe())
+                }
+                flash_tools::controller::CommitOutcome::NeedsReset(s) => {
+                    eprintln!("committed: slot {slot}; the drive says {s}")
+                }
             }
         }
         Action::Reset { subsystem } => {
-            ctrl.reset(if subsystem { ResetKind::Subsystem } else { ResetKind::Controller })?;
+            ctrl.reset(if subsystem {
+                ResetKind::Subsystem
+            } else {
+                ResetKind::Controller
+            })?;
             eprintln!("reset issued to {}", ctrl.name());
         }
         Action::SelfTest { kind, nsid, wait } => {
@@ -331,15 +425,63 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
                 Select::Supported => select::SUPPORTED_CAPABILITIES,
             };
             let value = ctrl.get_feature(fid, s, nsid)?;
-            show(&FeatureValue { fid, name: feature_name(fid), value });
+            show(&FeatureValue {
+                fid,
+                name: feature_name(fid),
+                value,
+            });
         }
         Action::SetFeature { fid, value, save } => {
             let result = ctrl.set_feature(fid, value, save, 0)?;
-            show(&FeatureValue { fid, name: feature_name(fid), value: result });
+            show(&FeatureValue {
+                fid,
+                name: feature_name(fid),
+                value: result,
+            });
+        }
+        Action::Read {
+            nsid,
+            slba,
+            blocks,
+            output: out,
+        } => {
+            let bs = ctrl.identify_namespace(nsid)?.block_size() as u32;
+            let mut buf = vec![0u8; blocks as usize * bs as usize];
+            // One command moves at most MDTS; keep chunks at 64 blocks or fewer.
+            for (i, chunk) in buf.chunks_mut(bs as usize * 64).enumerate() {
+                ctrl.read(nsid, slba + i as u64 * 64, chunk, bs)?;
+            }
+            std::fs::write(&out, &buf)
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+            eprintln!(
+                "read {blocks} block(s) of {bs} bytes from LBA {slba} into {}",
+                out.display()
+            );
+        }
+        Action::Write { nsid, slba, data } => {
+            let bs = ctrl.identify_namespace(nsid)?.block_size() as usize;
+            let mut buf = std::fs::read(&data)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", data.display())))?;
+            if buf.is_empty() {
+                return Err(Failure::usage(format!("{} is empty", data.display())));
+            }
+            buf.resize(buf.len().div_ceil(bs) * bs, 0);
+            for (i, chunk) in buf.chunks(bs * 64).enumerate() {
+                ctrl.write(nsid, slba + i as u64 * 64, chunk, bs as u32)?;
+            }
+            ctrl.flush(nsid)?;
+            eprintln!(
+                "wrote {} block(s) of {bs} bytes at LBA {slba}",
+                buf.len() / bs
+            );
         }
         Action::Wait { within } => {
             drive.wait_ready(within)?;
-            eprintln!("{} is up as {}", drive.locator.addr, drive.controller().device_name());
+            eprintln!(
+                "{} is up as {}",
+                drive.locator.addr,
+                drive.controller().device_name()
+            );
         }
     }
     Ok(EXIT_OK)
@@ -362,14 +504,21 @@ fn wait_self_test(drive: &mut Drive, common: &Common) -> CmdResult {
                 b.finish_and_clear();
             }
             let Some(latest) = log.results.first() else {
-                return Err(Failure::new(EXIT_FAILED, anyhow::anyhow!("the self-test log holds no result")));
+                return Err(Failure::new(
+                    EXIT_FAILED,
+                    anyhow::anyhow!("the self-test log holds no result"),
+                ));
             };
             if common.json {
                 output::json(latest);
             } else {
                 output::table(latest);
             }
-            return Ok(if latest.result == self_test_result::COMPLETED { EXIT_OK } else { EXIT_FAILED });
+            return Ok(if latest.result == self_test_result::COMPLETED {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            });
         }
         if let Some(b) = &bar {
             b.set_position(log.completion as u64);
@@ -399,7 +548,12 @@ struct CliProgress {
 
 impl firmware::Progress for CliProgress {
     fn event(&mut self, e: &Event) {
-        let line = format!("[{:>6.1}s] {:<14} {}", e.elapsed_ms as f64 / 1000.0, e.step.to_string(), e.message);
+        let line = format!(
+            "[{:>6.1}s] {:<14} {}",
+            e.elapsed_ms as f64 / 1000.0,
+            e.step.to_string(),
+            e.message
+        );
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -413,26 +567,34 @@ impl firmware::Progress for CliProgress {
                 b.finish_and_clear();
             }
         } else if done == total {
-            eprintln!("[{:>6.1}s] download       {total} bytes sent", self.started.elapsed().as_secs_f64());
+            eprintln!(
+                "[{:>6.1}s] download       {total} bytes sent",
+                self.started.elapsed().as_secs_f64()
+            );
         }
     }
 }
 
 fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common) -> CmdResult {
-    let mut progress = CliProgress { bar: terminal_bar(image.len() as u64, "download"), started: Instant::now() };
+    let mut progress = CliProgress {
+        bar: terminal_bar(image.len() as u64, "download"),
+        started: Instant::now(),
+    };
     let report = firmware::update(drive, image, opts, &mut progress);
     if common.json {
         output::json(&report);
     } else {
         outln!("{report}");
     }
-    Ok(match (&report.outcome, report.failure.as_ref().map(|f| f.kind)) {
-        (Outcome::Updated | Outcome::Staged, _) => EXIT_OK,
-        (_, Some(FailureKind::BadInput)) => EXIT_USAGE,
-        (_, Some(FailureKind::Unreachable)) => EXIT_UNREACHABLE,
-        (_, Some(FailureKind::Timeout)) => EXIT_TIMEOUT,
-        _ => EXIT_FAILED,
-    })
+    Ok(
+        match (&report.outcome, report.failure.as_ref().map(|f| f.kind)) {
+            (Outcome::Updated | Outcome::Staged, _) => EXIT_OK,
+            (_, Some(FailureKind::BadInput)) => EXIT_USAGE,
+            (_, Some(FailureKind::Unreachable)) => EXIT_UNREACHABLE,
+            (_, Some(FailureKind::Timeout)) => EXIT_TIMEOUT,
+            _ => EXIT_FAILED,
+        },
+    )
 }
 
 /// Object-safe "print as JSON or table" for the `show` helper.

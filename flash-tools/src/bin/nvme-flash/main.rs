@@ -91,10 +91,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Failure { code, error: error.into() }
+        Failure {
+            code,
+            error: error.into(),
+        }
     }
     pub fn usage(msg: impl std::fmt::Display) -> Self {
-        Failure { code: EXIT_USAGE, error: anyhow::anyhow!("{msg}") }
+        Failure {
+            code: EXIT_USAGE,
+            error: anyhow::anyhow!("{msg}"),
+        }
     }
 }
 
@@ -123,7 +129,10 @@ impl From<DeviceError> for Failure {
 impl From<SimError> for Failure {
     fn from(e: SimError) -> Self {
         let code = match &e {
-            SimError::Config { .. } | SimError::Exists { .. } | SimError::FaultFile { .. } | SimError::Image(_) => EXIT_USAGE,
+            SimError::Config { .. }
+            | SimError::Exists { .. }
+            | SimError::FaultFile { .. }
+            | SimError::Image(_) => EXIT_USAGE,
             _ => EXIT_UNREACHABLE,
         };
         Failure::new(code, e)
@@ -138,8 +147,13 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NVFARM_LOG").unwrap_or_else(|_| level.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NVFARM_LOG").unwrap_or_else(|_| level.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn main() -> ExitCode {

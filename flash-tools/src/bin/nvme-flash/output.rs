@@ -36,7 +36,13 @@ pub fn table<T: Serialize>(value: &T) {
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
     match v {
         Value::Object(m) => {
             for (k, v) in m {

@@ -244,14 +244,31 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 );
             }
         }
-        SimCommand::Image { rev, model, behaviour, duration, payload_size, output: out } => {
+        SimCommand::Image {
+            rev,
+            model,
+            behaviour,
+            duration,
+            payload_size,
+            output: out,
+        } => {
             let behaviour_ms = match duration.as_deref() {
                 None => 0,
                 Some("forever") => FOREVER_MS,
-                Some(d) => parse_duration(d).map_err(Failure::usage)?.as_millis().min(FOREVER_MS as u128 - 1) as u32,
+                Some(d) => parse_duration(d)
+                    .map_err(Failure::usage)?
+                    .as_millis()
+                    .min(FOREVER_MS as u128 - 1) as u32,
             };
-            let spec = ImageSpec { revision: rev, model, behaviour, behaviour_ms, payload_len: payload_size as usize };
-            let img = image::build(&spec).map_err(|e| Failure::usage(format!("cannot build image: {e}")))?;
+            let spec = ImageSpec {
+                revision: rev,
+                model,
+                behaviour,
+                behaviour_ms,
+                payload_len: payload_size as usize,
+            };
+            let img = image::build(&spec)
+                .map_err(|e| Failure::usage(format!("cannot build image: {e}")))?;
             std::fs::write(&out, &img)
                 .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
             let header = image::parse(&img).expect("just built");
@@ -264,7 +281,10 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                     img.len(),
                     header.revision,
                     header.behaviour,
-                    header.model.map(|m| format!(", model {m}")).unwrap_or_default()
+                    header
+                        .model
+                        .map(|m| format!(", model {m}"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -272,33 +292,56 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             let sim = SimController::open(&dir)?;
             let op = |o: Option<OpcodeFilter>| o.map(|f| f.to_string());
             let f = match fault {
-                FaultCommand::Latency { delay, opcode, count } => Fault {
+                FaultCommand::Latency {
+                    delay,
+                    opcode,
+                    count,
+                } => Fault {
                     ms: Some(delay.as_millis() as u64),
                     opcode: op(opcode),
                     count,
                     ..Fault::new(FaultKind::Latency)
                 },
-                FaultCommand::Hang { opcode, count } => Fault { opcode: op(opcode), count, ..Fault::new(FaultKind::Hang) },
-                FaultCommand::Status { status, opcode, count } => {
-                    Fault { status: Some(status), opcode: op(opcode), count, ..Fault::new(FaultKind::Status) }
-                }
-                FaultCommand::PowerLoss { after } => {
-                    Fault { after: Some(after), ..Fault::new(FaultKind::PowerLossDuringDownload) }
-                }
-                FaultCommand::Vanish { duration } => {
-                    Fault { ms: duration.map(|d| d.as_millis() as u64), ..Fault::new(FaultKind::Vanish) }
-                }
-                FaultCommand::SelfTestFailure { count } => Fault { count: Some(count), ..Fault::new(FaultKind::SelfTestFailure) },
-                FaultCommand::MediaError { lba, blocks } => {
-                    Fault { lba: Some(lba), blocks: Some(blocks), ..Fault::new(FaultKind::MediaError) }
-                }
+                FaultCommand::Hang { opcode, count } => Fault {
+                    opcode: op(opcode),
+                    count,
+                    ..Fault::new(FaultKind::Hang)
+                },
+                FaultCommand::Status {
+                    status,
+                    opcode,
+                    count,
+                } => Fault {
+                    status: Some(status),
+                    opcode: op(opcode),
+                    count,
+                    ..Fault::new(FaultKind::Status)
+                },
+                FaultCommand::PowerLoss { after } => Fault {
+                    after: Some(after),
+                    ..Fault::new(FaultKind::PowerLossDuringDownload)
+                },
+                FaultCommand::Vanish { duration } => Fault {
+                    ms: duration.map(|d| d.as_millis() as u64),
+                    ..Fault::new(FaultKind::Vanish)
+                },
+                FaultCommand::SelfTestFailure { count } => Fault {
+                    count: Some(count),
+                    ..Fault::new(FaultKind::SelfTestFailure)
+                },
+                FaultCommand::MediaError { lba, blocks } => Fault {
+                    lba: Some(lba),
+                    blocks: Some(blocks),
+                    ..Fault::new(FaultKind::MediaError)
+                },
                 FaultCommand::Clear => {
                     sim.clear_faults()?;
                     eprintln!("cleared all faults on {}", dir.display());
                     return Ok(EXIT_OK);
                 }
                 FaultCommand::List => {
-                    let list: Vec<String> = sim.faults()?.faults.iter().map(Fault::describe).collect();
+                    let list: Vec<String> =
+                        sim.faults()?.faults.iter().map(Fault::describe).collect();
                     if common.json {
                         output::json(&sim.faults()?.faults);
                     } else if list.is_empty() {
@@ -317,7 +360,12 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             let sim = SimController::open(&dir)?;
             sim.power_cycle()?;
             let st = sim.state()?;
-            eprintln!("power-cycled {} (power cycles: {}, now nvme{})", dir.display(), st.counters.power_cycles, st.instance);
+            eprintln!(
+                "power-cycled {} (power cycles: {}, now nvme{})",
+                dir.display(),
+                st.counters.power_cycles,
+                st.instance
+            );
         }
         SimCommand::Power { dir, state } => {
             let sim = SimController::open(&dir)?;
@@ -349,7 +397,13 @@ fn status(sim: &SimController) -> Result<SimStatus, Failure> {
         running_revision: st.firmware.running_revision.clone(),
         active_slot: st.firmware.active_slot,
         next_slot: st.firmware.next_slot,
-        slots: st.firmware.images.iter().take(st.firmware.slots as usize).map(|i| i.as_ref().map(|i| i.revision.clone())).collect(),
+        slots: st
+            .firmware
+            .images
+            .iter()
+            .take(st.firmware.slots as usize)
+            .map(|i| i.as_ref().map(|i| i.revision.clone()))
+            .collect(),
         namespace_bytes: st.namespace.size_bytes,
         block_size: st.namespace.block_size(),
         power_cycles: st.counters.power_cycles,

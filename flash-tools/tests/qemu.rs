@@ -1,0 +1,211 @@
+//! The real-kernel tier: boots QEMU (tests/qemu/vm.sh) with the Debian cloud kernel and QEMU's emulated NVMe
+//! controller, runs nvme-cli and nvme-flash side by side (tests/qemu/guest-nvme-layer.sh), and checks that
+//! nvme-flash's ioctl path agrees with nvme-cli on every field both print, that I/O passthrough agrees with the
+//! block layer, and that a firmware update fails cleanly on a controller that cannot be flashed.
+//!
+//! Needs qemu-system-x86_64, busybox-static, nvme-cli and cpio (`scripts/setup.sh` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Boots the VM once (nextest runs every test in its own process, so this file has one test) and returns its
+/// output directory.
+fn vm_output() -> &'static Path {
+    static OUT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, out) = OUT.get_or_init(|| {
+        for tool in ["qemu-system-x86_64", "busybox", "nvme", "cpio"] {
+            let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().status.success();
+            assert!(found, "'{tool}' is not installed: run scripts/setup.sh (the QEMU tier is part of the test suite)");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let image = tmp.path().join("fw.img");
+        let st = Command::new(env!("CARGO_BIN_EXE_nvme-flash"))
+            .args(["sim", "image", "--rev", "9.9.9", "-o"])
+            .arg(&image)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = tmp.path().join("vm");
+        let ws = workspace();
+        let run = Command::new(ws.join("tests/qemu/vm.sh"))
+            .arg(ws.join("tests/qemu/guest-nvme-layer.sh"))
+            .arg(&out)
+            .arg(env!("CARGO_BIN_EXE_nvme-flash"))
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "vm.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        (tmp, out)
+    });
+    out
+}
+
+fn read(name: &str) -> String {
+    let p = vm_output().join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(vm_output().join("guest.log")).unwrap_or_default();
+        panic!("{}: {e}\nguest log:\n{log}", p.display())
+    })
+}
+
+fn rc(name: &str) -> i32 {
+    read(name).trim().parse().unwrap()
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_str(&read(name))
+        .unwrap_or_else(|e| panic!("{name} is not JSON: {e}\n{}", read(name)))
+}
+
+/// Every field nvme-cli prints must be printed by nvme-flash with the same value.
+fn assert_agrees(cli: &Value, ours: &Value, what: &str) {
+    let cli = cli
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: nvme-cli output is not an object"));
+    let ours = ours.as_object().unwrap();
+    let mut compared = 0;
+    for (k, v) in cli {
+        let mine = ours
+            .get(k)
+            .unwrap_or_else(|| panic!("{what}: nvme-cli prints '{k}' but nvme-flash does not"));
+        assert_eq!(
+            mine, v,
+            "{what}: field '{k}' differs (nvme-cli {v}, nvme-flash {mine})"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 10, "{what}: only {compared} fields compared");
+}
+
+fn identify_controller_matches_nvme_cli() {
+    assert_eq!(rc("flash-id-ctrl.rc"), 0);
+    assert_agrees(
+        &json("cli-id-ctrl.json"),
+        &json("flash-id-ctrl.json"),
+        "id-ctrl",
+    );
+    assert_eq!(json("flash-id-ctrl.json")["sn"], "NVFARMQEMU0001      ");
+}
+
+fn smart_log_matches_nvme_cli() {
+    assert_eq!(rc("flash-smart.rc"), 0);
+    assert_agrees(
+        &json("cli-smart.json"),
+        &json("flash-smart.json"),
+        "smart-log",
+    );
+}
+
+fn identify_namespace_and_error_log_match_nvme_cli() {
+    assert_eq!(rc("flash-id-ns.rc"), 0);
+    assert_agrees(&json("cli-id-ns.json"), &json("flash-id-ns.json"), "id-ns");
+    assert_eq!(rc("flash-error.rc"), 0);
+    assert_agrees(
+        &json("cli-error.json")["errors"][0],
+        &json("flash-error.json")["errors"][0],
+        "error-log",
+    );
+}
+
+fn other_logs_parse_on_a_real_controller() {
+    assert_eq!(rc("flash-fw.rc"), 0);
+    let fw = json("flash-fw.json");
+    assert_eq!(fw["active_slot"], 1);
+    assert_eq!(
+        fw["slots"][0]["read_only"], true,
+        "QEMU reports FRMW slot 1 read-only"
+    );
+    assert_eq!(rc("flash-effects.rc"), 0);
+    let effects = json("flash-effects.json");
+    assert!(
+        effects
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "Identify"),
+        "{effects}"
+    );
+}
+
+fn drives_are_found_by_serial_and_pci_address_through_sysfs() {
+    assert_eq!(rc("flash-by-serial.rc"), 0, "{}", read("guest.log"));
+    assert_eq!(rc("flash-by-pci.rc"), 0, "{}", read("guest.log"));
+    assert_eq!(
+        json("flash-by-serial.json")["sn"],
+        json("cli-id-ctrl.json")["sn"]
+    );
+    assert_eq!(
+        json("flash-by-pci.json")["sn"],
+        json("cli-id-ctrl.json")["sn"]
+    );
+    let list = json("flash-list.json");
+    assert_eq!(list[0]["name"], "nvme0");
+    assert_eq!(list[0]["serial"], "NVFARMQEMU0001");
+}
+
+fn update_fails_cleanly_on_a_controller_without_firmware_download() {
+    assert_eq!(rc("update.rc"), 1, "{}", read("update.err"));
+    let r = json("update.json");
+    assert_eq!(r["outcome"], "failed");
+    assert_eq!(r["failure"]["step"], "download");
+    assert_eq!(
+        r["failure"]["status"],
+        "Invalid Command Opcode (0x4001, DNR)"
+    );
+    let msg = r["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("does not support Firmware Image Download"),
+        "{msg}"
+    );
+    let state = r["failure"]["drive_state"].as_str().unwrap();
+    assert!(
+        state.contains("nothing committed")
+            && state.contains(r["previous_revision"].as_str().unwrap()),
+        "{state}"
+    );
+}
+
+fn reset_and_io_passthrough_work_on_the_real_driver() {
+    assert_eq!(rc("reset.rc"), 0, "{}", read("reset.err"));
+    assert_eq!(rc("wait.rc"), 0, "{}", read("wait.err"));
+    assert_eq!(rc("flash-after-reset.rc"), 0);
+    assert_eq!(rc("write.rc"), 0, "{}", read("write.err"));
+    assert_eq!(rc("read.rc"), 0, "{}", read("read.err"));
+    assert_eq!(
+        rc("read-back.cmp"),
+        0,
+        "NVMe Read returned different data than NVMe Write stored"
+    );
+    assert_eq!(
+        rc("dd.cmp"),
+        0,
+        "the block layer reads different data than NVMe Write stored"
+    );
+}
+
+/// One VM boot, every check. Each check's message says what disagreed.
+#[test]
+fn qemu_tier() {
+    identify_controller_matches_nvme_cli();
+    smart_log_matches_nvme_cli();
+    identify_namespace_and_error_log_match_nvme_cli();
+    other_logs_parse_on_a_real_controller();
+    drives_are_found_by_serial_and_pci_address_through_sysfs();
+    update_fails_cleanly_on_a_controller_without_firmware_download();
+    reset_and_io_passthrough_work_on_the_real_driver();
+}

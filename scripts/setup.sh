@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what nvfarm's build, demo and tests need on a fresh Debian machine, and nothing that is already there.
+#   - QEMU (software emulation), busybox-static, nvme-cli, cpio, binutils: the real-kernel NVMe test tier
+#   - fio: the peer tool in the io benchmarks
+# The Rust toolchain (cargo, rustfmt, clippy, cargo-nextest) comes with the machine.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+have busybox || need+=(busybox-static)
+have nvme || need+=(nvme-cli)
+have cpio || need+=(cpio)
+have strip || need+=(binutils)
+have fio || need+=(fio)
+have apt-get || { echo "setup.sh: this script needs a Debian-like system with apt-get" >&2; exit 1; }
+
+if ((${#need[@]})); then
+    echo "setup.sh: installing ${need[*]}" >&2
+    sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q >/dev/null
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+have cargo || { echo "setup.sh: cargo is missing; install a Rust toolchain (rustup)" >&2; exit 1; }
+echo "setup.sh: system packages present" >&2

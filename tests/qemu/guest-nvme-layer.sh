@@ -1,0 +1,33 @@
+# Runs inside the QEMU VM (see vm.sh): nvme-cli and nvme-flash side by side on QEMU's emulated controller.
+# Every output lands in /out for the host-side test (flash-tools/tests/qemu.rs) to compare.
+set -x
+uname -r > /out/kernel
+nvme version > /out/nvme-cli.version
+nvme id-ctrl /dev/nvme0 -o json > /out/cli-id-ctrl.json
+nvme-flash /dev/nvme0 info --json > /out/flash-id-ctrl.json; echo $? > /out/flash-id-ctrl.rc
+nvme smart-log /dev/nvme0 -o json > /out/cli-smart.json
+nvme-flash /dev/nvme0 log smart --json > /out/flash-smart.json; echo $? > /out/flash-smart.rc
+nvme id-ns /dev/nvme0n1 -o json > /out/cli-id-ns.json
+nvme-flash /dev/nvme0 id-ns --nsid 1 --json > /out/flash-id-ns.json; echo $? > /out/flash-id-ns.rc
+nvme error-log /dev/nvme0 -e 1 -o json > /out/cli-error.json
+nvme-flash /dev/nvme0 log error --entries 1 --json > /out/flash-error.json; echo $? > /out/flash-error.rc
+nvme-flash /dev/nvme0 log fw --json > /out/flash-fw.json; echo $? > /out/flash-fw.rc
+nvme-flash /dev/nvme0 log effects --json > /out/flash-effects.json; echo $? > /out/flash-effects.rc
+# Drives found through the real sysfs by what survives a reset.
+nvme-flash serial=NVFARMQEMU0001 info --json > /out/flash-by-serial.json; echo $? > /out/flash-by-serial.rc
+nvme-flash pci=$(cat /sys/class/nvme/nvme0/address) info --json > /out/flash-by-pci.json; echo $? > /out/flash-by-pci.rc
+nvme-flash list --json > /out/flash-list.json
+# QEMU's controller has no Firmware Image Download: the update must fail cleanly.
+nvme-flash /dev/nvme0 update /data/fw.img --json > /out/update.json 2> /out/update.err; echo $? > /out/update.rc
+# I/O passthrough on the namespace (NVME_IOCTL_IO_CMD), and a controller reset that the drive survives.
+nvme-flash /dev/nvme0 reset 2> /out/reset.err; echo $? > /out/reset.rc
+nvme-flash /dev/nvme0 wait --for 20s 2> /out/wait.err; echo $? > /out/wait.rc
+nvme-flash /dev/nvme0 info --json > /out/flash-after-reset.json; echo $? > /out/flash-after-reset.rc
+# I/O passthrough (NVME_IOCTL_IO_CMD) cross-checked against the block layer.
+head -c 65536 /dev/urandom > /tmp/pattern
+nvme-flash /dev/nvme0 write --slba 16 --data /tmp/pattern 2> /out/write.err; echo $? > /out/write.rc
+nvme-flash /dev/nvme0 read --slba 16 --blocks 128 -o /tmp/back 2> /out/read.err; echo $? > /out/read.rc
+cmp /tmp/pattern /tmp/back; echo $? > /out/read-back.cmp
+echo 3 > /proc/sys/vm/drop_caches
+dd if=/dev/nvme0n1 of=/tmp/dd bs=512 skip=16 count=128 iflag=direct 2>/dev/null
+cmp /tmp/pattern /tmp/dd; echo $? > /out/dd.cmp
