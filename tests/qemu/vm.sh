@@ -30,8 +30,13 @@ out_dir=$(cd "$out_dir" && pwd)
 # --- kernel: boot/vmlinuz out of the Debian cloud kernel package, nothing else of it --------------------
 kernel=$cache/vmlinuz
 if [[ ! -s $kernel ]]; then
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-    [[ -n $pkg ]] || die "cannot resolve linux-image-cloud-amd64 (run apt-get update)"
+    resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+    pkg=$(resolve)
+    if [[ -z $pkg ]]; then
+        apt-get update -q >/dev/null 2>&1 || true
+        pkg=$(resolve)
+    fi
+    [[ -n $pkg ]] || die "cannot resolve linux-image-cloud-amd64 (is the Debian archive reachable? try apt-get update)"
     work=$(mktemp -d)
     (cd "$work" && apt-get download -q "$pkg" >/dev/null) || die "apt-get download $pkg failed"
     dpkg-deb --fsys-tarfile "$work"/*.deb | tar -x -C "$work" --wildcards './boot/vmlinuz-*'
