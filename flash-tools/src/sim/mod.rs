@@ -32,6 +32,8 @@ use image::{Behaviour, ImageSpec};
 use state::*;
 
 pub const NAMESPACE_FILE: &str = "ns1.img";
+/// The drive's serial console output (boot messages), appended to as events happen.
+pub const CONSOLE_FILE: &str = "console.log";
 pub const STAGING_FILE: &str = "staging.bin";
 pub const SLOTS_DIR: &str = "slots";
 const LOCK_FILE: &str = ".lock";
@@ -103,7 +105,8 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    fn validate(&self) -> Result<(), SimError> {
+    /// Checks every setting; the error names the field.
+    pub fn validate(&self) -> Result<(), SimError> {
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
         let bad = |field, reason: &str| {
             Err(SimError::Config {
@@ -383,6 +386,37 @@ impl SimController {
         FaultFile::load(&self.dir)
     }
 
+    /// Accounts I/O that reached namespace 1's backing file directly (the io engine's path), so SMART counters
+    /// move as they would on a drive.
+    pub fn record_host_io(
+        &self,
+        read_bytes: u64,
+        write_bytes: u64,
+        read_cmds: u64,
+        write_cmds: u64,
+        busy: Duration,
+    ) -> Result<(), SimError> {
+        self.with_state(|ctx| {
+            let c = &mut ctx.st.counters;
+            c.bytes_read += read_bytes as u128;
+            c.bytes_written += write_bytes as u128;
+            c.host_read_commands += read_cmds as u128;
+            c.host_write_commands += write_cmds as u128;
+            c.busy_ms += busy.as_millis();
+            if write_cmds > 0 {
+                ctx.st.dirty = true;
+            }
+            let now = ctx.now;
+            ctx.st.add_heat(read_bytes + write_bytes, now);
+            Ok(())
+        })
+    }
+
+    /// The drive's console log file.
+    pub fn console_path(&self) -> PathBuf {
+        self.dir.join(CONSOLE_FILE)
+    }
+
     /// Namespace 1's backing file (the io engine targets it directly).
     pub fn namespace_path(&self) -> PathBuf {
         self.dir.join(NAMESPACE_FILE)
@@ -539,6 +573,23 @@ impl Passthru for SimController {
 }
 
 impl Ctx<'_> {
+    /// Appends a line to the drive's serial console.
+    fn console(&self, line: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(CONSOLE_FILE))
+        {
+            let _ = writeln!(
+                f,
+                "[{:>10}.{:03}] nvfsim: {line}",
+                self.now / 1000,
+                self.now % 1000
+            );
+        }
+    }
+
     /// `Some(error)` when the drive cannot take commands now.
     fn presence(&self, sim: &SimController) -> Option<TransportError> {
         match self.st.power {
@@ -568,7 +619,20 @@ impl Ctx<'_> {
         let now = self.now;
         match self.st.power.clone() {
             Power::Booting { since_ms, until_ms } if now >= until_ms => {
-                self.st.power = Power::On { since_ms }
+                self.st.power = Power::On { since_ms };
+                let fw = &self.st.firmware;
+                let line = if fw.running_failed {
+                    format!(
+                        "firmware {} self-check FAILED: media path disabled",
+                        fw.running_revision
+                    )
+                } else {
+                    format!(
+                        "firmware {} ready (slot {})",
+                        fw.running_revision, fw.active_slot
+                    )
+                };
+                self.console(&line);
             }
             Power::Gone {
                 since_ms,
@@ -578,6 +642,7 @@ impl Ctx<'_> {
             } if now >= t => {
                 let since_ms = if powered { since_ms } else { now };
                 self.reenumerate()?;
+                self.console(&format!("PCIe link up (nvme{})", self.st.instance));
                 self.st.power = Power::Booting {
                     since_ms,
                     until_ms: now + self.st.timing.boot_ms,
@@ -681,6 +746,7 @@ impl Ctx<'_> {
             powered: true,
             reenumerate: true,
         };
+        self.console("PCIe link down");
         Ok(())
     }
 
@@ -720,6 +786,7 @@ impl Ctx<'_> {
             powered: false,
             reenumerate,
         };
+        self.console("power off");
     }
 
     fn power_on(&mut self) -> Result<(), SimError> {
@@ -732,6 +799,10 @@ impl Ctx<'_> {
             return Ok(());
         };
         self.st.counters.power_cycles += 1;
+        self.console(&format!(
+            "power on; booting firmware {} from slot {}",
+            self.st.firmware.running_revision, self.st.firmware.active_slot
+        ));
         if reenumerate {
             self.reenumerate()?;
         } else if let Some(bus) = self.st.bus.clone() {
@@ -757,6 +828,7 @@ impl Ctx<'_> {
     /// A controller level reset: aborts a self-test, drops partial downloads, restores saved features and
     /// activates the pending firmware slot, if any.
     fn controller_reset(&mut self) -> Result<(), SimError> {
+        self.console("controller reset");
         self.abort_self_test(self_test_result::ABORTED_BY_RESET);
         self.clear_staging();
         self.st.features_current = self.st.features_saved.clone();
@@ -787,6 +859,10 @@ impl Ctx<'_> {
             | Power::Booting { since_ms, .. }
             | Power::Gone { since_ms, .. } => since_ms,
         };
+        self.console(&format!(
+            "activating firmware {} from slot {slot}",
+            img.revision
+        ));
         let boot = |ms: u64| Power::Booting {
             since_ms,
             until_ms: self.now + ms,
@@ -831,6 +907,14 @@ impl Ctx<'_> {
                 };
                 match fallback.and_then(|s| self.st.firmware.image(s).cloned().map(|i| (s, i))) {
                     Some((s, i)) => {
+                        self.console(&format!(
+                            "firmware {} in slot {slot} failed to boot; boot ROM falls back to slot {s} ({})",
+                            img.revision, i.revision
+                        ));
+                        self.console(&format!(
+                            "firmware {} in slot {slot} failed to boot; boot ROM falls back to slot {s} ({})",
+                            img.revision, i.revision
+                        ));
                         self.st.firmware.active_slot = s;
                         self.st.firmware.running_revision = i.revision;
                         self.st.firmware.running_failed = false;
