@@ -15,7 +15,7 @@ use regex::Regex;
 use serde::Serialize;
 
 /// One captured line.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ConsoleLine {
     /// Milliseconds since capture started.
     pub at_ms: u64,
@@ -218,7 +218,7 @@ impl Console {
             if now >= deadline {
                 return Err(ConsoleError::Timeout {
                     pattern: pattern.as_str().to_string(),
-                    waited: within,
+                    waited: Duration::from_millis(within.as_millis().div_ceil(10) as u64 * 10),
                     lines: guard.lines.len(),
                     error: guard.error.clone(),
                 });

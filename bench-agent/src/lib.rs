@@ -3,7 +3,12 @@
 //! - [`rigs`]: the rig inventory file (drives, power, consoles, labels).
 //! - [`io`]: the io_uring io engine (`bench-agent io`, the `io` plan step).
 //! - [`power`], [`console`]: power control and serial console capture.
+//! - [`plan`]: test plans; [`runner`] runs one on a rig; [`outcome`] and [`junit`] report it.
 pub mod console;
 pub mod io;
+pub mod junit;
+pub mod outcome;
+pub mod plan;
 pub mod power;
 pub mod rigs;
+pub mod runner;

@@ -538,8 +538,8 @@ pub(crate) fn run_job(
     loop {
         // Fill every free slot.
         if !st.done_issuing() {
-            for slot in 0..depth {
-                if slots[slot].is_some() || st.done_issuing() {
+            for (slot, entry) in slots.iter_mut().enumerate() {
+                if entry.is_some() || st.done_issuing() {
                     continue;
                 }
                 let Some((op, block)) = st.next() else { break };
@@ -552,7 +552,7 @@ pub(crate) fn run_job(
                 ring.queue(slot, op, offset)?;
                 st.inflight_blocks.insert(block);
                 st.issued_bytes += spec.bs;
-                slots[slot] = Some((op, block, Instant::now()));
+                *entry = Some((op, block, Instant::now()));
                 inflight += 1;
             }
         }

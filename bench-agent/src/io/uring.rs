@@ -18,7 +18,8 @@ use super::{IoError, IoFailure, IoSpec, Op, SlotRing};
 pub(crate) fn build_ring<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
     entries: u32,
 ) -> Result<(IoUring<S, C>, &'static str), IoError> {
-    let attempts: [(&'static str, fn(&mut io_uring::Builder<S, C>)); 3] = [
+    type Configure<S, C> = fn(&mut io_uring::Builder<S, C>);
+    let attempts: [(&'static str, Configure<S, C>); 3] = [
         ("single-issuer+defer-taskrun", |b| {
             b.setup_single_issuer().setup_defer_taskrun();
         }),

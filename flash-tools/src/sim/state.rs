@@ -313,10 +313,11 @@ impl SimState {
         (self.power_on_ms(now) / 3_600_000) as u64
     }
 
-    /// Composite temperature in Kelvin: 35 °C idle plus heat from recent I/O.
+    /// Composite temperature in Kelvin: 35 °C idle plus heat from recent I/O, at most 65 °C (below the 70 °C
+    /// warning threshold) however hard the drive is driven.
     pub fn temperature_k(&self, now: u64) -> u16 {
         let decayed = self.decayed_heat(now);
-        (308.0 + decayed.min(45.0)).round() as u16
+        (308.0 + decayed.min(30.0)).round() as u16
     }
 
     fn decayed_heat(&self, now: u64) -> f64 {
@@ -324,9 +325,10 @@ impl SimState {
         self.counters.heat * 0.5f64.powf(dt / 20.0)
     }
 
-    /// Adds heat for `bytes` of I/O (about 1 K per 256 MiB moved, halving every 20 s).
+    /// Adds heat for `bytes` of I/O (1 K per 4 GiB moved, halving every 20 s).
     pub fn add_heat(&mut self, bytes: u64, now: u64) {
-        self.counters.heat = self.decayed_heat(now) + bytes as f64 / (256.0 * 1024.0 * 1024.0);
+        self.counters.heat =
+            self.decayed_heat(now) + bytes as f64 / (4.0 * 1024.0 * 1024.0 * 1024.0);
         self.counters.heat_updated_ms = now;
     }
 

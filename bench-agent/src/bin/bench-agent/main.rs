@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! bench-agent io --target PATH --rw randread --bs 4k --iodepth 32 --runtime 10s [--direct] [--verify] [--json]
+//! bench-agent run --rigs rigs/sim-lab.toml --rig sim-a1 --plan plans/smoke.toml --firmware fw.img [--junit F]
 //! ```
 //! Exit codes: 0 passed, 1 a test failed (I/O error or verify mismatch), 2 bad input or usage,
 //! 3 infrastructure error (target missing, io_uring unavailable), 4 timed out.
 
 mod io_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run an I/O workload with the io_uring engine (fio's option names).
     Io(io_cmd::IoArgs),
+    /// Run a test plan on one rig, without a controller.
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         .try_init();
     let code = match cli.command {
         Command::Io(args) => io_cmd::run(args),
+        Command::Run(args) => run_cmd::run(args, cli.verbose > 0),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,204 @@
+//! `bench-agent run`: a plan on one rig, no controller (at the bench, and in tests).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use clap::Args;
+
+use bench_agent::junit;
+use bench_agent::outcome::{Outcome, StepReport};
+use bench_agent::plan::{Plan, Step};
+use bench_agent::rigs::Inventory;
+use bench_agent::runner::{self, Firmware, Observer, RunOptions};
+use flash_tools::device::Sysfs;
+
+use crate::{EXIT_INFRA, EXIT_USAGE};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Rig inventory file (rigs/*.toml).
+    #[arg(long)]
+    rigs: PathBuf,
+    /// Rig to run on.
+    #[arg(long)]
+    rig: String,
+    /// Test plan (plans/*.toml).
+    #[arg(long)]
+    plan: PathBuf,
+    /// Firmware image under test (needed by plans with a flash step).
+    #[arg(long)]
+    firmware: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Print the run report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Where simulated drives and agent state live (relative sim paths in the rig file resolve here).
+    #[arg(long, env = "NVFARM_WORK_DIR", default_value = "farm-data/agent")]
+    work_dir: PathBuf,
+    /// sysfs root for finding real drives by serial or PCI address.
+    #[arg(long, env = "NVFARM_SYSFS_ROOT", default_value = "/sys")]
+    sysfs_root: PathBuf,
+}
+
+struct Printer {
+    verbose: bool,
+}
+
+impl Observer for Printer {
+    fn step_started(&mut self, step: &Step) {
+        eprintln!(
+            "[{:>2}] {:<24} running ...",
+            step.number,
+            format!("{} ({})", step.name, step.kind.name())
+        );
+    }
+    fn log(&mut self, _step: &Step, line: &str) {
+        if self.verbose {
+            eprintln!("       {line}");
+        }
+    }
+    fn step_finished(&mut self, step: &Step, r: &StepReport) {
+        eprintln!(
+            "[{:>2}] {:<24} {:<9} {:>6.1}s  {}",
+            step.number,
+            format!("{} ({})", step.name, step.kind.name()),
+            r.outcome.as_str().to_uppercase(),
+            r.duration_ms as f64 / 1000.0,
+            r.message
+        );
+    }
+}
+
+pub fn run(a: RunArgs, verbose: bool) -> u8 {
+    // Everything is validated before any drive is touched.
+    let plan = match Plan::load(&a.plan) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench-agent: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let inventory = match Inventory::load(&a.rigs, &a.work_dir) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("bench-agent: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let rig = match inventory.rig(&a.rig) {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            eprintln!("bench-agent: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let firmware = match &a.firmware {
+        Some(p) => match Firmware::load(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("bench-agent: error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    if let (Some(step), None) = (plan.needs_firmware(), &firmware) {
+        eprintln!(
+            "bench-agent: error: {}: step {} ({}) flashes firmware: give --firmware FILE",
+            plan.file.display(),
+            step.number,
+            step.name
+        );
+        return EXIT_USAGE;
+    }
+    if let Err(e) = std::fs::create_dir_all(&a.work_dir) {
+        eprintln!(
+            "bench-agent: error: cannot create work dir {}: {e}",
+            a.work_dir.display()
+        );
+        return EXIT_INFRA;
+    }
+    let opts = RunOptions {
+        sysfs: Sysfs::new(&a.sysfs_root),
+        ..Default::default()
+    };
+    let cancel = opts.cancel.clone();
+    // Ctrl-C / SIGTERM: finish the current command, cancel the rest, still write the reports.
+    let _ = ctrlc_like(move || cancel.store(true, Ordering::Relaxed));
+    eprintln!(
+        "plan {} ({} steps) on rig {}{}",
+        plan.name,
+        plan.steps.len(),
+        rig.name,
+        firmware
+            .as_ref()
+            .map(|f| format!(
+                " with firmware {} (sha256 {})",
+                f.path.display(),
+                &f.sha256[..12]
+            ))
+            .unwrap_or_default()
+    );
+    let mut printer = Printer { verbose };
+    let report = runner::run_plan(
+        &plan,
+        &inventory,
+        &rig,
+        firmware.as_ref(),
+        &opts,
+        &mut printer,
+    );
+    eprintln!("{}", report.summary());
+    if report.outcome != Outcome::Passed {
+        for s in report
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.outcome, Outcome::Passed | Outcome::Skipped))
+        {
+            eprintln!(
+                "  step {} {}: {}: {}",
+                s.number, s.name, s.outcome, s.message
+            );
+        }
+    }
+    if let Some(path) = &a.junit {
+        let doc = junit::document(&[(&report, format!("{}@{}", report.plan, report.rig))]);
+        if let Err(e) = std::fs::write(path, doc) {
+            eprintln!(
+                "bench-agent: error: cannot write JUnit report {}: {e}",
+                path.display()
+            );
+            return EXIT_INFRA;
+        }
+    }
+    if a.json {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
+    }
+    report.outcome.exit_code()
+}
+
+/// Installs a SIGINT/SIGTERM handler that calls `f` once (from a watcher thread, not the signal context).
+fn ctrlc_like(f: impl Fn() + Send + 'static) -> nix::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if set.wait().is_ok() {
+                eprintln!("bench-agent: cancelling: the current step finishes its command, the rest are cancelled");
+                f();
+            }
+        })
+        .map(drop)
+        .map_err(|_| nix::errno::Errno::EAGAIN)
+}

@@ -1,0 +1,522 @@
+//! `bench-agent run` and `bench-agent io` end to end on simulated rigs: outcomes, exit codes, JUnit, logs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn nvme_flash() -> PathBuf {
+    // The workspace's nvme-flash, built alongside this crate's binaries.
+    let mut p = PathBuf::from(env!("CARGO_BIN_EXE_bench-agent"));
+    p.set_file_name("nvme-flash");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace binaries first (cargo build --bins)",
+        p.display()
+    );
+    p
+}
+
+fn run(bin: &Path, args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(bin).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+impl Lab {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        Lab { _tmp: tmp, root }
+    }
+    fn p(&self, name: &str) -> String {
+        self.root.join(name).display().to_string()
+    }
+    /// A rig file with one simulated rig `r1` (plus `console` extra), drive under the lab.
+    fn rigs(&self, console: &str) -> String {
+        let text = format!(
+            r#"[agent]
+name = "test"
+[[rig]]
+name = "r1"
+labels = {{ model = "X1" }}
+drive = {{ sim = "{}", serial = "TST0001", firmware = "1.0.0", size = "128M", boot_time = "50ms", self_test_short = "300ms" }}
+power = {{ sim = true }}
+{console}
+"#,
+            self.p("drive")
+        );
+        let f = self.p("rigs.toml");
+        std::fs::write(&f, text).unwrap();
+        f
+    }
+    fn plan(&self, name: &str, text: &str) -> String {
+        let f = self.p(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    }
+    fn image(&self, rev: &str, behaviour: &str) -> String {
+        let out = self.p(&format!("fw-{rev}-{behaviour}.img"));
+        let (code, _, err) = run(
+            &nvme_flash(),
+            &[
+                "sim",
+                "image",
+                "--rev",
+                rev,
+                "--behaviour",
+                behaviour,
+                "-o",
+                &out,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+    fn agent(&self, args: &[&str]) -> (i32, String, String) {
+        run(Path::new(env!("CARGO_BIN_EXE_bench-agent")), args)
+    }
+    fn run_plan(
+        &self,
+        rigs: &str,
+        plan: &str,
+        firmware: Option<&str>,
+    ) -> (i32, Value, String, String) {
+        let junit = self.p("junit.xml");
+        let mut args = vec![
+            "run",
+            "--rigs",
+            rigs,
+            "--rig",
+            "r1",
+            "--plan",
+            plan,
+            "--junit",
+            &junit,
+            "--json",
+            "--work-dir",
+            &self.root.to_str().unwrap(),
+        ];
+        if let Some(f) = firmware {
+            args.extend(["--firmware", f]);
+        }
+        let (code, out, err) = self.agent(&args);
+        let report = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let junit = std::fs::read_to_string(self.p("junit.xml")).unwrap_or_default();
+        (code, report, junit, err)
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn the_smoke_plan_passes_with_a_good_image() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let fw = lab.image("2.0.0", "ok");
+    let smoke = workspace().join("plans/smoke.toml");
+    let (code, report, junit, err) = lab.run_plan(&rigs, smoke.to_str().unwrap(), Some(&fw));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["firmware"]["revision"], "2.0.0");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    assert!(steps.iter().all(|s| s["outcome"] == "passed"), "{report:#}");
+    let io = &steps[3];
+    assert!(io["metrics"]["read_iops"].as_f64().unwrap() > 0.0);
+    assert!(io["metrics"]["read_lat_p99_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(io["metrics"]["verify_mismatches"], 0.0);
+    assert!(
+        junit.contains(r#"tests="5" failures="0" errors="0" skipped="0""#),
+        "{junit}"
+    );
+    // The I/O reached the simulated drive's SMART counters.
+    let (_, smart, _) = run(
+        &nvme_flash(),
+        &[&format!("sim:{}", lab.p("drive")), "log", "smart", "--json"],
+    );
+    let smart: Value = serde_json::from_str(&smart).unwrap();
+    assert_ne!(smart["data_units_written"], "0");
+}
+
+#[test]
+fn an_image_that_breaks_a_check_fails_the_plan() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let fw = lab.image("2.0.0", "boot-fail");
+    let smoke = workspace().join("plans/smoke.toml");
+    let (code, report, junit, err) = lab.run_plan(&rigs, smoke.to_str().unwrap(), Some(&fw));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["steps"][0]["outcome"], "failed");
+    assert!(
+        report["steps"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{report:#}"
+    );
+    assert_eq!(report["steps"][1]["outcome"], "skipped");
+    assert!(junit.contains("<failure message="), "{junit}");
+    assert!(
+        junit.contains(r#"failures="1" errors="0" skipped="4""#),
+        "{junit}"
+    );
+}
+
+#[test]
+fn a_check_that_fails_continues_to_the_next_step() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "p.toml",
+        r#"name = "ids"
+[[step]]
+kind = "identify"
+expect = { mn = "SOMETHING ELSE", sn = "TST0001" }
+[[step]]
+kind = "smart"
+critical_warning = 0
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 1, "{err}");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(r#"mn is "NVFARM SIM X1", expected "SOMETHING ELSE""#),
+        "{msg}"
+    );
+    assert_eq!(
+        report["steps"][1]["outcome"], "passed",
+        "identify continues on failure by default"
+    );
+}
+
+#[test]
+fn an_injected_hang_ends_as_timed_out() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "p.toml",
+        "name = \"hang\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"identify\"\nexpect = { sn = \"TST0001\" }\ntimeout = \"1s\"\n[[step]]\nkind = \"smart\"\n",
+    );
+    // Create the drive by a first run, then break it.
+    let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}");
+    let (c, _, e) = run(
+        &nvme_flash(),
+        &[
+            "sim",
+            "fault",
+            &lab.p("drive"),
+            "hang",
+            "--opcode",
+            "identify",
+        ],
+    );
+    assert_eq!(c, 0, "{e}");
+    let (code, report, junit, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(report["outcome"], "timed_out");
+    assert_eq!(report["steps"][0]["outcome"], "passed");
+    assert_eq!(report["steps"][1]["outcome"], "timed_out");
+    let msg = report["steps"][1]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Identify Controller got no answer within"),
+        "{msg}"
+    );
+    assert_eq!(report["steps"][2]["outcome"], "skipped");
+    assert!(junit.contains(r#"type="timeout""#), "{junit}");
+}
+
+#[test]
+fn a_vanished_drive_is_an_infrastructure_error() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "p.toml",
+        "name = \"v\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"smart\"\n",
+    );
+    let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}");
+    run(&nvme_flash(), &["sim", "fault", &lab.p("drive"), "vanish"]);
+    let (code, report, junit, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(report["outcome"], "error");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is not present") && msg.contains("dropped off the bus"),
+        "{msg}"
+    );
+    assert!(junit.contains(r#"type="infrastructure""#), "{junit}");
+    // A power cycle brings it back and the plan passes again.
+    let rigs_plan = lab.plan(
+        "pc.toml",
+        "name = \"pc\"\n[[step]]\nkind = \"power_cycle\"\n[[step]]\nkind = \"smart\"\n",
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &rigs_plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+}
+
+#[test]
+fn a_pty_console_line_is_matched() {
+    let lab = Lab::new();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = nix::unistd::ttyname(&pty.slave).unwrap();
+    let rigs = lab.rigs(&format!(
+        "console = {{ serial = \"{}\", baud = 115200 }}",
+        slave.display()
+    ));
+    let plan = lab.plan(
+        "p.toml",
+        r#"name = "console"
+[[step]]
+kind = "console_expect"
+pattern = 'boot: rig {rig.name} ok \(\d+ ms\)'
+timeout = "10s"
+[[step]]
+kind = "console_expect"
+pattern = 'never printed'
+timeout = "500ms"
+"#,
+    );
+    let mut master = std::fs::File::from(pty.master);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        master
+            .write_all(b"noise\r\nboot: rig r1 ok (42 ms)\r\n")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(master);
+    });
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    writer.join().unwrap();
+    assert_eq!(code, 1, "{err}\n{report:#}");
+    assert_eq!(report["steps"][0]["outcome"], "passed", "{report:#}");
+    assert!(report["steps"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("boot: rig r1 ok (42 ms)"));
+    assert_eq!(report["steps"][1]["outcome"], "failed");
+    assert!(report["steps"][1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no console line matched /never printed/"));
+    let console: Vec<&str> = report["console"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(console, ["noise", "boot: rig r1 ok (42 ms)"]);
+    let log = report["steps"][0]["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("console +")
+                && l.as_str().unwrap().contains("noise")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn an_invalid_plan_is_rejected_before_the_drive_is_touched() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let good = lab.plan("good.toml", "name = \"g\"\n[[step]]\nkind = \"smart\"\n");
+    assert_eq!(lab.run_plan(&rigs, &good, None).0, 0);
+    let snapshot = |dir: &str| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&lab.p("drive"));
+    let bad = lab.plan("bad.toml", "name = \"b\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 0\nruntime = \"1s\"\n");
+    let (code, _, _, err) = lab.run_plan(&rigs, &bad, None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml") && err.contains("step 2 (io) key 'iodepth'"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&lab.p("drive")),
+        before,
+        "the drive's state directory changed"
+    );
+    // A plan that flashes needs --firmware, also checked up front.
+    let flash = lab.plan("flash.toml", "name = \"f\"\n[[step]]\nkind = \"flash\"\n");
+    let (code, _, _, err) = lab.run_plan(&rigs, &flash, None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("step 1 (1-flash) flashes firmware: give --firmware FILE"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&lab.p("drive")), before);
+}
+
+#[test]
+fn a_bad_rig_file_names_the_rig_and_key() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("consol = { sim = true }");
+    let plan = lab.plan("p.toml", "name = \"g\"\n[[step]]\nkind = \"smart\"\n");
+    let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("rigs.toml: rig 'r1'") && err.contains("consol"),
+        "{err}"
+    );
+    assert!(!Path::new(&lab.p("drive")).exists(), "nothing was created");
+}
+
+#[test]
+fn verify_catches_a_corrupted_block() {
+    let lab = Lab::new();
+    let target = lab.p("data.bin");
+    let (code, out, err) = lab.agent(&[
+        "io",
+        "--target",
+        &target,
+        "--rw",
+        "write",
+        "--bs",
+        "4k",
+        "--iodepth",
+        "8",
+        "--size",
+        "1M",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verify: 256 blocks checked, all good"),
+        "{out}"
+    );
+    let (code, out, _) = lab.agent(&[
+        "io", "--target", &target, "--rw", "read", "--bs", "4k", "--size", "1M", "--verify",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // Flip one byte in block 77.
+    let mut data = std::fs::read(&target).unwrap();
+    data[77 * 4096 + 1000] ^= 0x40;
+    std::fs::write(&target, data).unwrap();
+    let (code, out, _) = lab.agent(&[
+        "io",
+        "--target",
+        &target,
+        "--rw",
+        "randread",
+        "--bs",
+        "4k",
+        "--iodepth",
+        "4",
+        "--size",
+        "1M",
+        "--verify",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert!(j["verify"]["mismatches"].as_u64().unwrap() >= 1);
+    assert_eq!(j["verify"]["first"]["offset"], 77 * 4096);
+    assert!(
+        j["verify"]["first"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{j}"
+    );
+}
+
+#[test]
+fn io_reports_fio_style_results() {
+    let lab = Lab::new();
+    let target = lab.p("f.bin");
+    let (code, out, err) = lab.agent(&[
+        "io",
+        "--target",
+        &target,
+        "--rw",
+        "randrw",
+        "--rwmixread",
+        "70",
+        "--bs",
+        "4k",
+        "--iodepth",
+        "16",
+        "--runtime",
+        "1s",
+        "--size",
+        "16M",
+        "--numjobs",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["jobs"].as_array().unwrap().len(), 2);
+    let (r, w) = (
+        j["read"]["ios"].as_f64().unwrap(),
+        j["write"]["ios"].as_f64().unwrap(),
+    );
+    assert!(r > 0.0 && w > 0.0);
+    let mix = r / (r + w);
+    assert!((0.6..0.8).contains(&mix), "read share {mix}");
+    for k in [
+        "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "p99_9_ns", "max_ns",
+    ] {
+        assert!(j["read"]["lat"][k].as_u64().unwrap() > 0, "{k}");
+    }
+    assert!(j["read"]["lat"]["p50_ns"].as_u64() <= j["read"]["lat"]["p99_ns"].as_u64());
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().len(),
+        32 << 20,
+        "two jobs of 16M each"
+    );
+    let (code, _, err) = lab.agent(&[
+        "io",
+        "--target",
+        &target,
+        "--rw",
+        "sideways",
+        "--runtime",
+        "1s",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sideways"), "{err}");
+    let (code, _, err) = lab.agent(&[
+        "io",
+        "--target",
+        &target,
+        "--rw",
+        "read",
+        "--bs",
+        "1000",
+        "--runtime",
+        "1s",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid io option 'bs'"), "{err}");
+}
