@@ -31,3 +31,9 @@ cmp /tmp/pattern /tmp/back; echo $? > /out/read-back.cmp
 echo 3 > /proc/sys/vm/drop_caches
 dd if=/dev/nvme0n1 of=/tmp/dd bs=512 skip=16 count=128 iflag=direct 2>/dev/null
 cmp /tmp/pattern /tmp/dd; echo $? > /out/dd.cmp
+# The io engine's uring_cmd backend (IORING_OP_URING_CMD, SQE128/CQE32) on the generic char device, then the
+# same data read through the block layer.
+bench-agent io --target /dev/ng0n1 --rw write --bs 64k --iodepth 8 --size 8M --verify --json > /out/uring-cmd-write.json 2> /out/uring-cmd-write.err; echo $? > /out/uring-cmd-write.rc
+bench-agent io --target /dev/ng0n1 --rw read --bs 64k --iodepth 8 --size 8M --verify --json > /out/uring-cmd-read.json 2> /out/uring-cmd-read.err; echo $? > /out/uring-cmd-read.rc
+bench-agent io --target /dev/nvme0n1 --rw read --bs 64k --iodepth 8 --size 8M --verify --direct --json > /out/block-read.json 2> /out/block-read.err; echo $? > /out/block-read.rc
+bench-agent io --target /dev/ng0n1 --rw randread --bs 4k --iodepth 16 --runtime 1s --size 32M --json > /out/uring-cmd-randread.json 2> /out/uring-cmd-randread.err; echo $? > /out/uring-cmd-randread.rc

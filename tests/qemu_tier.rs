@@ -1,7 +1,8 @@
 //! The real-kernel tier: boots QEMU (tests/qemu/vm.sh) with the Debian cloud kernel and QEMU's emulated NVMe
-//! controller, runs nvme-cli and nvme-flash side by side (tests/qemu/guest-nvme-layer.sh), and checks that
+//! controller, runs nvme-cli, nvme-flash and bench-agent there (tests/qemu/guest-nvme-layer.sh), and checks that
 //! nvme-flash's ioctl path agrees with nvme-cli on every field both print, that I/O passthrough agrees with the
-//! block layer, and that a firmware update fails cleanly on a controller that cannot be flashed.
+//! block layer, that a firmware update fails cleanly on a controller that cannot be flashed, and that the io
+//! engine's uring_cmd backend moves data through /dev/ng0n1.
 //!
 //! Needs qemu-system-x86_64, busybox-static, nvme-cli and cpio (`scripts/setup.sh` installs them).
 
@@ -11,12 +12,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use nvfarm_tests::{bin, workspace};
 
 /// Boots the VM once (nextest runs every test in its own process, so this file has one test) and returns its
 /// output directory.
@@ -29,7 +25,7 @@ fn vm_output() -> &'static Path {
         }
         let tmp = tempfile::tempdir().unwrap();
         let image = tmp.path().join("fw.img");
-        let st = Command::new(env!("CARGO_BIN_EXE_nvme-flash"))
+        let st = Command::new(bin("nvme-flash"))
             .args(["sim", "image", "--rev", "9.9.9", "-o"])
             .arg(&image)
             .status()
@@ -40,7 +36,8 @@ fn vm_output() -> &'static Path {
         let run = Command::new(ws.join("tests/qemu/vm.sh"))
             .arg(ws.join("tests/qemu/guest-nvme-layer.sh"))
             .arg(&out)
-            .arg(env!("CARGO_BIN_EXE_nvme-flash"))
+            .arg(bin("nvme-flash"))
+            .arg(bin("bench-agent"))
             .arg(&image)
             .output()
             .unwrap();
@@ -198,6 +195,40 @@ fn reset_and_io_passthrough_work_on_the_real_driver() {
     );
 }
 
+fn uring_cmd_moves_data_through_the_generic_char_device() {
+    assert_eq!(rc("uring-cmd-write.rc"), 0, "{}", read("guest.log"));
+    let w = json("uring-cmd-write.json");
+    assert_eq!(w["engine"], "uring_cmd");
+    assert!(
+        w["ring"]
+            .as_str()
+            .unwrap()
+            .contains("SQE128/CQE32 NVMe passthrough"),
+        "{w}"
+    );
+    assert_eq!(w["write"]["bytes"], 8 << 20);
+    assert_eq!(w["verify"]["mismatches"], 0);
+    assert_eq!(w["verify"]["blocks_checked"], 128);
+    // What passthrough wrote, passthrough reads back and the block layer (io_uring, O_DIRECT) reads the same.
+    assert_eq!(rc("uring-cmd-read.rc"), 0, "{}", read("guest.log"));
+    let r = json("uring-cmd-read.json");
+    assert_eq!(r["verify"]["blocks_checked"], 128);
+    assert_eq!(r["verify"]["mismatches"], 0);
+    assert_eq!(rc("block-read.rc"), 0, "{}", read("guest.log"));
+    let b = json("block-read.json");
+    assert_eq!(b["engine"], "uring");
+    assert_eq!(b["verify"]["mismatches"], 0);
+    assert_eq!(b["verify"]["blocks_checked"], 128);
+    // A random passthrough run with latency percentiles.
+    assert_eq!(rc("uring-cmd-randread.rc"), 0, "{}", read("guest.log"));
+    let rr = json("uring-cmd-randread.json");
+    assert!(rr["read"]["ios"].as_u64().unwrap() > 0);
+    assert!(
+        rr["read"]["lat"]["p99_ns"].as_u64().unwrap()
+            >= rr["read"]["lat"]["p50_ns"].as_u64().unwrap()
+    );
+}
+
 /// One VM boot, every check. Each check's message says what disagreed.
 #[test]
 fn qemu_tier() {
@@ -208,4 +239,5 @@ fn qemu_tier() {
     drives_are_found_by_serial_and_pci_address_through_sysfs();
     update_fails_cleanly_on_a_controller_without_firmware_download();
     reset_and_io_passthrough_work_on_the_real_driver();
+    uring_cmd_moves_data_through_the_generic_char_device();
 }
