@@ -1,0 +1,123 @@
+//! What the agent must not forget across restarts: the newest fencing token it accepted per rig, and job results
+//! the controller has not yet confirmed storing. Both are files under `<work-dir>/agent/`, written atomically
+//! (temp file, fsync, rename) before the agent acts on them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nvfarm_proto::v1 as pb;
+use prost::Message;
+
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl Spool {
+    pub fn open(work_dir: &Path) -> std::io::Result<Self> {
+        let dir = work_dir.join("agent");
+        std::fs::create_dir_all(dir.join("results"))?;
+        std::fs::create_dir_all(dir.join("artifacts"))?;
+        Ok(Spool { dir })
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.dir.join("artifacts")
+    }
+
+    /// Newest accepted fencing token per rig.
+    pub fn tokens(&self) -> BTreeMap<String, u64> {
+        std::fs::read(self.dir.join("fencing.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records `token` for `rig` durably; returns false (and records nothing) if an equal or newer token was
+    /// already accepted for that rig.
+    pub fn accept_token(&self, rig: &str, token: u64) -> std::io::Result<bool> {
+        let mut t = self.tokens();
+        if t.get(rig).is_some_and(|&seen| seen >= token) {
+            return Ok(false);
+        }
+        t.insert(rig.to_string(), token);
+        write_atomic(
+            &self.dir.join("fencing.json"),
+            &serde_json::to_vec_pretty(&t).expect("map serializes"),
+        )?;
+        Ok(true)
+    }
+
+    pub fn save_result(&self, r: &pb::JobResult) -> std::io::Result<()> {
+        write_atomic(
+            &self.dir.join("results").join(format!("{}.pb", r.job_id)),
+            &r.encode_to_vec(),
+        )
+    }
+
+    pub fn forget_result(&self, job_id: &str) {
+        let _ = std::fs::remove_file(self.dir.join("results").join(format!("{job_id}.pb")));
+    }
+
+    pub fn pending_results(&self) -> Vec<pb::JobResult> {
+        let mut out = vec![];
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("results")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pb") {
+                    if let Ok(b) = std::fs::read(e.path()) {
+                        if let Ok(r) = pb::JobResult::decode(b.as_slice()) {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_only_grow_and_results_persist() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Spool::open(t.path()).unwrap();
+        assert!(s.accept_token("r1", 5).unwrap());
+        assert!(
+            !s.accept_token("r1", 5).unwrap(),
+            "the same token twice is refused"
+        );
+        assert!(
+            !s.accept_token("r1", 3).unwrap(),
+            "an older token is refused"
+        );
+        assert!(s.accept_token("r2", 1).unwrap());
+        let s2 = Spool::open(t.path()).unwrap();
+        assert_eq!(s2.tokens().get("r1"), Some(&5));
+        let r = pb::JobResult {
+            job_id: "job-1".into(),
+            fencing_token: 5,
+            outcome: "passed".into(),
+            ..Default::default()
+        };
+        s2.save_result(&r).unwrap();
+        assert_eq!(Spool::open(t.path()).unwrap().pending_results(), vec![r]);
+        s2.forget_result("job-1");
+        assert!(s2.pending_results().is_empty());
+    }
+}
