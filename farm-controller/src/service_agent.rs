@@ -57,10 +57,8 @@ impl AgentLink for AgentService {
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let conn = self.farm.agent_connected(&agent, tx.clone()).await;
-        let registered = self.farm.agent_register(&agent, conn, reg).await?;
-        let _ = tx.send(pb::ControllerMessage {
-            msg: Some(pb::controller_message::Msg::Registered(registered)),
-        });
+        self.farm.agent_register(&agent, conn, reg).await?;
+
         let farm = self.farm.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbound.next().await {

@@ -521,7 +521,7 @@ impl FarmApi for FarmService {
             .get(&r.id)
             .ok_or_else(|| Status::not_found(format!("no sweep {}", r.id)))?;
         let threshold = if r.regression_threshold_pct <= 0.0 {
-            10.0
+            25.0
         } else {
             r.regression_threshold_pct
         };

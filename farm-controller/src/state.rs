@@ -69,6 +69,8 @@ pub struct State {
     pub agents: HashMap<String, AgentSession>,
     /// Which lease each recently granted request got (for clients waiting on a request).
     pub grants: HashMap<String, String>,
+    /// Consecutive infrastructure errors that quarantine a rig.
+    pub quarantine_after: u32,
     next_conn: u64,
 }
 
@@ -306,7 +308,6 @@ impl State {
         state: JobState,
         message: String,
         steps: Option<Vec<StepRecord>>,
-        quarantine_after: u32,
         now: u64,
         tx: &mut Tx,
     ) -> Vec<String> {
@@ -353,7 +354,7 @@ impl State {
                             rig.state = RigState::Quarantined;
                             rig.reason = format!("health check failed: {message}");
                             rig.health_check_pending = false;
-                        } else if rig.consecutive_infra_errors >= quarantine_after {
+                        } else if rig.consecutive_infra_errors >= self.quarantine_after {
                             rig.state = RigState::Quarantined;
                             rig.reason = format!(
                                 "{} consecutive infrastructure errors; last: {message}",
@@ -490,6 +491,7 @@ impl Farm {
         let mut st = State {
             fencing: snap.fencing,
             seq: snap.seq,
+            quarantine_after: cfg.quarantine_after,
             ..Default::default()
         };
         for r in snap.rigs {
@@ -881,7 +883,6 @@ impl Farm {
             JobState::Cancelled,
             format!("cancelled by {}", caller.name),
             None,
-            self.cfg.quarantine_after,
             now_ms(),
             &mut tx,
         );
@@ -1099,7 +1100,7 @@ impl Farm {
         agent: &str,
         conn: u64,
         reg: pb::Register,
-    ) -> Result<pb::Registered, Status> {
+    ) -> Result<(), Status> {
         let mut st = self.state.lock().await;
         let now = now_ms();
         let mut tx = Tx::new();
@@ -1245,9 +1246,7 @@ impl Farm {
                     &job.id,
                     JobState::Error,
                     format!("agent {agent} reconnected without this job (it restarted while running it)"),
-                    None,
-                    self.cfg.quarantine_after,
-                    now,
+                    None, now,
                     &mut tx,
                 );
                 events.push(Event::Job(job.id.clone()));
@@ -1261,11 +1260,22 @@ impl Farm {
             abandoned = abandon.len(),
             "agent registered"
         );
-        self.reschedule(&mut st, tx, out, events).await?;
-        Ok(pb::Registered {
+        // `Registered` is the first message on this connection, ahead of any assignment this registration makes
+        // possible, and it goes out only once the reconciliation is stored.
+        let registered = pb::Registered {
             heartbeat_ms: self.cfg.heartbeat_interval.as_millis() as u64,
             abandon_job_ids: abandon,
-        })
+        };
+        out.insert(
+            0,
+            (
+                agent.to_string(),
+                pb::ControllerMessage {
+                    msg: Some(pb::controller_message::Msg::Registered(registered)),
+                },
+            ),
+        );
+        self.reschedule(&mut st, tx, out, events).await
     }
 
     fn apply_result(
@@ -1288,15 +1298,7 @@ impl Farm {
             }
         }
         let steps = r.steps.iter().map(StepRecord::from_pb).collect();
-        let touched = st.finish_job(
-            &r.job_id,
-            state,
-            r.message.clone(),
-            Some(steps),
-            self.cfg.quarantine_after,
-            now,
-            tx,
-        );
+        let touched = st.finish_job(&r.job_id, state, r.message.clone(), Some(steps), now, tx);
         // What the rig runs now.
         if let (Some(rig), false) = (
             st.jobs.get(&r.job_id).and_then(|j| j.rig.clone()),
@@ -1411,7 +1413,6 @@ impl Farm {
                 JobState::Error,
                 format!("agent {agent} refused the job: {}", r.reason),
                 None,
-                self.cfg.quarantine_after,
                 now,
                 &mut tx,
             );
@@ -1475,7 +1476,6 @@ impl Farm {
                         JobState::Error,
                         format!("agent {agent} stopped answering (no heartbeat for {secs:.0}s)"),
                         None,
-                        self.cfg.quarantine_after,
                         now,
                         &mut tx,
                     );
@@ -1538,15 +1538,7 @@ impl Farm {
                 "{what} {}",
                 humantime::format_duration(Duration::from_millis(job.timeout_ms))
             );
-            st.finish_job(
-                &job.id,
-                JobState::TimedOut,
-                msg,
-                None,
-                self.cfg.quarantine_after,
-                now,
-                &mut tx,
-            );
+            st.finish_job(&job.id, JobState::TimedOut, msg, None, now, &mut tx);
             events.push(Event::Job(job.id.clone()));
         }
         self.reschedule(&mut st, tx, out, events).await

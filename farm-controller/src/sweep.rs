@@ -75,11 +75,13 @@ fn step_outcomes(job: &JobRecord) -> BTreeMap<String, (String, String, BTreeMap<
     m
 }
 
-/// "Worse" direction of a metric: +1 higher is worse, -1 lower is worse, 0 not compared.
-fn direction(metric: &str) -> i32 {
+/// "Worse" direction of a headline metric: +1 higher is worse, -1 lower is worse, 0 not compared. Medians and
+/// means of short runs swing too much between runs to call a change in them a regression; IOPS, bandwidth and
+/// p99 latency are what a regression shows in.
+pub fn direction(metric: &str) -> i32 {
     if metric.ends_with("_iops") || metric == "iops" || metric.contains("_bw_") {
         -1
-    } else if metric.contains("_lat_") {
+    } else if metric.ends_with("_lat_p99_us") {
         1
     } else {
         0

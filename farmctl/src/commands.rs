@@ -1,6 +1,6 @@
 //! The farmctl subcommands.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,8 +84,9 @@ pub enum Command {
         /// Re-run a failed rig this many times (a pass on retry is reported as flaky).
         #[arg(long, default_value_t = 0)]
         retries: u32,
-        /// An io metric worse than last time by more than this percentage is a regression.
-        #[arg(long, default_value_t = 10.0)]
+        /// An io metric (IOPS, bandwidth, p99 latency) worse than last time by more than this percentage is a
+        /// regression.
+        #[arg(long, default_value_t = 25.0)]
         threshold: f64,
         #[arg(long, default_value = "nightly")]
         priority: String,
@@ -682,7 +683,9 @@ async fn run(
         .into_inner();
     let id = job.id.clone();
     eprintln!("farmctl: job {id} submitted: plan {plan_name}");
-    let to_stdout = !j && std::io::stdout().is_terminal() || !j;
+    // The job log goes to stdout, unless stdout carries --json (then the log goes to stderr).
+    let to_stdout = !j;
+
     let mut lines: Vec<String> = vec![];
     let mut last_state = pb::JobState::Unspecified;
     let mut from_line = 0u64;

@@ -276,8 +276,11 @@ async fn session(
         .next()
         .await
         .ok_or_else(|| anyhow::anyhow!("the controller closed the stream at registration"))??;
-    let Some(pb::controller_message::Msg::Registered(reg)) = first.msg else {
-        anyhow::bail!("the controller did not acknowledge registration");
+    let reg = match first.msg {
+        Some(pb::controller_message::Msg::Registered(reg)) => reg,
+        other => anyhow::bail!(
+            "the controller did not acknowledge registration (its first message was {other:?})"
+        ),
     };
     tracing::info!(
         controller = shared.cfg.controller,
@@ -442,8 +445,14 @@ fn error_result(a: &pb::Assign, message: String) -> pb::JobResult {
     }
 }
 
-/// Downloads (or finds in the cache) an artifact, verifying its sha256.
-async fn fetch_artifact(shared: &Arc<Shared>, ch: Channel, sha: &str) -> anyhow::Result<PathBuf> {
+/// Downloads (or finds in the cache) an artifact, verifying its sha256. Jobs on several rigs may fetch the same
+/// artifact at once: each writes its own temporary file and the renames are idempotent.
+async fn fetch_artifact(
+    shared: &Arc<Shared>,
+    ch: Channel,
+    sha: &str,
+    job_id: &str,
+) -> anyhow::Result<PathBuf> {
     let path = shared.spool.artifacts_dir().join(sha);
     if path.exists() {
         return Ok(path);
@@ -458,7 +467,10 @@ async fn fetch_artifact(shared: &Arc<Shared>, ch: Channel, sha: &str) -> anyhow:
         ))
         .await?
         .into_inner();
-    let tmp = path.with_extension(format!("part-{}", std::process::id()));
+    let tmp = shared
+        .spool
+        .artifacts_dir()
+        .join(format!(".{sha}.{job_id}.part"));
     let mut bytes = vec![];
     while let Some(chunk) = s.next().await {
         let c = chunk?;
@@ -575,7 +587,7 @@ async fn run_job(
     let firmware = if a.artifact_sha256.is_empty() {
         None
     } else {
-        match fetch_artifact(shared, ch, &a.artifact_sha256).await {
+        match fetch_artifact(shared, ch, &a.artifact_sha256, &a.job_id).await {
             Ok(path) => match Firmware::load(&path) {
                 Ok(mut f) => {
                     if !a.firmware_name.is_empty() {

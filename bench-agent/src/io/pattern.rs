@@ -56,7 +56,8 @@ impl fmt::Display for Mismatch {
         match self {
             Mismatch::NoHeader => write!(
                 f,
-                "no verify header (block never written with --verify, or overwritten)"
+                "no verify header (block never written with --verify, overwritten, or written with another block size)"
+
             ),
             Mismatch::WrongOffset { found } => write!(
                 f,

@@ -805,7 +805,8 @@ impl Updater<'_> {
         let new_bits = smart.critical_warning & !self.critical_warning_before;
         if new_bits != 0 {
             return Err(format!(
-                "{fr} is running but SMART reports new critical warning bits {new_bits:#04x}"
+                "{fr} is running but SMART reports new critical warning bits {new_bits:#04x} ({})",
+                crate::nvme::log_page::critical_warning::describe(new_bits)
             ));
         }
         if let Some(&nsid) = ctrl
