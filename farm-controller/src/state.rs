@@ -370,12 +370,16 @@ impl State {
                         rig.reason = format!("health check failed: {message}");
                         rig.health_check_pending = false;
                     }
+                    // A health check clears the way for the next job but does not wipe the record: only a
+                    // real job that ran to a verdict shows the rig works, so errors that recur between passing
+                    // health checks still add up to a quarantine.
+                    JobState::Passed | JobState::Failed if job.health_check => {
+                        rig.health_check_pending = false;
+                    }
                     JobState::Passed | JobState::Failed => {
                         rig.consecutive_infra_errors = 0;
-                        if job.health_check {
-                            rig.health_check_pending = false;
-                        }
                     }
+
                     _ => {}
                 }
                 tx.rig(rig);
@@ -1552,3 +1556,7 @@ fn stored_msg(job_id: &str) -> pb::ControllerMessage {
         })),
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
