@@ -529,3 +529,105 @@ fn tokens_are_required_and_roles_enforced() {
     let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
     assert!(log.contains("needs role agent"), "{log}");
 }
+
+#[test]
+fn ctrl_c_cancels_the_job_frees_the_rig_and_the_next_job_waits_for_the_old_one() {
+    let lab = lab_with_agent(1);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = long_plan(&lab, 60);
+    let mut run = lab
+        .farmctl_cmd(&[
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            &plan,
+            "--rig",
+            "bench-r1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lab.wait("the soak step", Duration::from_secs(30), || {
+        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
+    });
+    let id = lab.farmctl(&["--json", "jobs"]).json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).unwrap();
+    let st = wait_child(&mut run, Duration::from_secs(20));
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("job {id} cancelled")), "{err}");
+    let job = lab.job(&id);
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(
+        lab.rig_state("bench-r1"),
+        "idle",
+        "the lease was freed at once"
+    );
+    // The next job on the rig starts only after the agent stopped the cancelled one (its script is killed).
+    let quick = lab.path("quick.toml");
+    let o = lab.farmctl(&[
+        "--json",
+        "run",
+        "--firmware",
+        &fw,
+        "--plan",
+        quick.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
+    assert!(log.contains("cancel requested by the controller"), "{log}");
+}
+
+#[test]
+fn an_agent_stopped_with_sigterm_reports_its_job_as_cancelled() {
+    let mut lab = lab_with_agent(1);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = long_plan(&lab, 60);
+    let mut run = lab
+        .farmctl_cmd(&[
+            "--json",
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            &plan,
+            "--rig",
+            "bench-r1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.wait("the soak step", Duration::from_secs(30), || {
+        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
+    });
+    let t0 = Instant::now();
+    lab.stop_agent("bench", Signal::SIGTERM);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the agent took {:?} to stop",
+        t0.elapsed()
+    );
+    let st = wait_child(&mut run, Duration::from_secs(20));
+    let mut out = String::new();
+    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(st.code(), Some(4), "{out}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let soak = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "soak")
+        .cloned()
+        .unwrap();
+    assert_eq!(soak["outcome"], "cancelled", "{job}");
+}

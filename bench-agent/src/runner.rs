@@ -449,14 +449,42 @@ impl Ctx<'_> {
                     .map_err(|e| (Outcome::Error, format!("pattern: {e}")))?;
                 let re = Regex::new(&pat)
                     .map_err(|e| (Outcome::Error, format!("pattern /{pat}/: {e}")))?;
-                let left = deadline.saturating_duration_since(Instant::now());
-                match console.expect(&re, left, &mut self.console_cursor) {
-                    Ok(line) => Ok(format!(
-                        "console matched /{pat}/ at +{:.3}s: {}",
-                        line.at_ms as f64 / 1000.0,
-                        line.text
-                    )),
-                    Err(e) => Err((Outcome::Failed, e.to_string())),
+                // Wait in slices so a cancellation is noticed.
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match console.expect(
+                        &re,
+                        left.min(Duration::from_millis(250)),
+                        &mut self.console_cursor,
+                    ) {
+                        Ok(line) => {
+                            return Ok(format!(
+                                "console matched /{pat}/ at +{:.3}s: {}",
+                                line.at_ms as f64 / 1000.0,
+                                line.text
+                            ))
+                        }
+                        Err(_) if self.opts.cancel.load(Ordering::Relaxed) => {
+                            return Err((
+                                Outcome::Cancelled,
+                                format!("cancelled while waiting for /{pat}/ on the console"),
+                            ))
+                        }
+                        Err(_) if Instant::now() < deadline => continue,
+                        Err(_) => {
+                            let waited = Duration::from_millis(
+                                log.started.elapsed().as_millis() as u64 / 10 * 10,
+                            );
+                            return Err((
+                                Outcome::Failed,
+                                format!(
+                                    "no console line matched /{pat}/ within {} ({} line(s) captured)",
+                                    humantime::format_duration(waited),
+                                    console.len()
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
             StepKind::Script {
@@ -716,13 +744,13 @@ impl Ctx<'_> {
         loop {
             if Instant::now() >= deadline || self.opts.cancel.load(Ordering::Relaxed) {
                 let _ = c.device_self_test(NSID_ALL, self_test_code::ABORT);
-                let why = if Instant::now() >= deadline {
-                    "did not finish in time; aborted"
+                let (outcome, why) = if self.opts.cancel.load(Ordering::Relaxed) {
+                    (Outcome::Cancelled, "cancelled; aborted")
                 } else {
-                    "cancelled; aborted"
+                    (Outcome::TimedOut, "did not finish in time; aborted")
                 };
                 return Err((
-                    Outcome::TimedOut,
+                    outcome,
                     format!("{test:?} self-test {why} (last at {last_pct}%)"),
                 ));
             }
@@ -1099,14 +1127,20 @@ impl Ctx<'_> {
                 log.line(line);
             }
             match child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() >= deadline => {
+                Ok(Some(st)) => break Some(Ok(st)),
+                Ok(None)
+                    if Instant::now() >= deadline || self.opts.cancel.load(Ordering::Relaxed) =>
+                {
                     let _ = nix::sys::signal::killpg(
                         nix::unistd::Pid::from_raw(child.id() as i32),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                     let _ = child.wait();
-                    break None;
+                    break if self.opts.cancel.load(Ordering::Relaxed) {
+                        Some(Err(()))
+                    } else {
+                        None
+                    };
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err((Outcome::Error, format!("waiting for the script: {e}"))),
@@ -1123,7 +1157,11 @@ impl Ctx<'_> {
                 Outcome::TimedOut,
                 format!("`{command}` was still running at the step timeout and was killed"),
             )),
-            Some(st) => match st.code() {
+            Some(Err(())) => Err((
+                Outcome::Cancelled,
+                format!("cancelled: `{command}` was killed"),
+            )),
+            Some(Ok(st)) => match st.code() {
                 Some(c) if c == expect_exit => Ok(format!("`{command}` exited {c}")),
                 Some(c) => Err((
                     Outcome::Failed,

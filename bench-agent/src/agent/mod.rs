@@ -51,6 +51,9 @@ struct RunningJob {
 struct Shared {
     cfg: AgentConfig,
     inventory: Inventory,
+    /// One job at a time per rig: a newer assignment waits until a cancelled or fenced-off job has stopped.
+    rig_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+
     spool: Spool,
     running: Mutex<HashMap<String, RunningJob>>,
     /// Messages for the controller; survives reconnects (a new stream drains it).
@@ -94,9 +97,15 @@ pub async fn run(
         }
     }
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel();
+    let rig_locks = inventory
+        .rigs
+        .iter()
+        .map(|r| (r.name.clone(), Arc::new(tokio::sync::Mutex::new(()))))
+        .collect();
     let shared = Arc::new(Shared {
         cfg,
         inventory,
+        rig_locks,
         spool,
         running: Mutex::new(HashMap::new()),
         outbox,
@@ -420,7 +429,35 @@ fn assign(
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        let result = run_job(&shared, &a, cancel, ch).await;
+        let lock = shared
+            .rig_locks
+            .get(&a.rig)
+            .cloned()
+            .expect("rig checked above");
+        let held = match lock.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::info!(
+                    job = a.job_id,
+                    rig = a.rig,
+                    "waiting for the previous job on this rig to stop"
+                );
+                lock.lock_owned().await
+            }
+        };
+        let result = if cancel.load(Ordering::Relaxed) {
+            pb::JobResult {
+                job_id: a.job_id.clone(),
+                fencing_token: a.fencing_token,
+                outcome: "cancelled".into(),
+                message: "cancelled before it started".into(),
+                ..Default::default()
+            }
+        } else {
+            run_job(&shared, &a, cancel, ch).await
+        };
+        drop(held);
+
         if let Err(e) = shared.spool.save_result(&result) {
             tracing::error!(job = a.job_id, "cannot spool the result: {e}");
         }
