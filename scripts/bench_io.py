@@ -142,7 +142,12 @@ def bench_qemu(bin_dir, args, rows):
         ("QEMU /dev/nvme0n1 (io_uring, O_DIRECT)", "/dev/nvme0n1", "uring", "io_uring", True),
         ("QEMU /dev/ng0n1 (uring_cmd passthrough)", "/dev/ng0n1", "uring_cmd", "io_uring_cmd", False),
     ]:
+        # QEMU 7.2's emulated controller loses completions under sustained large sequential reads (the guest driver
+        # then aborts and resets it, for fio and bench-agent alike), so the VM compares the 4k random workloads.
         for wi, (wname, wl) in enumerate(WORKLOADS):
+            if wl["bs"] != "4k":
+                continue
+
             for rep in range(args.reps):
                 key = f"{engine_ours}-{wi}-{rep}"
                 ours = ours_cmd("/usr/bin", target, wl, runtime, size, direct, engine_ours)
