@@ -359,3 +359,49 @@ pub struct SweepRecord {
     pub plan_name: String,
     pub submitter: String,
 }
+
+/// What a new job needs; [`NewJob::queued`] makes the record.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub selector: Selector,
+    pub plan_name: String,
+    pub plan_toml: String,
+    pub artifact_sha256: String,
+    pub firmware_name: String,
+    pub class: Class,
+    pub submitter: String,
+    pub timeout_ms: u64,
+    pub sweep_id: Option<String>,
+    pub health_check: bool,
+}
+
+impl NewJob {
+    /// A queued job with id `id`, created at `now`.
+    pub fn queued(self, id: String, now: u64) -> JobRecord {
+        JobRecord {
+            id,
+            state: JobState::Queued,
+            rig: None,
+            selector: self.selector,
+            plan_name: self.plan_name,
+            plan_toml: self.plan_toml,
+            artifact_sha256: self.artifact_sha256,
+            firmware_name: self.firmware_name,
+            firmware_revision: String::new(),
+            class: self.class,
+            submitter: self.submitter,
+            created_ms: now,
+            started_ms: 0,
+            finished_ms: 0,
+            timeout_ms: self.timeout_ms,
+            message: String::new(),
+            steps: vec![],
+            lease_id: None,
+            fencing_token: 0,
+            sweep_id: self.sweep_id,
+            attempt: 0,
+            health_check: self.health_check,
+            log_lines: 0,
+        }
+    }
+}

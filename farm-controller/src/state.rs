@@ -454,10 +454,7 @@ impl State {
             .collect();
         for rig in need {
             let id = self.next_id("job", tx);
-            let job = JobRecord {
-                id,
-                state: JobState::Queued,
-                rig: None,
+            let mut job = NewJob {
                 selector: Selector {
                     rig: Some(rig.clone()),
                     labels: Default::default(),
@@ -466,22 +463,14 @@ impl State {
                 plan_toml: health_plan.to_string(),
                 artifact_sha256: String::new(),
                 firmware_name: String::new(),
-                firmware_revision: String::new(),
                 class: Class::System,
                 submitter: "farm-controller".into(),
-                created_ms: now,
-                started_ms: 0,
-                finished_ms: 0,
                 timeout_ms: 5 * 60 * 1000,
-                message: format!("health check of {rig} after an infrastructure error"),
-                steps: vec![],
-                lease_id: None,
-                fencing_token: 0,
                 sweep_id: None,
-                attempt: 0,
                 health_check: true,
-                log_lines: 0,
-            };
+            }
+            .queued(id, now);
+            job.message = format!("health check of {rig} after an infrastructure error");
             self.enqueue_job(job, tx);
         }
     }
@@ -824,32 +813,19 @@ impl Farm {
         let now = now_ms();
         let mut tx = Tx::new();
         let id = st.next_id("job", &mut tx);
-        let firmware_revision = String::new();
-        let job = JobRecord {
-            id: id.clone(),
-            state: JobState::Queued,
-            rig: None,
+        let job = NewJob {
             selector,
             plan_name: plan.name.clone(),
             plan_toml,
             artifact_sha256,
             firmware_name,
-            firmware_revision,
             class,
             submitter: caller.name.clone(),
-            created_ms: now,
-            started_ms: 0,
-            finished_ms: 0,
             timeout_ms: timeout.as_millis() as u64,
-            message: String::new(),
-            steps: vec![],
-            lease_id: None,
-            fencing_token: 0,
             sweep_id,
-            attempt: 0,
             health_check: false,
-            log_lines: 0,
-        };
+        }
+        .queued(id.clone(), now);
         st.enqueue_job(job, &mut tx);
         self.reschedule(&mut st, tx, vec![], vec![Event::Job(id.clone())])
             .await?;
@@ -1037,10 +1013,7 @@ impl Farm {
         };
         for rig in rigs {
             let jid = st.next_id("job", &mut tx);
-            let job = JobRecord {
-                id: jid.clone(),
-                state: JobState::Queued,
-                rig: None,
+            let job = NewJob {
                 selector: Selector {
                     rig: Some(rig),
                     labels: Default::default(),
@@ -1049,22 +1022,13 @@ impl Farm {
                 plan_toml: plan_toml.clone(),
                 artifact_sha256: artifact_sha256.clone(),
                 firmware_name: firmware_name.clone(),
-                firmware_revision: String::new(),
                 class,
                 submitter: caller.name.clone(),
-                created_ms: now,
-                started_ms: 0,
-                finished_ms: 0,
                 timeout_ms: timeout.as_millis() as u64,
-                message: String::new(),
-                steps: vec![],
-                lease_id: None,
-                fencing_token: 0,
                 sweep_id: Some(id.clone()),
-                attempt: 0,
                 health_check: false,
-                log_lines: 0,
-            };
+            }
+            .queued(jid.clone(), now);
             st.enqueue_job(job, &mut tx);
             sweep.job_ids.push(jid);
         }

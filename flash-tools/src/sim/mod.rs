@@ -732,11 +732,7 @@ impl Ctx<'_> {
 
     /// The drive leaves the bus until `until_ms` (None = until power-cycled), still powered.
     fn drop_off_bus(&mut self, until_ms: Option<u64>) -> Result<(), SimError> {
-        let since_ms = match self.st.power {
-            Power::On { since_ms }
-            | Power::Booting { since_ms, .. }
-            | Power::Gone { since_ms, .. } => since_ms,
-        };
+        let since_ms = self.st.power.since_ms();
         if let Some(bus) = &self.st.bus {
             bus::unpublish(bus, self.st.instance)?;
         }
@@ -832,11 +828,7 @@ impl Ctx<'_> {
         self.abort_self_test(self_test_result::ABORTED_BY_RESET);
         self.clear_staging();
         self.st.features_current = self.st.features_saved.clone();
-        let since_ms = match self.st.power {
-            Power::On { since_ms }
-            | Power::Booting { since_ms, .. }
-            | Power::Gone { since_ms, .. } => since_ms,
-        };
+        let since_ms = self.st.power.since_ms();
         self.st.power = Power::Booting {
             since_ms,
             until_ms: self.now + self.st.timing.boot_ms,
@@ -854,11 +846,7 @@ impl Ctx<'_> {
             return Ok(());
         };
         let previous = self.st.firmware.active_slot;
-        let since_ms = match self.st.power {
-            Power::On { since_ms }
-            | Power::Booting { since_ms, .. }
-            | Power::Gone { since_ms, .. } => since_ms,
-        };
+        let since_ms = self.st.power.since_ms();
         self.console(&format!(
             "activating firmware {} from slot {slot}",
             img.revision

@@ -194,6 +194,17 @@ pub enum Power {
     },
 }
 
+impl Power {
+    /// When the current powered period (or the off period) began.
+    pub fn since_ms(&self) -> u64 {
+        match self {
+            Power::On { since_ms }
+            | Power::Booting { since_ms, .. }
+            | Power::Gone { since_ms, .. } => *since_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
