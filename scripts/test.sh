@@ -9,7 +9,10 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build (the end-to-end tests run the workspace's binaries as processes)" >&2
+cargo build --workspace --bins --locked
 echo "== tests" >&2
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     # nextest does not run doctests
