@@ -22,7 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or cargo build --bins first)",
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test.sh does)",
         p.display()
     );
     p
