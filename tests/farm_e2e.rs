@@ -631,3 +631,181 @@ fn an_agent_stopped_with_sigterm_reports_its_job_as_cancelled() {
         .unwrap();
     assert_eq!(soak["outcome"], "cancelled", "{job}");
 }
+
+#[test]
+fn the_controller_serves_tls_to_agents_and_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .args([
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(st.success());
+    let mut lab = Lab::new(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    lab.start_controller();
+    let https = format!("https://127.0.0.1:{}", lab.grpc);
+    let farmctl = |ca: Option<&std::path::Path>, args: &[&str]| {
+        let mut c = std::process::Command::new(nvfarm_tests::bin("farmctl"));
+        c.args(["--controller", &https])
+            .args(args)
+            .env_remove("FARM_TOKEN")
+            .env_remove("FARM_CA");
+        if let Some(ca) = ca {
+            c.env("FARM_CA", ca);
+        }
+        c.output().unwrap()
+    };
+    // Without trusting the lab's CA the connection is refused.
+    let o = farmctl(None, &["rigs"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // An agent and a client that trust it work over TLS.
+    let file = lab.rigs("bench", 1);
+    let mut agent = std::process::Command::new(nvfarm_tests::bin("bench-agent"))
+        .args([
+            "--controller",
+            &https,
+            "--rigs",
+            file.to_str().unwrap(),
+            "--work-dir",
+            lab.path("work").to_str().unwrap(),
+        ])
+        .env("FARM_CA", &cert)
+        .env_remove("FARM_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let o = farmctl(Some(&cert), &["--json", "rigs"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let rigs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if rigs
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["state"] == "idle")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent did not register over TLS\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fw = lab.image("2.0.0", "ok");
+    let o = farmctl(
+        Some(&cert),
+        &[
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            lab.path("quick.toml").to_str().unwrap(),
+            "--rig",
+            "bench-r1",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[test]
+fn a_sweep_retries_a_failed_rig_and_calls_a_pass_on_retry_flaky() {
+    let lab = lab_with_agent(2);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.path("st.toml");
+    std::fs::write(
+        &plan,
+        "name = \"st\"\n[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
+    )
+    .unwrap();
+    // bench-r1's next self-test fails once; the retry passes.
+    let dir = lab.sim_dir("bench", "bench-r1");
+    assert_eq!(
+        lab.nvme_flash(&[
+            "sim",
+            "fault",
+            dir.to_str().unwrap(),
+            "self-test-failure",
+            "--count",
+            "1"
+        ])
+        .code,
+        0
+    );
+    let o = lab.farmctl(&[
+        "--json",
+        "sweep",
+        "--firmware",
+        &fw,
+        "--plan",
+        plan.to_str().unwrap(),
+        "--name",
+        "flaky-check",
+        "--retries",
+        "1",
+    ]);
+    assert_eq!(o.code, 0, "a pass on retry is not a failure: {}", o.all());
+    let r = o.json();
+    let cell = r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rig"] == "bench-r1")
+        .cloned()
+        .unwrap();
+    assert_eq!(cell["outcome"], "passed");
+    assert_eq!(cell["change"], "flaky", "{r:#}");
+    assert_eq!(
+        r["jobs"].as_array().unwrap().len(),
+        3,
+        "two rigs plus one retry: {r:#}"
+    );
+}

@@ -66,10 +66,19 @@ fn msg(m: pb::agent_message::Msg) -> pb::AgentMessage {
 }
 
 async fn channel(cfg: &AgentConfig) -> anyhow::Result<Channel> {
-    let ep = Endpoint::from_shared(cfg.controller.clone())?
+    let mut ep = Endpoint::from_shared(cfg.controller.clone())?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
+    if cfg.controller.starts_with("https://") {
+        // A lab's controller usually has a certificate from the lab's own CA: FARM_CA names its PEM file.
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Ok(ca) = std::env::var("FARM_CA") {
+            let pem = std::fs::read(&ca).map_err(|e| anyhow::anyhow!("FARM_CA {ca}: {e}"))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls)?;
+    }
     Ok(ep.connect().await?)
 }
 
