@@ -2,8 +2,7 @@
 //!
 //! One ring per job thread, `iodepth` slots each owning a page-aligned buffer. Buffers and the file are
 //! registered with the ring (so the kernel pins them once, not per I/O) and I/O uses READ_FIXED / WRITE_FIXED
-//! on fixed file 0. The ring is set up single-issuer with deferred task running where the kernel supports it
-//! (6.1+), falling back to cooperative task running, then to a plain ring; what was used is reported.
+//! on fixed file 0. Ring setup follows [`RingMode`]; what was used is reported.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -12,22 +11,29 @@ use std::os::unix::fs::OpenOptionsExt;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::buffers::AlignedBuf;
-use super::{IoError, IoFailure, IoSpec, Op, SlotRing};
+use super::{IoError, IoFailure, IoSpec, Op, RingMode, SlotRing};
 
-/// Builds a ring with the best setup flags this kernel accepts; returns it with a description.
+/// Builds a ring for `mode`, falling back to simpler setups the kernel accepts; returns it with a description.
 pub(crate) fn build_ring<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
     entries: u32,
+    mode: RingMode,
 ) -> Result<(IoUring<S, C>, &'static str), IoError> {
     type Configure<S, C> = fn(&mut io_uring::Builder<S, C>);
-    let attempts: [(&'static str, Configure<S, C>); 3] = [
-        ("single-issuer+defer-taskrun", |b| {
-            b.setup_single_issuer().setup_defer_taskrun();
-        }),
-        ("coop-taskrun", |b| {
-            b.setup_coop_taskrun();
-        }),
-        ("plain", |_| {}),
-    ];
+    let defer: (&'static str, Configure<S, C>) = ("single-issuer+defer-taskrun", |b| {
+        b.setup_single_issuer().setup_defer_taskrun();
+    });
+    let coop: (&'static str, Configure<S, C>) = ("single-issuer+coop-taskrun", |b| {
+        b.setup_single_issuer().setup_coop_taskrun();
+    });
+    let coop_only: (&'static str, Configure<S, C>) = ("coop-taskrun", |b| {
+        b.setup_coop_taskrun();
+    });
+    let plain: (&'static str, Configure<S, C>) = ("plain", |_| {});
+    let attempts = match mode {
+        RingMode::Auto | RingMode::Coop => vec![coop, coop_only, plain],
+        RingMode::Defer => vec![defer, coop, coop_only, plain],
+        RingMode::Plain => vec![plain],
+    };
     let mut last = None;
     for (name, configure) in attempts {
         let mut b = IoUring::<S, C>::builder();
@@ -73,8 +79,11 @@ impl FileRing {
             source,
         })?;
         let depth = spec.iodepth as usize;
-        let (ring, setup) =
-            build_ring::<squeue::Entry, cqueue::Entry>((spec.iodepth).next_power_of_two())?;
+        let (ring, setup) = build_ring::<squeue::Entry, cqueue::Entry>(
+            spec.iodepth.next_power_of_two(),
+            spec.ring,
+        )?;
+
         let mut bufs: Vec<AlignedBuf> = (0..depth)
             .map(|_| AlignedBuf::new(spec.bs as usize))
             .collect();

@@ -121,8 +121,11 @@ impl CmdRing {
                 path: spec.target.clone(),
                 source,
             })?;
-        let (ring, setup) =
-            build_ring::<squeue::Entry128, cqueue::Entry32>(spec.iodepth.next_power_of_two())?;
+        let (ring, setup) = build_ring::<squeue::Entry128, cqueue::Entry32>(
+            spec.iodepth.next_power_of_two(),
+            spec.ring,
+        )?;
+
         let fixed_file = ring.submitter().register_files(&[file.as_raw_fd()]).is_ok();
         let bufs = (0..spec.iodepth)
             .map(|_| AlignedBuf::new(spec.bs as usize))

@@ -49,6 +49,10 @@ pub struct IoArgs {
     /// Seed for random offsets and the verify pattern.
     #[arg(long)]
     seed: Option<u64>,
+    /// Ring setup: auto (single-issuer + cooperative task running), defer, coop or plain.
+    #[arg(long, default_value = "auto")]
+    ring: bench_agent::io::RingMode,
+
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,8 @@ pub fn run(a: IoArgs) -> u8 {
     if let Some(s) = a.seed {
         spec.seed = s;
     }
+    spec.ring = a.ring;
+
     match io::run(&spec) {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
