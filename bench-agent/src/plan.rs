@@ -108,6 +108,21 @@ pub struct IoStep {
     pub max_mean_latency: Option<Duration>,
 }
 
+impl IoStep {
+    /// The engine's spec for this step on `target` (the one place a step's io options become an [`IoSpec`]).
+    pub fn to_spec(&self, target: PathBuf, engine: crate::io::Engine) -> crate::io::IoSpec {
+        let mut spec = crate::io::IoSpec::new(target, self.rw, self.bs, self.iodepth);
+        spec.rwmixread = self.rwmixread;
+        spec.runtime = self.runtime;
+        spec.size = self.size;
+        spec.direct = self.direct;
+        spec.verify = self.verify;
+        spec.numjobs = self.numjobs;
+        spec.engine = engine;
+        spec
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepKind {
@@ -638,12 +653,7 @@ impl Plan {
                         max_mean_latency: odur("max_mean_latency", r.max_mean_latency)?,
                     };
                     // The engine's own checks, at load time.
-                    let mut spec = crate::io::IoSpec::new("/", io.rw, io.bs, io.iodepth);
-                    spec.runtime = io.runtime;
-                    spec.size = io.size;
-                    spec.numjobs = io.numjobs;
-                    spec.rwmixread = io.rwmixread;
-                    spec.verify = io.verify;
+                    let spec = io.to_spec("/".into(), crate::io::Engine::Uring);
                     if let Err(crate::io::IoError::Spec { option, reason }) = spec.validate() {
                         return Err(invalid(ctx(option), reason));
                     }

@@ -27,7 +27,7 @@ use flash_tools::nvme::SmartLog;
 use flash_tools::sim::{image as sim_image, SimController};
 
 use crate::console::Console;
-use crate::io::{self, Engine, IoError, IoSpec};
+use crate::io::{self, Engine, IoError};
 use crate::outcome::{FirmwareInfo, Outcome, RunReport, StepReport};
 use crate::plan::{
     substitute, IoStep, IoTarget, OnFailure, Plan, SanitizeKind, SelfTestKind, Step, StepKind,
@@ -892,13 +892,8 @@ impl Ctx<'_> {
                 )
             }
         };
-        let mut spec = IoSpec::new(&target, io.rw, io.bs, io.iodepth);
-        spec.rwmixread = io.rwmixread;
-        spec.size = io.size;
-        spec.direct = io.direct;
-        spec.verify = io.verify;
-        spec.numjobs = io.numjobs;
-        spec.engine = engine;
+        let mut spec = io.to_spec(target.clone(), engine);
+
         let left = deadline
             .saturating_duration_since(Instant::now())
             .saturating_sub(Duration::from_secs(5));

@@ -21,7 +21,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     cfg.check_exposure().map_err(anyhow::Error::msg)?;
-    let farm = Farm::open(cfg.clone())?;
+    let farm = Farm::open(cfg.clone()).await?;
     let auth = Auth::new(cfg.tokens.clone());
     let grpc_listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -14,16 +14,13 @@ use nvfarm_proto::v1::agent_link_server::AgentLink;
 
 use crate::auth::{caller, require};
 use crate::config::Role;
-use crate::service_farm::async_stream;
+use crate::service_farm::{async_stream, Stream2};
 use crate::state::Farm;
 
 #[derive(Debug, Clone)]
 pub struct AgentService {
     pub farm: Arc<Farm>,
 }
-
-type Stream2<T> =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl AgentLink for AgentService {

@@ -26,7 +26,8 @@ pub struct FarmService {
     pub farm: Arc<Farm>,
 }
 
-type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A server-streaming response.
+pub type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn rig_pb(st: &crate::state::State, r: &RigRecord) -> pb::Rig {
     let lease = r.lease_id.as_ref().and_then(|l| st.leases.get(l));

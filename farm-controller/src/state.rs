@@ -478,7 +478,7 @@ impl State {
 
 impl Farm {
     /// Opens the store and rebuilds the state from it.
-    pub fn open(cfg: Config) -> Result<Arc<Farm>, StoreError> {
+    pub async fn open(cfg: Config) -> Result<Arc<Farm>, StoreError> {
         let store = Store::open(&cfg.data_dir)?;
         let snap = store.load()?;
         let mut st = State {
@@ -523,23 +523,8 @@ impl Farm {
                 l.expires_ms = now + cfg.agent_timeout.as_millis() as u64;
             }
         }
-        let (events, _) = broadcast::channel(1024);
-        let farm = Arc::new(Farm {
-            cfg,
-            store,
-            state: Mutex::new(st),
-            events,
-        });
-        let rt = tokio::runtime::Handle::try_current();
-        if let Ok(rt) = rt {
-            let f = farm.clone();
-            rt.spawn(async move {
-                if let Err(e) = f.store.commit(tx).await {
-                    tracing::error!("recording the restart in the store failed: {e}");
-                }
-            });
-        }
-        let st = farm.state.try_lock().expect("fresh mutex");
+        // The restart's own bookkeeping is on disk before anything is served.
+        store.commit(tx).await?;
         tracing::info!(
             rigs = st.rigs.len(),
             jobs = st.jobs.len(),
@@ -547,10 +532,15 @@ impl Farm {
             leases = st.leases.len(),
             fencing = st.fencing,
             "state loaded from {}",
-            farm.cfg.data_dir.display()
+            cfg.data_dir.display()
         );
-        drop(st);
-        Ok(farm)
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(Farm {
+            cfg,
+            store,
+            state: Mutex::new(st),
+            events,
+        }))
     }
 
     fn emit(&self, e: Event) {

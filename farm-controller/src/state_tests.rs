@@ -27,7 +27,7 @@ async fn farm(
     aging: Duration,
     rigs: usize,
 ) -> (Arc<Farm>, mpsc::UnboundedReceiver<pb::ControllerMessage>) {
-    let f = Farm::open(cfg(dir, aging)).unwrap();
+    let f = Farm::open(cfg(dir, aging)).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = f.agent_connected("a", tx).await;
     let reg = pb::Register {
@@ -341,7 +341,9 @@ async fn a_restart_restores_leases_queue_jobs_and_the_fencing_counter() {
         (l, request_id, fencing)
         // Dropped without any shutdown: like kill -9 after the last acknowledged change.
     };
-    let f = Farm::open(cfg(t.path(), Duration::from_secs(60))).unwrap();
+    let f = Farm::open(cfg(t.path(), Duration::from_secs(60)))
+        .await
+        .unwrap();
     let st = f.state.lock().await;
     assert_eq!(st.leases[&lease.id].holder, "alice");
     assert!(st.requests.contains_key(&queued));

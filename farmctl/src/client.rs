@@ -1,10 +1,8 @@
 //! Connecting to the controller, attaching the bearer token, and turning gRPC errors into exit codes.
 
-use std::time::Duration;
-
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use nvfarm_proto::v1::farm_client::FarmClient;
@@ -87,24 +85,10 @@ pub type Client = FarmClient<InterceptedService<Channel, Auth>>;
 
 /// Connects to `url` (http:// or https://).
 pub async fn connect(url: &str, token: Option<&str>) -> Result<Client> {
-    let mut ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| Failure::usage(format!("invalid --controller '{url}': {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
-    if url.starts_with("https://") {
-        // A farm's controller usually has a certificate from the lab's own CA: FARM_CA names its PEM file.
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Ok(ca) = std::env::var("FARM_CA") {
-            let pem =
-                std::fs::read(&ca).map_err(|e| Failure::usage(format!("FARM_CA {ca}: {e}")))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        ep = ep
-            .tls_config(tls)
-            .map_err(|e| Failure::usage(format!("TLS setup: {e}")))?;
-    }
+    let ep = nvfarm_proto::controller_endpoint(url)
+        .map_err(|e| Failure::usage(format!("--controller: {e}")))?;
     let channel = ep
+
         .connect()
         .await
         .map_err(|e| Failure::infra(format!("cannot reach the controller at {url}: {e} (is farm-controller running? set --controller or FARM_CONTROLLER)")))?;

@@ -606,8 +606,8 @@ async fn reserve(
     Ok(EXIT_PASSED)
 }
 
-/// Uploads an artifact in chunks (never one message); returns its sha256.
-async fn upload(c: &mut Client, path: &PathBuf) -> Result<String> {
+/// Uploads an artifact in chunks (never one message); returns its sha256 and file name.
+async fn upload(c: &mut Client, path: &PathBuf) -> Result<(String, String)> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::usage(format!("cannot read firmware {}: {e}", path.display())))?;
     if bytes.is_empty() {
@@ -646,7 +646,7 @@ async fn upload(c: &mut Client, path: &PathBuf) -> Result<String> {
             "uploaded"
         }
     );
-    Ok(sha)
+    Ok((sha, name))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -663,17 +663,14 @@ async fn run(
     prio: i32,
 ) -> Result<u8> {
     let (plan_toml, plan_name) = load_plan(&plan_path)?;
-    let sha = upload(c, &firmware).await?;
+    let (sha, firmware_name) = upload(c, &firmware).await?;
     let job = c
         .submit_job(pb::SubmitJobRequest {
             selector: Some(sel.clone()),
             plan_toml,
             plan_name: plan_name.clone(),
             artifact_sha256: sha,
-            firmware_name: firmware
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
+            firmware_name,
             timeout_ms: timeout.as_millis() as u64,
             priority: prio,
             submitter: String::new(),
@@ -809,7 +806,7 @@ async fn sweep(
     prio: i32,
 ) -> Result<u8> {
     let (plan_toml, plan_name) = load_plan(&plan_path)?;
-    let sha = upload(c, &firmware).await?;
+    let (sha, firmware_name) = upload(c, &firmware).await?;
     let name = name.unwrap_or_else(|| plan_name.clone());
     let sweep = c
         .submit_sweep(pb::SubmitSweepRequest {
@@ -818,10 +815,7 @@ async fn sweep(
             plan_toml,
             plan_name: plan_name.clone(),
             artifact_sha256: sha,
-            firmware_name: firmware
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
+            firmware_name,
             timeout_ms: timeout.as_millis() as u64,
             priority: prio,
             submitter: String::new(),

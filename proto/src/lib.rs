@@ -81,3 +81,25 @@ impl Priority {
         }
     }
 }
+
+/// The controller endpoint a client (farmctl, bench-agent) connects to: timeouts and keep-alives, and for
+/// `https://` URLs TLS trusting the system roots plus the lab CA in the PEM file named by `FARM_CA`.
+/// The error says which part of the setup is wrong.
+pub fn controller_endpoint(url: &str) -> Result<tonic::transport::Endpoint, String> {
+    use std::time::Duration;
+    let mut ep = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid controller URL '{url}': {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if url.starts_with("https://") {
+        // A lab's controller usually has a certificate from the lab's own CA.
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Ok(ca) = std::env::var("FARM_CA") {
+            let pem = std::fs::read(&ca).map_err(|e| format!("FARM_CA {ca}: {e}"))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls).map_err(|e| format!("TLS setup: {e}"))?;
+    }
+    Ok(ep)
+}

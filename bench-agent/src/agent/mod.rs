@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use nvfarm_proto::v1 as pb;
 use nvfarm_proto::v1::agent_link_client::AgentLinkClient;
@@ -66,19 +66,7 @@ fn msg(m: pb::agent_message::Msg) -> pb::AgentMessage {
 }
 
 async fn channel(cfg: &AgentConfig) -> anyhow::Result<Channel> {
-    let mut ep = Endpoint::from_shared(cfg.controller.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
-    if cfg.controller.starts_with("https://") {
-        // A lab's controller usually has a certificate from the lab's own CA: FARM_CA names its PEM file.
-        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
-        if let Ok(ca) = std::env::var("FARM_CA") {
-            let pem = std::fs::read(&ca).map_err(|e| anyhow::anyhow!("FARM_CA {ca}: {e}"))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        ep = ep.tls_config(tls)?;
-    }
+    let ep = nvfarm_proto::controller_endpoint(&cfg.controller).map_err(anyhow::Error::msg)?;
     Ok(ep.connect().await?)
 }
 

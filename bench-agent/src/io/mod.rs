@@ -620,8 +620,7 @@ pub(crate) fn run_job(
                     st.read_h.record(ns);
                     st.read_bytes += spec.bs;
                     if spec.verify {
-                        let buf = ring.buffer(slot).to_vec();
-                        st.check_read(&buf, block);
+                        st.check_read(ring.buffer(slot), block);
                     }
                 }
                 Op::Write => {
@@ -695,8 +694,7 @@ fn verify_pass(ring: &mut dyn SlotRing, st: &mut JobState) -> Result<(), IoError
                     error: error.clone(),
                 });
             }
-            let buf = ring.buffer(slot).to_vec();
-            st.check_read(&buf, block);
+            st.check_read(ring.buffer(slot), block);
         }
     }
 }

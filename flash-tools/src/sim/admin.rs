@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use super::image;
 use super::state::{RunningSelfTest, SlotImage, StagedRange};
-use super::{Ctx, SimError, NAMESPACE_FILE, SLOTS_DIR, STAGING_FILE};
+use super::{fail, Ctx, SimError, NAMESPACE_FILE, SLOTS_DIR, STAGING_FILE};
 use crate::nvme::command::{admin, cns, self_test_code, NSID_ALL};
 use crate::nvme::features::{capability, fid, select};
 use crate::nvme::identify::{OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST};
@@ -17,10 +17,6 @@ use crate::nvme::{
     LbaFormat, PowerState, SanitizeStatus, SelfTestLog, SelfTestResult, SmartLog, Status,
 };
 use crate::transport::{Completion, Data};
-
-fn fail(c: u16) -> Completion {
-    Completion::status(Status::from_code(c).with_dnr())
-}
 
 /// Copies `bytes` (from `offset`) into a host read buffer.
 fn reply(data: Data<'_>, bytes: &[u8], offset: usize) -> Completion {

@@ -443,6 +443,11 @@ impl SimController {
     }
 }
 
+/// A completion with status `code` and Do Not Retry: the simulator's answer to a command that cannot succeed.
+fn fail(code: u16) -> Completion {
+    Completion::status(Status::from_code(code).with_dnr())
+}
+
 /// What one pass over a command decided.
 enum Step {
     Done(Completion, u64),

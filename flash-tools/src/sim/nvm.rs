@@ -5,15 +5,11 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use super::faults::FaultKind;
-use super::{Ctx, SimError, NAMESPACE_FILE};
+use super::{fail, Ctx, SimError, NAMESPACE_FILE};
 use crate::nvme::command::io;
 use crate::nvme::status::code;
-use crate::nvme::{Command, Queue, Status};
+use crate::nvme::{Command, Queue};
 use crate::transport::{Completion, Data};
-
-fn fail(c: u16) -> Completion {
-    Completion::status(Status::from_code(c).with_dnr())
-}
 
 pub(super) fn execute(
     ctx: &mut Ctx<'_>,

@@ -162,11 +162,10 @@ pub enum FaultCommand {
 }
 
 fn parse_status(s: &str) -> Result<u16, String> {
-    let r = match s.strip_prefix("0x") {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("'{s}' is not a status (e.g. 0x4006)"))
+    crate::device_cmd::parse_u32(s)
+        .ok()
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| format!("'{s}' is not a status (e.g. 0x4006)"))
 }
 
 #[derive(Serialize)]
