@@ -2,6 +2,7 @@
 # Installs what nvfarm's build, demo and tests need on a fresh Debian machine, and nothing that is already there.
 #   - QEMU (software emulation), busybox-static, nvme-cli, cpio, binutils: the real-kernel NVMe test tier
 #   - fio: the peer tool in the io benchmarks
+#   - openssl: a throwaway certificate for the TLS end-to-end test
 # The Rust toolchain (cargo, rustfmt, clippy, cargo-nextest) comes with the machine.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ have nvme || need+=(nvme-cli)
 have cpio || need+=(cpio)
 have strip || need+=(binutils)
 have fio || need+=(fio)
+have openssl || need+=(openssl)   # the TLS end-to-end test makes a throwaway certificate
+
 have apt-get || { echo "setup.sh: this script needs a Debian-like system with apt-get" >&2; exit 1; }
 
 if ((${#need[@]})); then
