@@ -33,8 +33,8 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use flash_tools::firmware::Activation;
-use flash_tools::units::{parse_duration, parse_size};
+use nvme_spec::units::{parse_duration, parse_size};
+use nvme_spec::Activation;
 
 use crate::io::Rw;
 
@@ -368,13 +368,12 @@ fn d(s: &str) -> Duration {
 }
 
 fn identify_fields() -> Vec<String> {
-    let v =
-        serde_json::to_value(flash_tools::nvme::IdentifyController::default()).expect("serializes");
+    let v = serde_json::to_value(nvme_spec::IdentifyController::default()).expect("serializes");
     v.as_object().expect("object").keys().cloned().collect()
 }
 
 fn smart_fields() -> Vec<String> {
-    let v = serde_json::to_value(flash_tools::nvme::SmartLog::default()).expect("serializes");
+    let v = serde_json::to_value(nvme_spec::SmartLog::default()).expect("serializes");
     v.as_object()
         .expect("object")
         .keys()

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use flash_tools::device::{DeviceAddr, Locator, Sysfs};
 use flash_tools::sim::state::Timing;
 use flash_tools::sim::{SimConfig, SimController};
-use flash_tools::units::{parse_duration, parse_size};
+use nvme_spec::units::{parse_duration, parse_size};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RigError {
@@ -521,7 +521,7 @@ impl Rig {
             DriveSelector::Real(addr) => {
                 let addr: DeviceAddr = addr.parse().expect("validated at load");
                 let loc = Locator::new(addr, sysfs.clone());
-                loc.resolve().map_err(|e| RigError::Drive {
+                loc.current().map_err(|e| RigError::Drive {
                     file: file.to_path_buf(),
                     rig: self.name.clone(),
                     reason: e.to_string(),

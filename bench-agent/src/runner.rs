@@ -21,10 +21,10 @@ use sha2::{Digest, Sha256};
 use flash_tools::controller::NvmeError;
 use flash_tools::device::{DeviceAddr, DeviceError, Drive, Locator, Sysfs};
 use flash_tools::firmware::{self, Event, FailureKind, Outcome as UpdateOutcome, UpdateOptions};
-use flash_tools::nvme::command::{sanitize_action, self_test_code, NSID_ALL};
-use flash_tools::nvme::log_page::self_test_result;
-use flash_tools::nvme::SmartLog;
-use flash_tools::sim::{image as sim_image, SimController};
+use flash_tools::sim::SimController;
+use nvme_spec::command::{sanitize_action, self_test_code, NSID_ALL};
+use nvme_spec::log_page::self_test_result;
+use nvme_spec::SmartLog;
 
 use crate::console::Console;
 use crate::io::{self, Engine, IoError};
@@ -41,23 +41,20 @@ pub struct Firmware {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub sha256: String,
-    /// Known before flashing only for simulated-drive images (from their header).
+    /// The revision the build reports once running, when the caller knows it (e.g. from the build system);
+    /// otherwise the flash step learns it from the drive's slot log after the commit.
     pub revision: Option<String>,
 }
 
 impl Firmware {
-    pub fn load(path: &Path) -> Result<Self, String> {
+    /// Reads the image at `path`; `revision` is what the caller says it is, if known.
+    pub fn load(path: &Path, revision: Option<String>) -> Result<Self, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read firmware {}: {e}", path.display()))?;
         if bytes.is_empty() {
             return Err(format!("firmware {} is empty", path.display()));
         }
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let revision = if sim_image::is_sim_image(&bytes) {
-            sim_image::parse(&bytes).ok().map(|h| h.revision)
-        } else {
-            None
-        };
         Ok(Firmware {
             path: path.to_path_buf(),
             bytes,
@@ -497,7 +494,7 @@ impl Ctx<'_> {
 
     fn flash(
         &mut self,
-        activation: firmware::Activation,
+        activation: nvme_spec::Activation,
         slot: Option<u8>,
         wait_timeout: Duration,
         rollback: bool,
@@ -516,6 +513,7 @@ impl Ctx<'_> {
             slot,
             activation,
             sha256: Some(fw.sha256.clone()),
+            expect_revision: fw.revision.clone(),
             rollback,
             come_back_timeout: wait_timeout.min(left),
             ..UpdateOptions::default()
@@ -658,7 +656,7 @@ impl Ctx<'_> {
                 bad.push(format!(
                     "critical warning is {:#04x} ({}), expected {cw:#04x}",
                     s.critical_warning,
-                    flash_tools::nvme::log_page::critical_warning::describe(s.critical_warning)
+                    nvme_spec::log_page::critical_warning::describe(s.critical_warning)
                 ));
             }
         }

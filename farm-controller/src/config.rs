@@ -188,7 +188,7 @@ impl Config {
         let dur = |key: &str, v: &Option<String>, d: Duration| -> Result<Duration, ConfigError> {
             match v {
                 None => Ok(d),
-                Some(s) => flash_tools::units::parse_duration(s)
+                Some(s) => nvme_spec::units::parse_duration(s)
                     .map_err(|e| invalid(format!("key '{key}': {e}"))),
             }
         };

@@ -16,7 +16,7 @@ use crate::client::{
 };
 use crate::report::{self, exit_code, job_state};
 use crate::{Cli, RigAction};
-use flash_tools::units::parse_duration;
+use nvme_spec::units::parse_duration;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {

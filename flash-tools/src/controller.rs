@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::nvme::command::{cns, opcode_name, CommitAction};
-use crate::nvme::log_page::{lid, ERROR_ENTRY_LEN, FW_SLOT_LEN, SELF_TEST_LEN, SMART_LEN};
-use crate::nvme::{
+use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
+use nvme_spec::command::{cns, opcode_name, CommitAction};
+use nvme_spec::log_page::{lid, ERROR_ENTRY_LEN, FW_SLOT_LEN, SELF_TEST_LEN, SMART_LEN};
+use nvme_spec::{
     identify, Command, EffectsLog, ErrorLog, FirmwareSlotLog, IdentifyController,
     IdentifyNamespace, Queue, SanitizeStatus, SelfTestLog, SmartLog, Status, NSID_ALL,
 };
-use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
 
 /// A command failed: either the drive answered with an error status or it never answered.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,7 @@ impl Controller {
         Ok(EffectsLog::parse(&self.get_log(
             lid::COMMANDS_EFFECTS,
             NSID_ALL,
-            crate::nvme::log_page::EFFECTS_LEN,
+            nvme_spec::log_page::EFFECTS_LEN,
         )?))
     }
     pub fn self_test_log(&self) -> Result<SelfTestLog, NvmeError> {
@@ -193,7 +193,7 @@ impl Controller {
         Ok(SanitizeStatus::parse(&self.get_log(
             lid::SANITIZE_STATUS,
             NSID_ALL,
-            crate::nvme::log_page::SANITIZE_STATUS_LEN,
+            nvme_spec::log_page::SANITIZE_STATUS_LEN,
         )?))
     }
 
@@ -352,7 +352,7 @@ impl Controller {
 pub fn describe(queue: Queue, cmd: &Command) -> String {
     let name = opcode_name(queue, cmd.opcode);
     match (queue, cmd.opcode) {
-        (Queue::Admin, crate::nvme::command::admin::GET_LOG_PAGE) => {
+        (Queue::Admin, nvme_spec::command::admin::GET_LOG_PAGE) => {
             let which = match cmd.log_id() {
                 lid::ERROR => "Error Information",
                 lid::SMART => "SMART / Health",
@@ -364,7 +364,7 @@ pub fn describe(queue: Queue, cmd: &Command) -> String {
             };
             format!("{name} ({which}, {:02x}h)", cmd.log_id())
         }
-        (Queue::Admin, crate::nvme::command::admin::IDENTIFY) => {
+        (Queue::Admin, nvme_spec::command::admin::IDENTIFY) => {
             let which = match cmd.cns() {
                 cns::NAMESPACE => "Namespace",
                 cns::CONTROLLER => "Controller",
@@ -373,14 +373,14 @@ pub fn describe(queue: Queue, cmd: &Command) -> String {
             };
             format!("{name} {which}")
         }
-        (Queue::Admin, crate::nvme::command::admin::FIRMWARE_COMMIT) => {
+        (Queue::Admin, nvme_spec::command::admin::FIRMWARE_COMMIT) => {
             format!(
                 "{name} (slot {}, action {})",
                 cmd.fw_slot(),
                 cmd.fw_commit_action()
             )
         }
-        (Queue::Admin, crate::nvme::command::admin::FIRMWARE_DOWNLOAD) => {
+        (Queue::Admin, nvme_spec::command::admin::FIRMWARE_DOWNLOAD) => {
             let (off, len) = cmd.fw_download_range();
             format!("{name} ({len} bytes at offset {off:#x})")
         }

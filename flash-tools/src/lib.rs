@@ -1,6 +1,5 @@
 //! flash-tools: nvfarm's NVMe layer.
 //!
-//! - [`nvme`]: the protocol (commands, statuses, Identify and log page structures).
 //! - [`transport`]: the passthrough seam; [`linux`] implements it with kernel ioctls, [`sim`] with a simulated
 //!   controller whose state lives in a directory.
 //! - [`controller`]: typed commands over the seam.
@@ -11,10 +10,8 @@ pub mod controller;
 pub mod device;
 pub mod firmware;
 pub mod linux;
-pub mod nvme;
 pub mod sim;
 pub mod transport;
-pub mod units;
 
 pub use controller::{Controller, NvmeError};
 pub use transport::{Completion, Data, Passthru, ResetKind, TransportError};

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::nvme::{command::opcode_name, Command, Queue, Status};
 use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
+use nvme_spec::{command::opcode_name, Command, Queue, Status};
 
 /// `struct nvme_passthru_cmd` from `<linux/nvme_ioctl.h>` (also `struct nvme_admin_cmd`).
 #[repr(C)]

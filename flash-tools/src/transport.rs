@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::nvme::{Command, Queue, Status};
+use nvme_spec::{Command, Queue, Status};
 
 /// The data phase of a command.
 #[derive(Debug)]
@@ -89,8 +89,8 @@ pub enum TransportError {
         op: String,
         errno: nix::errno::Errno,
     },
-    #[error("simulated drive {device}: {message}")]
-    Sim { device: String, message: String },
+    #[error("{device} cannot be used: {detail}")]
+    Unusable { device: String, detail: String },
 }
 
 impl TransportError {

@@ -622,7 +622,7 @@ async fn run_job(
         None
     } else {
         match fetch_artifact(shared, ch, &a.artifact_sha256, &a.job_id).await {
-            Ok(path) => match Firmware::load(&path) {
+            Ok(path) => match Firmware::load(&path, None) {
                 Ok(mut f) => {
                     if !a.firmware_name.is_empty() {
                         f.path = PathBuf::from(&a.firmware_name);

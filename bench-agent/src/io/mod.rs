@@ -266,7 +266,7 @@ impl fmt::Display for IoFailure {
         match self {
             IoFailure::Errno(e) => write!(f, "{}", std::io::Error::from_raw_os_error(*e)),
             IoFailure::Nvme(s) => {
-                write!(f, "NVMe status {}", flash_tools::nvme::Status::from_raw(*s))
+                write!(f, "NVMe status {}", nvme_spec::Status::from_raw(*s))
             }
             IoFailure::Short { done } => write!(f, "short transfer ({done} bytes)"),
         }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use flash_tools::linux::LinuxIoctl;
-use flash_tools::nvme::command::io as nvme_io;
 use flash_tools::Controller;
+use nvme_spec::command::io as nvme_io;
 
 use super::buffers::AlignedBuf;
 use super::uring::build_ring;

@@ -17,7 +17,6 @@ pub use sysfs::{Enumerated, Sysfs};
 
 use crate::controller::{Controller, NvmeError};
 use crate::linux::LinuxIoctl;
-use crate::sim::{SimController, SimError};
 use crate::transport::{Passthru, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +36,6 @@ pub enum DeviceError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sim(#[from] SimError),
-    #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
     Nvme(#[from] NvmeError),
@@ -55,7 +52,6 @@ impl DeviceError {
     pub fn is_absent(&self) -> bool {
         match self {
             DeviceError::NotFound { .. } | DeviceError::NotBack { .. } => true,
-            DeviceError::Sim(SimError::NoDrive { .. }) => true,
             DeviceError::Transport(t) => t.is_absent(),
             DeviceError::Nvme(n) => n.is_absent(),
             _ => false,
@@ -67,11 +63,12 @@ impl DeviceError {
     }
 }
 
-/// Where an address currently leads.
+/// Where an address currently leads: a kernel device node, or a drive behind the simulated controller (its
+/// state directory).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Linux(PathBuf),
-    Sim(PathBuf),
+enum Target {
+    Node(PathBuf),
+    Simulated(PathBuf),
 }
 
 /// Resolves an address to a device, each time anew.
@@ -86,7 +83,7 @@ impl Locator {
         Locator { addr, sysfs }
     }
 
-    pub fn resolve(&self) -> Result<Target, DeviceError> {
+    fn resolve(&self) -> Result<Target, DeviceError> {
         let lookup = |pred: &dyn Fn(&Enumerated) -> bool| -> Result<Target, DeviceError> {
             let all = self
                 .sysfs
@@ -98,8 +95,8 @@ impl Locator {
             let hits: Vec<&Enumerated> = all.iter().filter(|c| pred(c)).collect();
             match hits.as_slice() {
                 [one] => Ok(match &one.sim_state {
-                    Some(dir) => Target::Sim(dir.clone()),
-                    None => Target::Linux(self.sysfs.node(&one.name)),
+                    Some(dir) => Target::Simulated(dir.clone()),
+                    None => Target::Node(self.sysfs.node(&one.name)),
                 }),
                 [] => Err(DeviceError::NotFound {
                     addr: self.addr.to_string(),
@@ -125,8 +122,8 @@ impl Locator {
             }
         };
         match &self.addr {
-            DeviceAddr::Path(p) => Ok(Target::Linux(p.clone())),
-            DeviceAddr::Sim(d) => Ok(Target::Sim(d.clone())),
+            DeviceAddr::Path(p) => Ok(Target::Node(p.clone())),
+            DeviceAddr::Sim(d) => Ok(Target::Simulated(d.clone())),
             DeviceAddr::Serial(s) => lookup(&|c| c.serial == *s),
             DeviceAddr::Pci(p) => {
                 lookup(&|c| address::normalize_pci(&c.address).as_deref() == Some(p.as_str()))
@@ -134,10 +131,20 @@ impl Locator {
         }
     }
 
+    /// Where the address leads now (`/dev/nvme3`, or `sim:DIR`), without opening the device: an error if no
+    /// device answers to it.
+    pub fn current(&self) -> Result<String, DeviceError> {
+        Ok(match self.resolve()? {
+            Target::Node(p) => p.display().to_string(),
+            Target::Simulated(d) => DeviceAddr::Sim(d).to_string(),
+        })
+    }
+
+    /// Opens the device the address leads to now.
     pub fn open(&self) -> Result<Arc<dyn Passthru>, DeviceError> {
         Ok(match self.resolve()? {
-            Target::Linux(p) => Arc::new(LinuxIoctl::open(&p)?),
-            Target::Sim(d) => Arc::new(SimController::open(&d)?),
+            Target::Node(p) => Arc::new(LinuxIoctl::open(&p)?),
+            Target::Simulated(d) => crate::sim::open_passthru(&d)?,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The firmware update flow.
 //!
-//! 1. **Check the image**: non-empty, a whole number of dwords, the caller's sha256 if given. Real images are
-//!    opaque; a simulated-drive image also tells which revision to expect.
+//! 1. **Check the image**: non-empty, a whole number of dwords, the caller's sha256 if given. Images are opaque
+//!    here: the revision to expect comes from the caller, or from what the drive lists for the target slot after
+//!    the commit.
 //! 2. **Inspect** the drive: Identify (FR, FRMW, FWUG, MDTS, OACS) and the Firmware Slot log, to know what runs
 //!    now, where to put the new image and which slot to fall back to.
 //! 3. **Download** in chunks no larger than MDTS, aligned to FWUG; a chunk the drive rejects without DNR is
@@ -24,36 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::controller::{CommitOutcome, NvmeError};
 use crate::device::{DeviceError, Drive};
-use crate::nvme::status::code;
-use crate::nvme::{CommitAction, IdentifyController, Status};
-use crate::sim::image as sim_image;
 use crate::transport::ResetKind;
-
-/// When the new image should start running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    /// Commit with action 1, then reset the controller.
-    Reset,
-    /// Commit with action 3 (immediate); if the drive says it needs a reset, perform it.
-    Now,
-    /// Commit with action 1 and leave activation to the next reset.
-    NextReset,
-}
-
-impl std::str::FromStr for Activation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "reset" => Ok(Activation::Reset),
-            "now" => Ok(Activation::Now),
-            "next-reset" => Ok(Activation::NextReset),
-            _ => Err(format!(
-                "invalid activation '{s}': expected reset, now or next-reset"
-            )),
-        }
-    }
-}
+use nvme_spec::status::code;
+use nvme_spec::{Activation, CommitAction, IdentifyController, Status};
 
 #[derive(Clone, Debug)]
 pub struct UpdateOptions {
@@ -63,7 +37,7 @@ pub struct UpdateOptions {
     /// Expected sha256 of the image, hex.
     pub sha256: Option<String>,
     /// Revision the drive must report afterwards; by default the revision the drive lists for the target slot
-    /// after the commit (or a simulated image's header).
+    /// after the commit.
     pub expect_revision: Option<String>,
     /// Retries per chunk for statuses without DNR.
     pub chunk_retries: u32,
@@ -341,7 +315,7 @@ impl Updater<'_> {
 
     fn run(&mut self, image: &[u8]) -> Result<(), Failure> {
         // 1. Check the image.
-        let sim_header = self.check_image(image)?;
+        self.check_image(image)?;
 
         // 2. Inspect.
         let ctrl = self.drive.controller().clone();
@@ -396,16 +370,6 @@ impl Updater<'_> {
                 Step::Inspect,
                 "Identify OACS bit 2 is clear: the controller does not advertise Firmware Commit / Image Download; trying anyway",
             );
-        }
-        if let Some(h) = &sim_header {
-            if let Some(m) = &h.model {
-                if m != id.model() {
-                    self.note(
-                        Step::Inspect,
-                        format!("image is built for model '{m}', drive is '{}'", id.model()),
-                    );
-                }
-            }
         }
         let target = self.choose_slot(&id, slots.active_slot())?;
         self.report.target_slot = target;
@@ -466,11 +430,9 @@ impl Updater<'_> {
         }
         let target = self.report.target_slot;
         if self.report.expected_revision.is_none() {
-            self.report.expected_revision = sim_header.map(|h| h.revision).or_else(|| {
-                after_commit
-                    .as_ref()
-                    .and_then(|l| l.revision(target).map(str::to_string))
-            });
+            self.report.expected_revision = after_commit
+                .as_ref()
+                .and_then(|l| l.revision(target).map(str::to_string));
         }
         if self.opts.activation == Activation::NextReset && reset_needed.is_none() {
             return self.verify_staged(target);
@@ -509,7 +471,7 @@ impl Updater<'_> {
         }
     }
 
-    fn check_image(&mut self, image: &[u8]) -> Result<Option<sim_image::ImageHeader>, Failure> {
+    fn check_image(&mut self, image: &[u8]) -> Result<(), Failure> {
         let bad = |msg: String| Failure {
             step: Step::CheckImage,
             kind: FailureKind::BadInput,
@@ -538,24 +500,15 @@ impl Updater<'_> {
                 )));
             }
         }
-        let header = if sim_image::is_sim_image(image) {
-            sim_image::parse(image).ok()
-        } else {
-            None
-        };
         self.note(
             Step::CheckImage,
             format!(
-                "image: {} bytes, sha256 {}{}",
+                "image: {} bytes, sha256 {}",
                 image.len(),
-                self.report.image_sha256,
-                header
-                    .as_ref()
-                    .map(|h| format!(", simulated-drive image revision {}", h.revision))
-                    .unwrap_or_default()
+                self.report.image_sha256
             ),
         );
-        Ok(header)
+        Ok(())
     }
 
     fn choose_slot(&mut self, id: &IdentifyController, active: u8) -> Result<u8, Failure> {
@@ -806,7 +759,7 @@ impl Updater<'_> {
         if new_bits != 0 {
             return Err(format!(
                 "{fr} is running but SMART reports new critical warning bits {new_bits:#04x} ({})",
-                crate::nvme::log_page::critical_warning::describe(new_bits)
+                nvme_spec::log_page::critical_warning::describe(new_bits)
             ));
         }
         if let Some(&nsid) = ctrl

@@ -7,16 +7,16 @@ use std::os::unix::fs::FileExt;
 use super::image;
 use super::state::{RunningSelfTest, SlotImage, StagedRange};
 use super::{fail, Ctx, SimError, NAMESPACE_FILE, SLOTS_DIR, STAGING_FILE};
-use crate::nvme::command::{admin, cns, self_test_code, NSID_ALL};
-use crate::nvme::features::{capability, fid, select};
-use crate::nvme::identify::{OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST};
-use crate::nvme::log_page::{self, critical_warning, effects, lid, self_test_result};
-use crate::nvme::status::code;
-use crate::nvme::{
+use crate::transport::{Completion, Data};
+use nvme_spec::command::{admin, cns, self_test_code, NSID_ALL};
+use nvme_spec::features::{capability, fid, select};
+use nvme_spec::identify::{OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST};
+use nvme_spec::log_page::{self, critical_warning, effects, lid, self_test_result};
+use nvme_spec::status::code;
+use nvme_spec::{
     Command, EffectsLog, ErrorLogEntry, FirmwareSlotLog, IdentifyController, IdentifyNamespace,
     LbaFormat, PowerState, SanitizeStatus, SelfTestLog, SelfTestResult, SmartLog, Status,
 };
-use crate::transport::{Completion, Data};
 
 /// Copies `bytes` (from `offset`) into a host read buffer.
 fn reply(data: Data<'_>, bytes: &[u8], offset: usize) -> Completion {
@@ -224,7 +224,7 @@ fn effects_log() -> EffectsLog {
     log.admin[admin::DEVICE_SELF_TEST as usize] = s;
     log.admin[admin::FORMAT_NVM as usize] = s | effects::LBCC | effects::NCC;
     log.admin[admin::SANITIZE as usize] = s | effects::LBCC;
-    use crate::nvme::command::io;
+    use nvme_spec::command::io;
     for op in [io::FLUSH, io::READ, io::COMPARE] {
         log.io[op as usize] = s;
     }
@@ -563,7 +563,7 @@ fn format(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
 }
 
 fn sanitize(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
-    use crate::nvme::command::sanitize_action::*;
+    use nvme_spec::command::sanitize_action::*;
     match cmd.sanitize_action() {
         EXIT_FAILURE_MODE => Ok(Completion::ok(0)),
         BLOCK_ERASE | OVERWRITE | CRYPTO_ERASE => {

@@ -43,8 +43,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
-use crate::nvme::command::{admin, io};
-use crate::nvme::Queue;
+use nvme_spec::command::{admin, io};
+use nvme_spec::Queue;
 
 pub const FAULT_FILE: &str = "faults.toml";
 
@@ -221,7 +221,7 @@ impl Fault {
             FaultKind::Hang => format!("hang on {target}{times}"),
             FaultKind::Status => format!(
                 "status {} on {target}{times}",
-                crate::nvme::Status::from_raw(self.status.unwrap_or(0))
+                nvme_spec::Status::from_raw(self.status.unwrap_or(0))
             ),
             FaultKind::PowerLossDuringDownload => {
                 format!(

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nvme::bytes::{ascii_at, put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
+use nvme_spec::bytes::{ascii_at, put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 pub const MAGIC: &[u8; 8] = b"NVFSIMFW";
 pub const HEADER_LEN: usize = 128;

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::nvme::command::admin as admin_op;
-use crate::nvme::log_page::self_test_result;
-use crate::nvme::{Command, Queue, Status};
 use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
 use faults::{Fault, FaultFile, FaultKind};
 use image::{Behaviour, ImageSpec};
+use nvme_spec::command::admin as admin_op;
+use nvme_spec::log_page::self_test_result;
+use nvme_spec::{Command, Queue, Status};
 use state::*;
 
 pub const NAMESPACE_FILE: &str = "ns1.img";
@@ -428,9 +428,9 @@ impl SimController {
                 device: self.name(),
                 detail: e.to_string(),
             },
-            other => TransportError::Sim {
+            other => TransportError::Unusable {
                 device: self.name(),
-                message: other.to_string(),
+                detail: other.to_string(),
             },
         }
     }
@@ -453,6 +453,22 @@ enum Step {
     Done(Completion, u64),
     Hang(Fault),
     Absent(TransportError),
+}
+
+/// Opens the simulated drive in `dir` behind the passthrough seam (what a `sim:DIR` address resolves to).
+pub fn open_passthru(dir: &Path) -> Result<std::sync::Arc<dyn Passthru>, TransportError> {
+    let device = format!("sim:{}", dir.display());
+    match SimController::open(dir) {
+        Ok(c) => Ok(std::sync::Arc::new(c)),
+        Err(e @ SimError::NoDrive { .. }) => Err(TransportError::Gone {
+            device,
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(TransportError::Unusable {
+            device,
+            detail: e.to_string(),
+        }),
+    }
 }
 
 impl Passthru for SimController {

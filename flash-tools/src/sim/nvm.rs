@@ -6,10 +6,10 @@ use std::os::unix::fs::FileExt;
 
 use super::faults::FaultKind;
 use super::{fail, Ctx, SimError, NAMESPACE_FILE};
-use crate::nvme::command::io;
-use crate::nvme::status::code;
-use crate::nvme::{Command, Queue};
 use crate::transport::{Completion, Data};
+use nvme_spec::command::io;
+use nvme_spec::status::code;
+use nvme_spec::{Command, Queue};
 
 pub(super) fn execute(
     ctx: &mut Ctx<'_>,

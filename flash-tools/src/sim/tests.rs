@@ -7,11 +7,11 @@ use super::faults::{Fault, FaultKind};
 use super::image::{self, Behaviour, ImageSpec};
 use super::*;
 use crate::controller::{CommitOutcome, Controller, NvmeError};
-use crate::nvme::command::self_test_code;
-use crate::nvme::features::{fid, select};
-use crate::nvme::log_page::self_test_result;
-use crate::nvme::status::code;
-use crate::nvme::{CommitAction, NSID_ALL};
+use nvme_spec::command::self_test_code;
+use nvme_spec::features::{fid, select};
+use nvme_spec::log_page::self_test_result;
+use nvme_spec::status::code;
+use nvme_spec::{CommitAction, NSID_ALL};
 
 fn fast() -> Timing {
     Timing {
@@ -555,7 +555,7 @@ fn format_changes_block_size_and_erases() {
 fn sanitize_erases_and_reports_status() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     ctrl.write(1, 0, &[0xAA; 4096], 4096).unwrap();
-    ctrl.sanitize(crate::nvme::command::sanitize_action::CRYPTO_ERASE, 0)
+    ctrl.sanitize(nvme_spec::command::sanitize_action::CRYPTO_ERASE, 0)
         .unwrap();
     let mut buf = vec![0xffu8; 4096];
     ctrl.read(1, 0, &mut buf, 4096).unwrap();
@@ -714,8 +714,8 @@ fn unknown_opcodes_are_invalid() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     let e = ctrl
         .submit(
-            crate::nvme::Queue::Admin,
-            &crate::nvme::Command::new(0xC5),
+            nvme_spec::Queue::Admin,
+            &nvme_spec::Command::new(0xC5),
             crate::transport::Data::None,
         )
         .unwrap_err();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use bench_agent::io::{self, Engine, IoError, IoSpec, Rw};
-use flash_tools::units::{parse_duration, parse_size};
+use nvme_spec::units::{parse_duration, parse_size};
 
 use crate::{EXIT_FAILED, EXIT_INFRA, EXIT_PASSED, EXIT_USAGE};
 

@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Firmware image under test (needed by plans with a flash step).
     #[arg(long)]
     firmware: Option<PathBuf>,
+    /// The revision the firmware build reports once running, if known (checked after activation; otherwise
+    /// the drive's slot log after the commit says what to expect).
+    #[arg(long, requires = "firmware")]
+    firmware_revision: Option<String>,
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
@@ -96,7 +100,7 @@ pub fn run(a: RunArgs, verbose: bool) -> u8 {
         }
     };
     let firmware = match &a.firmware {
-        Some(p) => match Firmware::load(p) {
+        Some(p) => match Firmware::load(p, a.firmware_revision.clone()) {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("bench-agent: error: {e}");

@@ -10,13 +10,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use flash_tools::device::{DeviceAddr, Drive, Locator};
-use flash_tools::firmware::{self, Activation, Event, FailureKind, Outcome, UpdateOptions};
-use flash_tools::nvme::command::{sanitize_action, self_test_code, NSID_ALL};
-use flash_tools::nvme::features::{feature_name, select};
-use flash_tools::nvme::log_page::self_test_result;
-use flash_tools::nvme::CommitAction;
-use flash_tools::units::{parse_duration, parse_size};
+use flash_tools::firmware::{self, Event, FailureKind, Outcome, UpdateOptions};
 use flash_tools::ResetKind;
+use nvme_spec::command::{sanitize_action, self_test_code, NSID_ALL};
+use nvme_spec::features::{feature_name, select};
+use nvme_spec::log_page::self_test_result;
+use nvme_spec::units::{parse_duration, parse_size};
+use nvme_spec::Activation;
+use nvme_spec::CommitAction;
 
 use crate::{
     output, CmdResult, Common, Failure, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE,

@@ -36,7 +36,7 @@ pub struct Common {
     #[arg(long, global = true)]
     pub json: bool,
     /// Per-command timeout (e.g. 10s, 500ms).
-    #[arg(long, global = true, value_parser = flash_tools::units::parse_duration, default_value = "60s")]
+    #[arg(long, global = true, value_parser = nvme_spec::units::parse_duration, default_value = "60s")]
     pub timeout: std::time::Duration,
     /// sysfs root used to find drives by serial or PCI address (a simulated bus directory works too).
     #[arg(long, global = true, env = "NVFARM_SYSFS_ROOT", default_value = "/sys")]
@@ -119,7 +119,6 @@ impl From<DeviceError> for Failure {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::Nvme(n) => n.into(),
-            DeviceError::Sim(s) => s.into(),
             e if e.is_timeout() => Failure::new(EXIT_TIMEOUT, e),
             e => Failure::new(EXIT_UNREACHABLE, e),
         }

@@ -10,7 +10,7 @@ use flash_tools::sim::faults::{Fault, FaultKind, OpcodeFilter};
 use flash_tools::sim::image::{self, Behaviour, ImageSpec, FOREVER_MS};
 use flash_tools::sim::state::{Power, Timing};
 use flash_tools::sim::{SimConfig, SimController};
-use flash_tools::units::{format_size, parse_duration, parse_size};
+use nvme_spec::units::{format_size, parse_duration, parse_size};
 
 use crate::{output, CmdResult, Common, Failure, EXIT_OK};
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bytes::*;
+use crate::bytes::*;
 
 /// Log page identifiers.
 pub mod lid {
@@ -290,7 +290,7 @@ pub struct ErrorLogEntry {
     pub error_count: u64,
     pub sqid: u16,
     pub cmdid: u16,
-    /// The status field without the phase tag (same encoding as [`crate::nvme::Status`]).
+    /// The status field without the phase tag (same encoding as [`crate::Status`]).
     pub status_field: u16,
     pub phase_tag: u8,
     pub parm_error_location: u16,
@@ -337,8 +337,8 @@ impl ErrorLogEntry {
         put_u64(b, 32, self.cs);
         put_u16(b, 40, self.trtype_spec_info);
     }
-    pub fn status(&self) -> super::Status {
-        super::Status::from_raw(self.status_field)
+    pub fn status(&self) -> crate::Status {
+        crate::Status::from_raw(self.status_field)
     }
 }
 
@@ -424,7 +424,7 @@ impl EffectsLog {
     }
     /// Supported commands with their effects, admin first.
     pub fn entries(&self) -> Vec<EffectsEntry> {
-        use super::command::{opcode_name, Queue};
+        use crate::command::{opcode_name, Queue};
         let mk = |queue: Queue, op: usize, e: u32| EffectsEntry {
             queue: if queue == Queue::Admin {
                 "admin".into()

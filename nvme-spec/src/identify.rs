@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bytes::*;
+use crate::bytes::*;
 
 /// Size of every Identify data structure.
 pub const IDENTIFY_LEN: usize = 4096;

@@ -15,27 +15,27 @@ fn read_array<const N: usize>(buf: &[u8], off: usize) -> [u8; N] {
     out
 }
 
-pub(crate) fn u8_at(buf: &[u8], off: usize) -> u8 {
+pub fn u8_at(buf: &[u8], off: usize) -> u8 {
     read_array::<1>(buf, off)[0]
 }
-pub(crate) fn u16_at(buf: &[u8], off: usize) -> u16 {
+pub fn u16_at(buf: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(read_array(buf, off))
 }
-pub(crate) fn u24_at(buf: &[u8], off: usize) -> u32 {
+pub fn u24_at(buf: &[u8], off: usize) -> u32 {
     let b: [u8; 3] = read_array(buf, off);
     u32::from_le_bytes([b[0], b[1], b[2], 0])
 }
-pub(crate) fn u32_at(buf: &[u8], off: usize) -> u32 {
+pub fn u32_at(buf: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(read_array(buf, off))
 }
-pub(crate) fn u64_at(buf: &[u8], off: usize) -> u64 {
+pub fn u64_at(buf: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(read_array(buf, off))
 }
-pub(crate) fn u128_at(buf: &[u8], off: usize) -> u128 {
+pub fn u128_at(buf: &[u8], off: usize) -> u128 {
     u128::from_le_bytes(read_array(buf, off))
 }
 /// An ASCII field exactly as stored (NVMe pads strings with spaces; nvme-cli prints them untrimmed).
-pub(crate) fn ascii_at(buf: &[u8], off: usize, len: usize) -> String {
+pub fn ascii_at(buf: &[u8], off: usize, len: usize) -> String {
     let mut out = vec![0u8; len];
     if off < buf.len() {
         let end = (off + len).min(buf.len());
@@ -48,7 +48,7 @@ pub(crate) fn ascii_at(buf: &[u8], off: usize, len: usize) -> String {
         .map(|&b| if b.is_ascii() { b as char } else { '?' })
         .collect()
 }
-pub(crate) fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
+pub fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     if off < buf.len() {
         let end = (off + len).min(buf.len());
@@ -57,32 +57,32 @@ pub(crate) fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
     out
 }
 
-pub(crate) fn put_u8(buf: &mut [u8], off: usize, v: u8) {
+pub fn put_u8(buf: &mut [u8], off: usize, v: u8) {
     buf[off] = v;
 }
-pub(crate) fn put_u16(buf: &mut [u8], off: usize, v: u16) {
+pub fn put_u16(buf: &mut [u8], off: usize, v: u16) {
     buf[off..off + 2].copy_from_slice(&v.to_le_bytes());
 }
-pub(crate) fn put_u24(buf: &mut [u8], off: usize, v: u32) {
+pub fn put_u24(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 3].copy_from_slice(&v.to_le_bytes()[..3]);
 }
-pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32) {
+pub fn put_u32(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
-pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
+pub fn put_u64(buf: &mut [u8], off: usize, v: u64) {
     buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
-pub(crate) fn put_u128(buf: &mut [u8], off: usize, v: u128) {
+pub fn put_u128(buf: &mut [u8], off: usize, v: u128) {
     buf[off..off + 16].copy_from_slice(&v.to_le_bytes());
 }
 /// Writes `s` space-padded (or truncated) to `len` bytes, as NVMe ASCII fields are stored.
-pub(crate) fn put_ascii(buf: &mut [u8], off: usize, len: usize, s: &str) {
+pub fn put_ascii(buf: &mut [u8], off: usize, len: usize, s: &str) {
     let field = &mut buf[off..off + len];
     field.fill(b' ');
     let n = s.len().min(len);
     field[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
-pub(crate) fn put_bytes(buf: &mut [u8], off: usize, v: &[u8]) {
+pub fn put_bytes(buf: &mut [u8], off: usize, v: &[u8]) {
     buf[off..off + v.len()].copy_from_slice(v);
 }
 
