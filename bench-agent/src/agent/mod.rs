@@ -42,6 +42,38 @@ pub struct AgentConfig {
     pub sysfs: Sysfs,
 }
 
+/// Why the agent link failed; the daemon reconnects with backoff after each.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The rig file or the work directory cannot be used.
+    #[error("{0}")]
+    Setup(String),
+    /// The controller's address or TLS settings are wrong.
+    #[error("controller endpoint: {0}")]
+    Endpoint(String),
+    /// The controller could not be reached.
+    #[error("cannot connect to the controller: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The controller answered with an error status.
+    #[error("the controller refused: {}", .0.message())]
+    Status(#[from] tonic::Status),
+    /// The controller broke the protocol (e.g. no `Registered` first).
+    #[error("{0}")]
+    Protocol(String),
+    /// The session's own channel closed (the agent is stopping).
+    #[error("the session ended")]
+    Closed,
+    /// A downloaded artifact is wrong, or the cache cannot store it.
+    #[error("artifact: {0}")]
+    Artifact(String),
+}
+
+impl<T> From<mpsc::error::SendError<T>> for AgentError {
+    fn from(_: mpsc::error::SendError<T>) -> Self {
+        AgentError::Closed
+    }
+}
+
 struct RunningJob {
     rig: String,
     token: u64,
@@ -65,8 +97,8 @@ fn msg(m: pb::agent_message::Msg) -> pb::AgentMessage {
     pb::AgentMessage { msg: Some(m) }
 }
 
-async fn channel(cfg: &AgentConfig) -> anyhow::Result<Channel> {
-    let ep = nvfarm_proto::controller_endpoint(&cfg.controller).map_err(anyhow::Error::msg)?;
+async fn channel(cfg: &AgentConfig) -> Result<Channel, AgentError> {
+    let ep = nvfarm_proto::controller_endpoint(&cfg.controller).map_err(AgentError::Endpoint)?;
     Ok(ep.connect().await?)
 }
 
@@ -83,10 +115,15 @@ fn with_auth<T>(token: &Option<String>, mut req: tonic::Request<T>) -> tonic::Re
 pub async fn run(
     cfg: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let inventory = Inventory::load(&cfg.rigs_file, &cfg.work_dir)?;
-    std::fs::create_dir_all(&cfg.work_dir)?;
-    let spool = Spool::open(&cfg.work_dir)?;
+) -> Result<(), AgentError> {
+    let inventory = Inventory::load(&cfg.rigs_file, &cfg.work_dir)
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+    let spool = Spool::open(&cfg.work_dir).map_err(|e| {
+        AgentError::Setup(format!(
+            "cannot use the work directory {}: {e}",
+            cfg.work_dir.display()
+        ))
+    })?;
     // Create simulated drives now, so their identity can be reported at registration.
     for rig in &inventory.rigs {
         if let Err(e) = rig.locator(&inventory.file, &cfg.sysfs) {
@@ -130,7 +167,7 @@ pub async fn run(
         match result {
             Ok(()) => tracing::warn!("controller closed the agent link; reconnecting"),
             Err(e) => tracing::warn!(
-                "agent link: {e:#}; retrying in {}",
+                "agent link: {e}; retrying in {}",
                 humantime::format_duration(backoff)
             ),
         }
@@ -171,7 +208,7 @@ pub async fn run(
 }
 
 /// Sends spooled results over a short-lived session (at shutdown).
-async fn deliver_spooled(shared: &Arc<Shared>) -> anyhow::Result<()> {
+async fn deliver_spooled(shared: &Arc<Shared>) -> Result<(), AgentError> {
     let ch = channel(&shared.cfg).await?;
     let mut client = AgentLinkClient::new(ch);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -266,7 +303,7 @@ async fn session(
     shared: Arc<Shared>,
     outbox_rx: &mut mpsc::UnboundedReceiver<pb::AgentMessage>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     let ch = channel(&shared.cfg).await?;
     let mut client = AgentLinkClient::new(ch.clone());
     let (tx, rx) = mpsc::unbounded_channel::<pb::AgentMessage>();
@@ -278,15 +315,16 @@ async fn session(
         tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
     );
     let mut inbound = client.session(req).await?.into_inner();
-    let first = inbound
-        .next()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the controller closed the stream at registration"))??;
+    let first = inbound.next().await.ok_or_else(|| {
+        AgentError::Protocol("the controller closed the stream at registration".into())
+    })??;
     let reg = match first.msg {
         Some(pb::controller_message::Msg::Registered(reg)) => reg,
-        other => anyhow::bail!(
-            "the controller did not acknowledge registration (its first message was {other:?})"
-        ),
+        other => {
+            return Err(AgentError::Protocol(format!(
+                "the controller did not acknowledge registration (its first message was {other:?})"
+            )))
+        }
     };
     tracing::info!(
         controller = shared.cfg.controller,
@@ -486,7 +524,7 @@ async fn fetch_artifact(
     ch: Channel,
     sha: &str,
     job_id: &str,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, AgentError> {
     let path = shared.spool.artifacts_dir().join(sha);
     if path.exists() {
         return Ok(path);
@@ -509,20 +547,24 @@ async fn fetch_artifact(
     while let Some(chunk) = s.next().await {
         let c = chunk?;
         if c.offset != bytes.len() as u64 {
-            anyhow::bail!(
-                "artifact chunk at offset {} after {} bytes",
+            return Err(AgentError::Artifact(format!(
+                "chunk at offset {} after {} bytes",
                 c.offset,
                 bytes.len()
-            );
+            )));
         }
         bytes.extend_from_slice(&c.data);
     }
     let got = hex::encode(Sha256::digest(&bytes));
     if got != sha {
-        anyhow::bail!("downloaded artifact hashes to {got}, expected {sha}");
+        return Err(AgentError::Artifact(format!(
+            "downloaded artifact hashes to {got}, expected {sha}"
+        )));
     }
-    tokio::fs::write(&tmp, &bytes).await?;
-    tokio::fs::rename(&tmp, &path).await?;
+    let cache =
+        |e: std::io::Error| AgentError::Artifact(format!("caching {}: {e}", path.display()));
+    tokio::fs::write(&tmp, &bytes).await.map_err(cache)?;
+    tokio::fs::rename(&tmp, &path).await.map_err(cache)?;
     Ok(path)
 }
 
@@ -634,7 +676,7 @@ async fn run_job(
             Err(e) => {
                 return error_result(
                     a,
-                    format!("cannot fetch artifact {}: {e:#}", a.artifact_sha256),
+                    format!("cannot fetch artifact {}: {e}", a.artifact_sha256),
                 )
             }
         }

@@ -117,8 +117,10 @@ power = {{ sim = true }}
 }
 
 fn workspace() -> PathBuf {
+    // bench-agent/cli → the workspace root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

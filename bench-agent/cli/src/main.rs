@@ -144,7 +144,7 @@ fn daemon_main(
     match result {
         Ok(()) => EXIT_PASSED,
         Err(e) => {
-            eprintln!("bench-agent: error: {e:#}");
+            eprintln!("bench-agent: error: {e}");
             EXIT_INFRA
         }
     }
