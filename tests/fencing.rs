@@ -154,7 +154,7 @@ async fn the_agent_refuses_stale_fencing_tokens_even_after_a_restart() {
     let Some(pb::agent_message::Msg::Result(r)) = r.msg else {
         unreachable!()
     };
-    assert_eq!(r.outcome, "passed", "{r:?}");
+    assert_eq!(r.outcome, pb::Outcome::Passed as i32, "{r:?}");
     assert_eq!(r.fencing_token, 10);
 
     ctl.send(assign("job-old", 7)).unwrap();
@@ -227,7 +227,7 @@ async fn the_agent_refuses_stale_fencing_tokens_even_after_a_restart() {
     let Some(pb::agent_message::Msg::Result(r)) = m.msg else {
         unreachable!()
     };
-    assert_eq!(r.outcome, "passed");
+    assert_eq!(r.outcome, pb::Outcome::Passed as i32);
     let _ = a.kill();
     let _ = a.wait();
     server.abort();

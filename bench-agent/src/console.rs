@@ -11,16 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use nvfarm_model::ConsoleLine;
 use regex::Regex;
-use serde::Serialize;
-
-/// One captured line.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ConsoleLine {
-    /// Milliseconds since capture started.
-    pub at_ms: u64,
-    pub text: String,
-}
 
 #[derive(Debug, Default)]
 struct Shared {

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use flash_tools::device::{DeviceAddr, Locator, Sysfs};
 use flash_tools::sim::state::Timing;
 use flash_tools::sim::{SimConfig, SimController};
+
+use crate::console::Console;
 use nvme_spec::units::{parse_duration, parse_size};
 
 #[derive(Debug, thiserror::Error)]
@@ -539,14 +541,41 @@ impl Rig {
         }
     }
 
-    /// Does the rig carry every `key=value` label?
-    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
-        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    /// Where the drive's namespace 1 data lives when it is not a kernel block device (a simulated drive's
+    /// media file); `None` for real drives.
+    pub fn media_path(&self) -> Option<PathBuf> {
+        self.sim_dir()
+            .map(|d| d.join(flash_tools::sim::NAMESPACE_FILE))
+    }
+
+    /// Starts capturing the rig's console, if it has one.
+    pub fn open_console(&self) -> Result<Option<Console>, String> {
+        Ok(match &self.console {
+            None => None,
+            Some(ConsoleKind::Serial { path, baud }) => {
+                Some(Console::serial(path, *baud).map_err(|e| e.to_string())?)
+            }
+            Some(ConsoleKind::Sim) => {
+                let dir = self
+                    .sim_dir()
+                    .ok_or("a simulated console needs a simulated drive")?;
+                let sim = SimController::open(dir).map_err(|e| e.to_string())?;
+                Some(Console::follow_file(&sim.console_path()))
+            }
+        })
+    }
+
+    /// Tells a simulated drive about I/O the io engine did on its media directly, so its SMART counters move
+    /// as a drive's would. Real drives count their own.
+    pub fn account_host_io(&self, r: &crate::io::IoReport, busy: Duration) {
+        if let Some(dir) = self.sim_dir() {
+            if let Ok(sim) = SimController::open(dir) {
+                let _ =
+                    sim.record_host_io(r.read.bytes, r.write.bytes, r.read.ios, r.write.ios, busy);
+            }
+        }
     }
 }
-
-/// Default interval a power cycle keeps power off.
-pub const DEFAULT_OFF_TIME: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -590,8 +619,7 @@ console = { serial = "/dev/ttyUSB0" }
             }
             other => panic!("{other:?}"),
         }
-        assert!(a.matches(&[("model".to_string(), "X1".to_string())].into()));
-        assert!(!a.matches(&[("model".to_string(), "X2".to_string())].into()));
+        assert_eq!(a.labels.get("model").map(String::as_str), Some("X1"));
         let b = inv.rig("b").unwrap();
         assert_eq!(b.drive, DriveSelector::Real("serial=S6ABC123".into()));
         assert_eq!(

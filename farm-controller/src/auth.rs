@@ -1,65 +1,81 @@
-//! Bearer-token authentication and role checks.
+//! Who is calling, and what their role lets them do.
 //!
-//! An interceptor reads `authorization: Bearer <token>`, finds the token in the config and attaches the
-//! [`Caller`] to the request. Without tokens configured (loopback only, see [`crate::config::Config`]) every
-//! caller is an admin named by its `x-nvfarm-user` header (or "local").
-
-use tonic::{Request, Status};
+//! With tokens configured, a caller presents a bearer token; [`Auth::identify`] finds it in the config and
+//! names the [`Caller`]. Without tokens (loopback only, see [`crate::config::Config`]) every caller is an admin
+//! named by what it says it is (or "local"). The gRPC interceptor that reads the headers lives in
+//! [`crate::grpc`].
 
 use crate::config::{Role, TokenEntry};
 
+/// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// Its name (the token's name, or the user a tokenless client says it is).
     pub name: String,
+    /// What it may do.
     pub role: Role,
 }
 
 impl Caller {
+    /// Admins may act on everyone's leases, jobs and rigs.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
 }
 
+/// Why a caller is not let in.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token, but the controller needs one.
+    #[error("no token: pass --token or set FARM_TOKEN (authorization: Bearer <token>)")]
+    Missing,
+    /// The header is not `Bearer <token>`.
+    #[error("malformed authorization header: expected 'Bearer <token>'")]
+    Malformed,
+    /// The token is not in the config.
+    #[error("unknown token: check --token / FARM_TOKEN against the controller's config")]
+    Unknown,
+    /// The caller's role does not allow this.
+    #[error("{what} needs role {needs} (or admin); '{name}' has role {has}")]
+    Forbidden {
+        /// What was attempted.
+        what: String,
+        /// The roles that may.
+        needs: String,
+        /// The caller.
+        name: String,
+        /// The caller's role.
+        has: &'static str,
+    },
+}
+
+/// The configured tokens.
 #[derive(Clone, Debug)]
 pub struct Auth {
     tokens: Vec<TokenEntry>,
 }
 
 impl Auth {
+    /// Checks callers against `tokens` (empty: no authentication, loopback only).
     pub fn new(tokens: Vec<TokenEntry>) -> Self {
         Auth { tokens }
     }
 
-    /// The tonic interceptor.
-    pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.identify(req.metadata())?;
-        req.extensions_mut().insert(caller);
-        Ok(req)
-    }
-
-    fn identify(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        let header = md.get("authorization").and_then(|v| v.to_str().ok());
+    /// The caller presenting `authorization` (the header's value), who says it is `user` when no tokens are
+    /// configured.
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Caller, AuthError> {
         if self.tokens.is_empty() {
-            let name = md
-                .get("x-nvfarm-user")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("local")
-                .to_string();
             return Ok(Caller {
-                name,
+                name: user.unwrap_or("local").to_string(),
                 role: Role::Admin,
             });
         }
-        let Some(header) = header else {
-            return Err(Status::unauthenticated(
-                "no token: pass --token or set FARM_TOKEN (authorization: Bearer <token>)",
-            ));
-        };
-        let Some(token) = header.strip_prefix("Bearer ") else {
-            return Err(Status::unauthenticated(
-                "malformed authorization header: expected 'Bearer <token>'",
-            ));
-        };
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header.strip_prefix("Bearer ").ok_or(AuthError::Malformed)?;
         // Compare every entry in full so the time taken does not reveal how much of a token matched.
         let mut found = None;
         for t in &self.tokens {
@@ -73,38 +89,30 @@ impl Auth {
                 found = Some(t);
             }
         }
-        match found {
-            Some(t) => Ok(Caller {
+        found
+            .map(|t| Caller {
                 name: t.name.clone(),
                 role: t.role,
-            }),
-            None => Err(Status::unauthenticated(
-                "unknown token: check --token / FARM_TOKEN against the controller's config",
-            )),
-        }
+            })
+            .ok_or(AuthError::Unknown)
     }
 }
 
-/// The caller attached by the interceptor.
-pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::internal("request without caller (interceptor missing)"))
-}
-
-/// Refuses callers whose role is not in `allowed`.
-pub fn require(c: &Caller, allowed: &[Role], what: &str) -> Result<(), Status> {
+/// Refuses callers whose role is not in `allowed` (admins may do anything).
+pub fn require(c: &Caller, allowed: &[Role], what: &str) -> Result<(), AuthError> {
     if c.role == Role::Admin || allowed.contains(&c.role) {
         Ok(())
     } else {
-        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
-        Err(Status::permission_denied(format!(
-            "{what} needs role {} (or admin); '{}' has role {}",
-            names.join(" or "),
-            c.name,
-            c.role.as_str()
-        )))
+        Err(AuthError::Forbidden {
+            what: what.to_string(),
+            needs: allowed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            name: c.name.clone(),
+            has: c.role.as_str(),
+        })
     }
 }
 
@@ -130,21 +138,12 @@ mod tests {
         ])
     }
 
-    fn req(token: Option<&str>) -> Request<()> {
-        let mut r = Request::new(());
-        if let Some(t) = token {
-            r.metadata_mut().insert("authorization", t.parse().unwrap());
-        }
-        r
-    }
-
     #[test]
     fn tokens_map_to_callers_and_roles_are_enforced() {
         let a = auth();
-        let r = a
-            .intercept(req(Some("Bearer alice-token-0123456789")))
+        let c = a
+            .identify(Some("Bearer alice-token-0123456789"), None)
             .unwrap();
-        let c = caller(&r).unwrap();
         assert_eq!(
             c,
             Caller {
@@ -154,26 +153,19 @@ mod tests {
         );
         assert!(require(&c, CLIENTS, "reserving").is_ok());
         let e = require(&c, &[Role::Agent], "the agent link").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(e.message().contains("needs role agent"), "{}", e.message());
-        for (t, msg) in [
-            (None, "no token"),
-            (Some("Bearer wrong-token-00000000"), "unknown token"),
-            (Some("Basic x"), "malformed"),
+        assert!(e.to_string().contains("needs role agent"), "{e}");
+        for (t, want) in [
+            (None, AuthError::Missing),
+            (Some("Bearer wrong-token-00000000"), AuthError::Unknown),
+            (Some("Basic x"), AuthError::Malformed),
         ] {
-            let e = a.intercept(req(t)).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated);
-            assert!(e.message().contains(msg), "{}", e.message());
+            assert_eq!(a.identify(t, Some("mallory")).unwrap_err(), want);
         }
     }
 
     #[test]
     fn without_tokens_everyone_is_a_named_admin() {
-        let a = Auth::new(vec![]);
-        let mut r = req(None);
-        r.metadata_mut()
-            .insert("x-nvfarm-user", "bob".parse().unwrap());
-        let c = caller(&a.intercept(r).unwrap()).unwrap();
+        let c = Auth::new(vec![]).identify(None, Some("bob")).unwrap();
         assert_eq!(
             c,
             Caller {

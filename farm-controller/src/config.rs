@@ -229,7 +229,7 @@ impl Config {
                     p.display()
                 ))
             })?;
-            bench_agent::plan::Plan::parse(&text, &p)
+            nvfarm_model::plan::Plan::parse(&text, &p)
                 .map_err(|e| invalid(format!("key 'health.health_check_plan': {e}")))?;
             c.health_check_plan = text;
         }

@@ -1,18 +1,18 @@
 //! farm-controller: leases rigs to CI jobs and engineers, queues and schedules work, survives restarts, tracks
 //! rig health, stores every result.
 //!
-//! - [`config`]: the configuration file; [`auth`]: bearer tokens and roles.
-//! - [`model`]: stored records; [`store`]: durable storage (sled) behind a small interface.
-//! - [`state`]: the state machine (leases, queue, jobs, agents, health).
-//! - [`service_farm`], [`service_agent`]: the gRPC services; [`http`]: dashboard and metrics.
-//! - [`sweep`]: sweep reports and comparison with the previous sweep.
+//! - [`core`]: the farm's state and every transition of it, in domain types only.
+//! - [`store`]: durable storage (sled) behind a small interface.
+//! - [`grpc`]: the Farm and AgentLink services; [`http`]: dashboard, JSON API and metrics.
+//! - [`config`]: the configuration file; [`auth`]: callers and roles.
+//! - [`server`]: runs all of it until shutdown.
+#![warn(missing_docs)]
+#![warn(clippy::wildcard_imports)]
+
 pub mod auth;
 pub mod config;
+pub mod core;
+pub mod grpc;
 pub mod http;
-pub mod model;
 pub mod server;
-pub mod service_agent;
-pub mod service_farm;
-pub mod state;
 pub mod store;
-pub mod sweep;

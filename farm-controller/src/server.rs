@@ -1,9 +1,10 @@
-//! Runs the controller: gRPC (Farm + AgentLink, with auth), the HTTP dashboard, and the periodic health tick,
-//! until shutdown is requested.
+//! Runs the controller: gRPC (Farm + AgentLink, with auth), the HTTP side, and the periodic tick, until
+//! shutdown is requested.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use nvfarm_proto::v1::agent_link_server::AgentLinkServer;
@@ -11,25 +12,59 @@ use nvfarm_proto::v1::farm_server::FarmServer;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::service_agent::AgentService;
-use crate::service_farm::FarmService;
-use crate::state::Farm;
+use crate::core::{Farm, FarmError};
+use crate::grpc::{intercept, AgentService, FarmService};
+
+/// Why the controller could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration cannot be served as it is (e.g. no tokens but a non-loopback address).
+    #[error("{0}")]
+    Config(String),
+    /// An address cannot be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// gRPC or HTTP.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The store failed.
+    #[error(transparent)]
+    Farm(#[from] FarmError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
 
 /// Serves until `shutdown` completes. Binding errors are returned before anything is served.
 pub async fn serve(
     cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    cfg.check_exposure().map_err(anyhow::Error::msg)?;
+) -> Result<(), ServeError> {
+    cfg.check_exposure().map_err(ServeError::Config)?;
     let farm = Farm::open(cfg.clone()).await?;
     let auth = Auth::new(cfg.tokens.clone());
-    let grpc_listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (gRPC): {e}", cfg.listen))?;
-    let http_listener = tokio::net::TcpListener::bind(cfg.http)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (HTTP): {e}", cfg.http))?;
-    tracing::info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, data = %cfg.data_dir.display(), tokens = cfg.tokens.len(), "farm-controller serving");
+    let bind = |addr, what| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, what, source })
+    };
+    let grpc_listener = bind(cfg.listen, "gRPC").await?;
+    let http_listener = bind(cfg.http, "HTTP").await?;
+    tracing::info!(
+        grpc = %cfg.listen,
+        http = %cfg.http,
+        data = %cfg.data_dir.display(),
+        tokens = cfg.tokens.len(),
+        "farm-controller serving"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -40,7 +75,7 @@ pub async fn serve(
     let tick_farm = farm.clone();
     let mut tick_stop = stop_rx.clone();
     let ticker = tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut every = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = every.tick() => {
@@ -60,28 +95,27 @@ pub async fn serve(
         });
     let http_task = tokio::spawn(async move { http.await });
 
-    let a1 = auth.clone();
-    let a2 = auth.clone();
-    use tonic::service::interceptor::InterceptedService;
+    let (a1, a2) = (auth.clone(), auth);
     let farm_svc = InterceptedService::new(
         FarmServer::new(FarmService { farm: farm.clone() }).max_decoding_message_size(8 << 20),
-        move |r| a1.intercept(r),
+        move |r| intercept(&a1, r),
     );
     let agent_svc = InterceptedService::new(
         AgentLinkServer::new(AgentService { farm: farm.clone() })
             .max_decoding_message_size(8 << 20),
-        move |r| a2.intercept(r),
+        move |r| intercept(&a2, r),
     );
     let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &cfg.tls {
         let cert = std::fs::read(&tls.cert)
-            .map_err(|e| anyhow::anyhow!("TLS certificate {}: {e}", tls.cert.display()))?;
+            .map_err(|e| ServeError::Tls(format!("certificate {}: {e}", tls.cert.display())))?;
         let key = std::fs::read(&tls.key)
-            .map_err(|e| anyhow::anyhow!("TLS key {}: {e}", tls.key.display()))?;
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+            .map_err(|e| ServeError::Tls(format!("key {}: {e}", tls.key.display())))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     let mut grpc_stop = stop_rx.clone();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
@@ -95,8 +129,7 @@ pub async fn serve(
     ticker.abort();
     let _ = http_task.await;
     // Everything acknowledged was flushed when it was acknowledged; this is belt and braces.
-    farm.store.flush()?;
+    farm.flush()?;
     tracing::info!("farm-controller stopped");
-    let _ = Arc::strong_count(&farm);
     Ok(())
 }

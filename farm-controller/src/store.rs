@@ -10,25 +10,40 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::*;
+use nvfarm_model::farm::{Artifact, Job, Lease, Request, Rig, Sweep};
+use nvfarm_model::LogLine;
 
+/// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be opened.
     #[error(
         "cannot open the store in {dir}: {source}; is another farm-controller using this data dir?"
     )]
     Open {
+        /// The data directory.
         dir: PathBuf,
+        /// Why.
         #[source]
         source: sled::Error,
     },
+    /// A read or write failed.
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
-    #[error("record {key} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// A stored record does not decode.
+    #[error("record {key} is corrupt: {reason}; restore the data directory from a backup")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file beside the database (artifacts) failed.
     #[error("{path}: {source}")]
     File {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -37,12 +52,18 @@ pub enum StoreError {
 /// Everything the store holds, loaded at startup.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub rigs: Vec<RigRecord>,
-    pub leases: Vec<LeaseRecord>,
-    pub requests: Vec<RequestRecord>,
-    pub jobs: Vec<JobRecord>,
-    pub artifacts: Vec<ArtifactRecord>,
-    pub sweeps: Vec<SweepRecord>,
+    /// Every rig.
+    pub rigs: Vec<Rig>,
+    /// Every active lease.
+    pub leases: Vec<Lease>,
+    /// Every waiting request.
+    pub requests: Vec<Request>,
+    /// Every job.
+    pub jobs: Vec<Job>,
+    /// Every stored artifact.
+    pub artifacts: Vec<Artifact>,
+    /// Every sweep.
+    pub sweeps: Vec<Sweep>,
     /// The last fencing token handed out.
     pub fencing: u64,
     /// The last id sequence number handed out.
@@ -63,10 +84,12 @@ impl std::fmt::Debug for Tx {
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialize")
+    // Records are plain data (strings, numbers, maps with string keys): serializing cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 impl Tx {
+    /// An empty transaction.
     pub fn new() -> Self {
         Tx {
             batch: sled::Batch::default(),
@@ -81,38 +104,49 @@ impl Tx {
         self.batch.remove(key.as_bytes());
         self.empty = false;
     }
-    pub fn rig(&mut self, r: &RigRecord) {
+    /// Writes a rig.
+    pub fn rig(&mut self, r: &Rig) {
         self.put(format!("rig/{}", r.name), r)
     }
-    pub fn lease(&mut self, l: &LeaseRecord) {
+    /// Writes a lease.
+    pub fn lease(&mut self, l: &Lease) {
         self.put(format!("lease/{}", l.id), l)
     }
+    /// Deletes a lease.
     pub fn drop_lease(&mut self, id: &str) {
         self.del(format!("lease/{id}"))
     }
-    pub fn request(&mut self, r: &RequestRecord) {
+    /// Writes a waiting request.
+    pub fn request(&mut self, r: &Request) {
         self.put(format!("req/{}", r.id), r)
     }
+    /// Deletes a request.
     pub fn drop_request(&mut self, id: &str) {
         self.del(format!("req/{id}"))
     }
-    pub fn job(&mut self, j: &JobRecord) {
+    /// Writes a job.
+    pub fn job(&mut self, j: &Job) {
         self.put(format!("job/{}", j.id), j)
     }
-    pub fn artifact(&mut self, a: &ArtifactRecord) {
+    /// Writes an artifact's record.
+    pub fn artifact(&mut self, a: &Artifact) {
         self.put(format!("art/{}", a.sha256), a)
     }
-    pub fn sweep(&mut self, s: &SweepRecord) {
+    /// Writes a sweep.
+    pub fn sweep(&mut self, s: &Sweep) {
         self.put(format!("sweep/{}", s.id), s)
     }
+    /// Writes a counter (`fencing`, `seq`).
     pub fn meta(&mut self, key: &str, v: u64) {
         self.put(format!("meta/{key}"), &v)
     }
+    /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.empty
     }
 }
 
+/// The controller's durable storage.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
@@ -122,6 +156,7 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (creating) the store in `dir`; a second controller on the same directory is refused.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir.join("artifacts")).map_err(|source| StoreError::File {
             path: dir.join("artifacts"),
@@ -167,6 +202,7 @@ impl Store {
         }
     }
 
+    /// Everything the store holds.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
             rigs: self.scan("rig/")?,
@@ -195,26 +231,31 @@ impl Store {
         &self,
         job_id: &str,
         first: u64,
-        lines: &[String],
+        lines: &[LogLine],
     ) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for (i, line) in lines.iter().enumerate() {
-            b.insert(log_key(job_id, first + i as u64), line.as_bytes());
+            b.insert(log_key(job_id, first + i as u64), json(line));
         }
         self.logs.apply_batch(b)?;
         self.db.flush_async().await?;
         Ok(())
     }
 
-    /// Log lines of a job from line `from` on.
-    pub fn logs(&self, job_id: &str, from: u64) -> Result<Vec<(u64, String)>, StoreError> {
+    /// Log lines of a job from line `from` on, with their numbers.
+    pub fn logs(&self, job_id: &str, from: u64) -> Result<Vec<(u64, LogLine)>, StoreError> {
         let mut out = vec![];
         let start = log_key(job_id, from);
         let end = log_key(job_id, u64::MAX);
         for kv in self.logs.range(start..end) {
             let (k, v) = kv?;
-            let n = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte suffix"));
-            out.push((n, String::from_utf8_lossy(&v).into()));
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&k[k.len().saturating_sub(8)..]);
+            let line = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: format!("logs/{job_id}/{}", u64::from_be_bytes(n)),
+                reason: e.to_string(),
+            })?;
+            out.push((u64::from_be_bytes(n), line));
         }
         Ok(out)
     }
@@ -225,10 +266,12 @@ impl Store {
         Ok(())
     }
 
+    /// Where an artifact's bytes live.
     pub fn artifact_path(&self, sha256: &str) -> PathBuf {
         self.blobs.join(sha256)
     }
 
+    /// Where artifacts live (uploads are written here first, then renamed).
     pub fn artifacts_dir(&self) -> &Path {
         &self.blobs
     }
@@ -245,20 +288,18 @@ fn log_key(job_id: &str, n: u64) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn rig(name: &str) -> RigRecord {
-        RigRecord {
-            name: name.into(),
-            agent: "a".into(),
-            labels: Default::default(),
-            state: RigState::Idle,
-            drive_serial: "S".into(),
-            drive_model: "M".into(),
-            firmware_revision: "1".into(),
-            reason: String::new(),
-            lease_id: None,
-            consecutive_infra_errors: 0,
-            health_check_pending: false,
-            last_seen_ms: 0,
+    use nvfarm_model::farm::RigState;
+
+    fn rig(name: &str) -> Rig {
+        let mut r = Rig::new(name, "a", 0);
+        r.state = RigState::Idle;
+        r
+    }
+
+    fn line(step: u32, text: &str) -> LogLine {
+        LogLine {
+            step,
+            text: text.into(),
         }
     }
 
@@ -278,11 +319,13 @@ mod tests {
             tx.rig(&r);
             tx.meta("fencing", 42);
             s.commit(tx).await.unwrap();
-            s.append_logs("job-1", 0, &["a".into(), "b".into()])
+            s.append_logs("job-1", 0, &[line(0, "a"), line(1, "b")])
                 .await
                 .unwrap();
-            s.append_logs("job-1", 2, &["c".into()]).await.unwrap();
-            s.append_logs("job-10", 0, &["other".into()]).await.unwrap();
+            s.append_logs("job-1", 2, &[line(2, "c")]).await.unwrap();
+            s.append_logs("job-10", 0, &[line(1, "other")])
+                .await
+                .unwrap();
         }
         let s = Store::open(t.path()).unwrap();
         let snap = s.load().unwrap();
@@ -290,7 +333,7 @@ mod tests {
         assert_eq!(snap.rigs[1].state, RigState::Quarantined);
         assert_eq!(snap.fencing, 42);
         let logs = s.logs("job-1", 1).unwrap();
-        assert_eq!(logs, vec![(1, "b".into()), (2, "c".into())]);
+        assert_eq!(logs, vec![(1, line(1, "b")), (2, line(2, "c"))]);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! - [`controller`]: typed commands over the seam.
 //! - [`device`]: naming drives in ways that survive resets (serial, PCI address, `sim:DIR`) and opening them.
 //! - [`firmware`]: the firmware update flow (download, commit, activate, verify, roll back).
+//! - [`wait`]: running a device self-test or a sanitize to its end, bounded and stoppable.
+#![warn(missing_docs)]
+#![warn(clippy::wildcard_imports)]
 
 pub mod controller;
 pub mod device;
@@ -12,6 +15,7 @@ pub mod firmware;
 pub mod linux;
 pub mod sim;
 pub mod transport;
+pub mod wait;
 
 pub use controller::{Controller, NvmeError};
 pub use transport::{Completion, Data, Passthru, ResetKind, TransportError};

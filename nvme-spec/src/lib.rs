@@ -9,6 +9,8 @@
 //!   feature identifiers; each parses from and encodes to the spec's layout.
 //! - [`activation`]: how a committed firmware image is brought into service.
 //! - [`units`]: sizes (`4k`, `1G`) and durations (`500ms`, `2m`) as users and fio write them.
+#![warn(missing_docs)]
+#![warn(clippy::wildcard_imports)]
 
 pub mod activation;
 pub mod bytes;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use bench_agent::io::{self, Engine, IoError, IoSpec, Rw};
+use bench_agent::io::{self, Engine, IoError, IoSpec};
+use nvfarm_model::io::{IoOptions, Rw};
+use nvfarm_model::ExitCode;
 use nvme_spec::units::{parse_duration, parse_size};
-
-use crate::{EXIT_FAILED, EXIT_INFRA, EXIT_PASSED, EXIT_USAGE};
 
 #[derive(Args, Debug)]
 pub struct IoArgs {
@@ -58,7 +58,7 @@ pub struct IoArgs {
     json: bool,
 }
 
-pub fn run(a: IoArgs) -> u8 {
+pub fn run(a: IoArgs) -> ExitCode {
     use std::os::unix::fs::FileTypeExt;
     let engine = match a.engine.as_deref() {
         Some("uring") => Engine::Uring,
@@ -67,21 +67,23 @@ pub fn run(a: IoArgs) -> u8 {
             eprintln!(
                 "bench-agent: error: invalid --engine '{other}': expected uring or uring_cmd"
             );
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
         None => match std::fs::metadata(&a.target) {
             Ok(m) if m.file_type().is_char_device() => Engine::UringCmd,
             _ => Engine::Uring,
         },
     };
-    let mut spec = IoSpec::new(&a.target, a.rw, a.bs, a.iodepth);
-    spec.rwmixread = a.rwmixread;
-    spec.runtime = a.runtime;
-    spec.size = a.size;
-    spec.direct = a.direct;
-    spec.verify = a.verify;
-    spec.numjobs = a.numjobs;
-    spec.engine = engine;
+    let options = IoOptions {
+        rwmixread: a.rwmixread,
+        runtime: a.runtime,
+        size: a.size,
+        direct: a.direct,
+        verify: a.verify,
+        numjobs: a.numjobs,
+        ..IoOptions::new(a.rw, a.bs, a.iodepth)
+    };
+    let mut spec = IoSpec::new(&a.target, options, engine);
     if let Some(s) = a.seed {
         spec.seed = s;
     }
@@ -100,17 +102,17 @@ pub fn run(a: IoArgs) -> u8 {
                 let _ = write!(out, "{report}");
             }
             if report.verified_ok() {
-                EXIT_PASSED
+                ExitCode::Passed
             } else {
-                EXIT_FAILED
+                ExitCode::Failed
             }
         }
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
             match e {
-                IoError::Spec { .. } => EXIT_USAGE,
-                IoError::Io { .. } if !e.is_device_gone() => EXIT_FAILED,
-                _ => EXIT_INFRA,
+                IoError::Spec(_) => ExitCode::Usage,
+                IoError::Io { .. } if !e.is_device_gone() => ExitCode::Failed,
+                _ => ExitCode::Infrastructure,
             }
         }
     }

@@ -15,11 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-pub const EXIT_PASSED: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INFRA: u8 = 3;
+use nvfarm_model::ExitCode as Exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,11 +60,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                EXIT_USAGE
+            return if e.use_stderr() {
+                Exit::Usage
             } else {
-                EXIT_PASSED
-            });
+                Exit::Passed
+            }
+            .into();
         }
     };
     let daemon = cli.command.is_none();
@@ -95,7 +92,7 @@ fn main() -> ExitCode {
             cli.sysfs_root,
         ),
     };
-    ExitCode::from(code)
+    code.into()
 }
 
 fn daemon_main(
@@ -104,15 +101,15 @@ fn daemon_main(
     rigs: Option<PathBuf>,
     work_dir: PathBuf,
     sysfs_root: PathBuf,
-) -> u8 {
+) -> Exit {
     let (Some(controller), Some(rigs)) = (controller, rigs) else {
         eprintln!("bench-agent: error: daemon mode needs --controller URL and --rigs FILE (or use a subcommand: io, run; see --help)");
-        return EXIT_USAGE;
+        return Exit::Usage;
     };
     // Rig file errors are usage errors, reported before connecting anywhere.
     if let Err(e) = bench_agent::rigs::Inventory::load(&rigs, &work_dir) {
         eprintln!("bench-agent: error: {e}");
-        return EXIT_USAGE;
+        return Exit::Usage;
     }
     let cfg = bench_agent::agent::AgentConfig {
         controller,
@@ -128,7 +125,7 @@ fn daemon_main(
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench-agent: error: cannot start the runtime: {e}");
-            return EXIT_INFRA;
+            return Exit::Infrastructure;
         }
     };
     let result = rt.block_on(async move {
@@ -142,10 +139,10 @@ fn daemon_main(
         bench_agent::agent::run(cfg, shutdown).await
     });
     match result {
-        Ok(()) => EXIT_PASSED,
+        Ok(()) => Exit::Passed,
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
-            EXIT_INFRA
+            Exit::Infrastructure
         }
     }
 }

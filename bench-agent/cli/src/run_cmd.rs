@@ -6,14 +6,11 @@ use std::sync::atomic::Ordering;
 
 use clap::Args;
 
-use bench_agent::junit;
-use bench_agent::outcome::{Outcome, StepReport};
-use bench_agent::plan::{Plan, Step};
 use bench_agent::rigs::Inventory;
 use bench_agent::runner::{self, Firmware, Observer, RunOptions};
 use flash_tools::device::Sysfs;
-
-use crate::{EXIT_INFRA, EXIT_USAGE};
+use nvfarm_model::plan::{Plan, Step};
+use nvfarm_model::{junit, ExitCode, StepReport};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -53,50 +50,39 @@ struct Printer {
 
 impl Observer for Printer {
     fn step_started(&mut self, step: &Step) {
-        eprintln!(
-            "[{:>2}] {:<24} running ...",
-            step.number,
-            format!("{} ({})", step.name, step.kind.name())
-        );
+        eprintln!("[{:>2}] {:<26} running ...", step.number, step.title());
     }
     fn log(&mut self, _step: &Step, line: &str) {
         if self.verbose {
             eprintln!("       {line}");
         }
     }
-    fn step_finished(&mut self, step: &Step, r: &StepReport) {
-        eprintln!(
-            "[{:>2}] {:<24} {:<9} {:>6.1}s  {}",
-            step.number,
-            format!("{} ({})", step.name, step.kind.name()),
-            r.outcome.as_str().to_uppercase(),
-            r.duration_ms as f64 / 1000.0,
-            r.message
-        );
+    fn step_finished(&mut self, _step: &Step, r: &StepReport) {
+        eprintln!("{}", r.status_line());
     }
 }
 
-pub fn run(a: RunArgs, verbose: bool) -> u8 {
+pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
     // Everything is validated before any drive is touched.
     let plan = match Plan::load(&a.plan) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     let inventory = match Inventory::load(&a.rigs, &a.work_dir) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     let rig = match inventory.rig(&a.rig) {
         Ok(r) => r.clone(),
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::Usage;
         }
     };
     let firmware = match &a.firmware {
@@ -104,26 +90,26 @@ pub fn run(a: RunArgs, verbose: bool) -> u8 {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("bench-agent: error: {e}");
-                return EXIT_USAGE;
+                return ExitCode::Usage;
             }
         },
         None => None,
     };
-    if let (Some(step), None) = (plan.needs_firmware(), &firmware) {
+    if let (Some(step), None) = (plan.flash_step(), &firmware) {
         eprintln!(
             "bench-agent: error: {}: step {} ({}) flashes firmware: give --firmware FILE",
             plan.file.display(),
             step.number,
             step.name
         );
-        return EXIT_USAGE;
+        return ExitCode::Usage;
     }
     if let Err(e) = std::fs::create_dir_all(&a.work_dir) {
         eprintln!(
             "bench-agent: error: cannot create work dir {}: {e}",
             a.work_dir.display()
         );
-        return EXIT_INFRA;
+        return ExitCode::Infrastructure;
     }
     let opts = RunOptions {
         sysfs: Sysfs::new(&a.sysfs_root),
@@ -156,17 +142,16 @@ pub fn run(a: RunArgs, verbose: bool) -> u8 {
         &mut printer,
     );
     eprintln!("{}", report.summary());
-    if report.outcome != Outcome::Passed {
-        for s in report
-            .steps
-            .iter()
-            .filter(|s| !matches!(s.outcome, Outcome::Passed | Outcome::Skipped))
-        {
-            eprintln!(
-                "  step {} {}: {}: {}",
-                s.number, s.name, s.outcome, s.message
-            );
-        }
+    for s in report.steps.iter().filter(|s| {
+        !matches!(
+            s.outcome,
+            nvfarm_model::Outcome::Passed | nvfarm_model::Outcome::Skipped
+        )
+    }) {
+        eprintln!(
+            "  step {} {}: {}: {}",
+            s.number, s.name, s.outcome, s.message
+        );
     }
     if let Some(path) = &a.junit {
         let doc = junit::document(&[(&report, format!("{}@{}", report.plan, report.rig))]);
@@ -175,7 +160,7 @@ pub fn run(a: RunArgs, verbose: bool) -> u8 {
                 "bench-agent: error: cannot write JUnit report {}: {e}",
                 path.display()
             );
-            return EXIT_INFRA;
+            return ExitCode::Infrastructure;
         }
     }
     if a.json {
@@ -185,7 +170,7 @@ pub fn run(a: RunArgs, verbose: bool) -> u8 {
             serde_json::to_string_pretty(&report).expect("serializable")
         );
     }
-    report.outcome.exit_code()
+    ExitCode::from_outcome(report.outcome)
 }
 
 /// Installs a SIGINT/SIGTERM handler that calls `f` once (from a watcher thread, not the signal context).

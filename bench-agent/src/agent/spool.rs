@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nvfarm_proto::v1 as pb;
-use prost::Message;
+use nvfarm_model::link::JobResult;
 
+/// The agent's durable state under `<work-dir>/agent/`.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
@@ -27,6 +27,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Spool {
+    /// Opens (creating) the spool under `work_dir`.
     pub fn open(work_dir: &Path) -> std::io::Result<Self> {
         let dir = work_dir.join("agent");
         std::fs::create_dir_all(dir.join("results"))?;
@@ -34,6 +35,7 @@ impl Spool {
         Ok(Spool { dir })
     }
 
+    /// Where fetched firmware is cached.
     pub fn artifacts_dir(&self) -> PathBuf {
         self.dir.join("artifacts")
     }
@@ -61,25 +63,34 @@ impl Spool {
         Ok(true)
     }
 
-    pub fn save_result(&self, r: &pb::JobResult) -> std::io::Result<()> {
-        write_atomic(
-            &self.dir.join("results").join(format!("{}.pb", r.job_id)),
-            &r.encode_to_vec(),
-        )
+    /// Records a finished job's result until the controller confirms storing it.
+    pub fn save_result(&self, r: &JobResult) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        write_atomic(&self.result_path(&r.job_id), &json)
     }
 
+    fn result_path(&self, job_id: &str) -> PathBuf {
+        self.dir.join("results").join(format!("{job_id}.json"))
+    }
+
+    /// Forgets a result the controller stored.
     pub fn forget_result(&self, job_id: &str) {
-        let _ = std::fs::remove_file(self.dir.join("results").join(format!("{job_id}.pb")));
+        let _ = std::fs::remove_file(self.result_path(job_id));
     }
 
-    pub fn pending_results(&self) -> Vec<pb::JobResult> {
+    /// Results not yet confirmed by the controller.
+    pub fn pending_results(&self) -> Vec<JobResult> {
         let mut out = vec![];
         if let Ok(entries) = std::fs::read_dir(self.dir.join("results")) {
             for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pb") {
+                if e.path().extension().is_some_and(|x| x == "json") {
                     if let Ok(b) = std::fs::read(e.path()) {
-                        if let Ok(r) = pb::JobResult::decode(b.as_slice()) {
-                            out.push(r);
+                        match serde_json::from_slice(&b) {
+                            Ok(r) => out.push(r),
+                            Err(err) => tracing::warn!(
+                                file = %e.path().display(),
+                                "ignoring an unreadable spooled result: {err}"
+                            ),
                         }
                     }
                 }
@@ -109,12 +120,7 @@ mod tests {
         assert!(s.accept_token("r2", 1).unwrap());
         let s2 = Spool::open(t.path()).unwrap();
         assert_eq!(s2.tokens().get("r1"), Some(&5));
-        let r = pb::JobResult {
-            job_id: "job-1".into(),
-            fencing_token: 5,
-            outcome: "passed".into(),
-            ..Default::default()
-        };
+        let r = JobResult::early("job-1", 5, nvfarm_model::Outcome::Passed, "ok".into());
         s2.save_result(&r).unwrap();
         assert_eq!(Spool::open(t.path()).unwrap().pending_results(), vec![r]);
         s2.forget_result("job-1");

@@ -7,8 +7,10 @@
 
 use std::fmt;
 
+/// The first four bytes of every verify block.
 pub const MAGIC: &[u8; 4] = b"NVFV";
-pub const HEADER: usize = 32;
+/// Bytes of the block header (what `nvfarm-model` requires of a verifying block size).
+pub const HEADER: usize = nvfarm_model::io::VERIFY_HEADER_BYTES as usize;
 
 /// Fills `buf` (one block) for `offset`, `seed`, `generation`.
 pub fn fill(buf: &mut [u8], offset: u64, seed: u64, generation: u32) {

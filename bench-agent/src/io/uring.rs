@@ -11,7 +11,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::buffers::AlignedBuf;
-use super::{IoError, IoFailure, IoSpec, Op, RingMode, SlotRing};
+use super::job::{Op, SlotRing};
+use super::{IoError, IoFailure, IoSpec, RingMode};
 
 /// Builds a ring for `mode`, falling back to simpler setups the kernel accepts; returns it with a description.
 pub(crate) fn build_ring<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
@@ -70,22 +71,22 @@ impl std::fmt::Debug for FileRing {
 impl FileRing {
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
         let mut opts = OpenOptions::new();
-        opts.read(true).write(spec.rw.writes());
-        if spec.direct {
+        opts.read(true).write(spec.options.rw.writes());
+        if spec.options.direct {
             opts.custom_flags(libc::O_DIRECT);
         }
         let file = opts.open(&spec.target).map_err(|source| IoError::Open {
             path: spec.target.clone(),
             source,
         })?;
-        let depth = spec.iodepth as usize;
+        let depth = spec.options.iodepth as usize;
         let (ring, setup) = build_ring::<squeue::Entry, cqueue::Entry>(
-            spec.iodepth.next_power_of_two(),
+            spec.options.iodepth.next_power_of_two(),
             spec.ring,
         )?;
 
         let mut bufs: Vec<AlignedBuf> = (0..depth)
-            .map(|_| AlignedBuf::new(spec.bs as usize))
+            .map(|_| AlignedBuf::new(spec.options.bs as usize))
             .collect();
         let fixed_file = ring.submitter().register_files(&[file.as_raw_fd()]).is_ok();
         let iovecs: Vec<libc::iovec> = bufs
@@ -103,7 +104,7 @@ impl FileRing {
             ring,
             file,
             bufs,
-            bs: spec.bs as u32,
+            bs: spec.options.bs as u32,
             fixed_buffers,
             fixed_file,
             setup,

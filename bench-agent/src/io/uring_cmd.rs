@@ -16,8 +16,10 @@ use flash_tools::Controller;
 use nvme_spec::command::io as nvme_io;
 
 use super::buffers::AlignedBuf;
+use super::job::{Op, SlotRing};
 use super::uring::build_ring;
-use super::{IoError, IoFailure, IoSpec, Op, SlotRing};
+use super::{IoError, IoFailure, IoSpec};
+use nvfarm_model::io::IoOptionError;
 
 /// Size of `struct nvme_uring_cmd`.
 pub const NVME_URING_CMD_LEN: usize = 72;
@@ -104,14 +106,14 @@ impl std::fmt::Debug for CmdRing {
 impl CmdRing {
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
         let (nsid, block_size, _) = namespace_geometry(&spec.target)?;
-        if spec.bs % block_size != 0 {
-            return Err(IoError::Spec {
+        if spec.options.bs % block_size != 0 {
+            return Err(IoError::Spec(IoOptionError {
                 option: "bs",
                 reason: format!(
                     "{} is not a multiple of the namespace's {block_size}-byte blocks",
-                    spec.bs
+                    spec.options.bs
                 ),
-            });
+            }));
         }
         let file = OpenOptions::new()
             .read(true)
@@ -122,13 +124,13 @@ impl CmdRing {
                 source,
             })?;
         let (ring, setup) = build_ring::<squeue::Entry128, cqueue::Entry32>(
-            spec.iodepth.next_power_of_two(),
+            spec.options.iodepth.next_power_of_two(),
             spec.ring,
         )?;
 
         let fixed_file = ring.submitter().register_files(&[file.as_raw_fd()]).is_ok();
-        let bufs = (0..spec.iodepth)
-            .map(|_| AlignedBuf::new(spec.bs as usize))
+        let bufs = (0..spec.options.iodepth)
+            .map(|_| AlignedBuf::new(spec.options.bs as usize))
             .collect();
         Ok(CmdRing {
             ring,
@@ -136,7 +138,7 @@ impl CmdRing {
             bufs,
             nsid,
             block_size,
-            bs: spec.bs as u32,
+            bs: spec.options.bs as u32,
             fixed_file,
             setup,
         })

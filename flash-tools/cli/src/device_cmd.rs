@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use flash_tools::device::{DeviceAddr, Drive, Locator};
-use flash_tools::firmware::{self, Event, FailureKind, Outcome, UpdateOptions};
+use flash_tools::firmware::{self, FailureKind, UpdateEvent, UpdateOptions, UpdateResult};
 use flash_tools::ResetKind;
 use nvme_spec::command::{sanitize_action, self_test_code, NSID_ALL};
 use nvme_spec::features::{feature_name, select};
@@ -19,10 +18,7 @@ use nvme_spec::units::{parse_duration, parse_size};
 use nvme_spec::Activation;
 use nvme_spec::CommitAction;
 
-use crate::{
-    output, CmdResult, Common, Failure, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE,
-    EXIT_USAGE,
-};
+use crate::{output, CmdError, CmdResult, Common, ExitCode};
 
 #[derive(Parser, Debug)]
 #[command(name = "nvme-flash DEVICE", no_binary_name = false)]
@@ -139,9 +135,12 @@ enum Action {
         kind: SelfTestKind,
         #[arg(long, default_value_t = NSID_ALL)]
         nsid: u32,
-        /// Wait for completion and print the result.
+        /// Wait for completion and print the result (the self-test is aborted if it runs past --wait-timeout).
         #[arg(long)]
         wait: bool,
+        /// With --wait: how long to wait before aborting the self-test (extended tests take hours on real drives).
+        #[arg(long, value_parser = parse_duration, default_value = "2h", requires = "wait")]
+        wait_timeout: Duration,
     },
     /// Format NVM.
     Format {
@@ -218,8 +217,8 @@ fn parse_u8(s: &str) -> Result<u8, String> {
 /// `nvme-flash list`.
 pub fn list(common: &Common) -> CmdResult {
     let ctrls = common.sysfs().controllers().map_err(|e| {
-        Failure::new(
-            EXIT_UNREACHABLE,
+        CmdError::new(
+            ExitCode::Infrastructure,
             anyhow::anyhow!(
                 "cannot read {}/class/nvme: {e}",
                 common.sysfs_root.display()
@@ -253,7 +252,7 @@ pub fn list(common: &Common) -> CmdResult {
             );
         }
     }
-    Ok(EXIT_OK)
+    Ok(ExitCode::Passed)
 }
 
 pub fn run(args: Vec<String>, common: Common) -> CmdResult {
@@ -265,7 +264,11 @@ pub fn run(args: Vec<String>, common: Common) -> CmdResult {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return Ok(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+            return Ok(if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Passed
+            });
         }
     };
     // Options may come before or after DEVICE.
@@ -283,7 +286,7 @@ pub fn run(args: Vec<String>, common: Common) -> CmdResult {
         },
         verbose: common.verbose.max(cli.common.verbose),
     };
-    let addr: DeviceAddr = device.parse().map_err(Failure::usage)?;
+    let addr: DeviceAddr = device.parse().map_err(CmdError::usage)?;
     let locator = Locator::new(addr, common.sysfs());
     let mut drive = Drive::open(locator, Some(common.timeout))?;
     execute(&mut drive, cli.action, &common)
@@ -328,7 +331,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             no_rollback,
         } => {
             let bytes = std::fs::read(&image).map_err(|e| {
-                Failure::usage(format!(
+                CmdError::usage(format!(
                     "cannot read firmware image {}: {e}",
                     image.display()
                 ))
@@ -351,13 +354,13 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             offset,
         } => {
             let bytes = std::fs::read(&image).map_err(|e| {
-                Failure::usage(format!(
+                CmdError::usage(format!(
                     "cannot read firmware image {}: {e}",
                     image.display()
                 ))
             })?;
             if xfer == 0 || xfer % 4 != 0 || offset % 4 != 0 || bytes.len() % 4 != 0 {
-                return Err(Failure::usage(
+                return Err(CmdError::usage(
                     "--xfer, --offset and the image size must be non-zero multiples of 4 bytes",
                 ));
             }
@@ -368,10 +371,10 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
         }
         Action::FwCommit { slot, action } => {
             let ca = CommitAction::from_value(action).ok_or_else(|| {
-                Failure::usage(format!("--action {action}: expected 0, 1, 2 or 3"))
+                CmdError::usage(format!("--action {action}: expected 0, 1, 2 or 3"))
             })?;
             if slot > 7 {
-                return Err(Failure::usage(format!(
+                return Err(CmdError::usage(format!(
                     "--slot {slot}: expected 0 (controller chooses) to 7"
                 )));
             }
@@ -392,16 +395,21 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             })?;
             eprintln!("reset issued to {}", ctrl.name());
         }
-        Action::SelfTest { kind, nsid, wait } => {
+        Action::SelfTest {
+            kind,
+            nsid,
+            wait,
+            wait_timeout,
+        } => {
             let code = match kind {
                 SelfTestKind::Short => self_test_code::SHORT,
                 SelfTestKind::Extended => self_test_code::EXTENDED,
                 SelfTestKind::Abort => self_test_code::ABORT,
             };
-            ctrl.device_self_test(nsid, code)?;
             if wait && code != self_test_code::ABORT {
-                return wait_self_test(drive, common);
+                return wait_self_test(&ctrl, nsid, code, wait_timeout, common);
             }
+            ctrl.device_self_test(nsid, code)?;
             eprintln!("self-test {kind:?} started on {}", ctrl.name());
         }
         Action::Format { nsid, lbaf, ses } => {
@@ -453,7 +461,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
                 ctrl.read(nsid, slba + i as u64 * 64, chunk, bs)?;
             }
             std::fs::write(&out, &buf)
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+                .map_err(|e| CmdError::usage(format!("cannot write {}: {e}", out.display())))?;
             eprintln!(
                 "read {blocks} block(s) of {bs} bytes from LBA {slba} into {}",
                 out.display()
@@ -462,9 +470,9 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
         Action::Write { nsid, slba, data } => {
             let bs = ctrl.identify_namespace(nsid)?.block_size() as usize;
             let mut buf = std::fs::read(&data)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", data.display())))?;
+                .map_err(|e| CmdError::usage(format!("cannot read {}: {e}", data.display())))?;
             if buf.is_empty() {
-                return Err(Failure::usage(format!("{} is empty", data.display())));
+                return Err(CmdError::usage(format!("{} is empty", data.display())));
             }
             buf.resize(buf.len().div_ceil(bs) * bs, 0);
             for (i, chunk) in buf.chunks(bs * 64).enumerate() {
@@ -485,7 +493,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             );
         }
     }
-    Ok(EXIT_OK)
+    Ok(ExitCode::Passed)
 }
 
 #[derive(Serialize)]
@@ -495,36 +503,51 @@ struct FeatureValue {
     value: u32,
 }
 
-fn wait_self_test(drive: &mut Drive, common: &Common) -> CmdResult {
-    let ctrl = drive.controller().clone();
+fn wait_self_test(
+    ctrl: &flash_tools::Controller,
+    nsid: u32,
+    code: u8,
+    within: Duration,
+    common: &Common,
+) -> CmdResult {
     let bar = terminal_bar(100, "self-test");
-    loop {
-        let log = ctrl.self_test_log()?;
-        if log.current_operation == 0 {
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            let Some(latest) = log.results.first() else {
-                return Err(Failure::new(
-                    EXIT_FAILED,
-                    anyhow::anyhow!("the self-test log holds no result"),
-                ));
-            };
+    let end = flash_tools::wait::self_test(
+        ctrl,
+        nsid,
+        code,
+        flash_tools::wait::Bounds {
+            deadline: Instant::now() + within,
+            cancelled: &|| false,
+            progress: &mut |pct| {
+                if let Some(b) = &bar {
+                    b.set_position(pct as u64);
+                }
+            },
+        },
+    )?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match end {
+        flash_tools::wait::SelfTestEnd::Finished(latest) => {
             if common.json {
-                output::json(latest);
+                output::json(&latest);
             } else {
-                output::table(latest);
+                output::table(&latest);
             }
-            return Ok(if latest.result == self_test_result::COMPLETED {
-                EXIT_OK
+            Ok(if latest.result == self_test_result::COMPLETED {
+                ExitCode::Passed
             } else {
-                EXIT_FAILED
-            });
+                ExitCode::Failed
+            })
         }
-        if let Some(b) = &bar {
-            b.set_position(log.completion as u64);
-        }
-        thread::sleep(Duration::from_millis(200));
+        flash_tools::wait::SelfTestEnd::Stopped { last_percent, .. } => Err(CmdError::new(
+            ExitCode::TimedOut,
+            anyhow::anyhow!(
+                "the self-test did not finish within {} (last at {last_percent}%); it was aborted",
+                humantime::format_duration(within)
+            ),
+        )),
     }
 }
 
@@ -548,7 +571,7 @@ struct CliProgress {
 }
 
 impl firmware::Progress for CliProgress {
-    fn event(&mut self, e: &Event) {
+    fn event(&mut self, e: &UpdateEvent) {
         let line = format!(
             "[{:>6.1}s] {:<14} {}",
             e.elapsed_ms as f64 / 1000.0,
@@ -589,11 +612,11 @@ fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common
     }
     Ok(
         match (&report.outcome, report.failure.as_ref().map(|f| f.kind)) {
-            (Outcome::Updated | Outcome::Staged, _) => EXIT_OK,
-            (_, Some(FailureKind::BadInput)) => EXIT_USAGE,
-            (_, Some(FailureKind::Unreachable)) => EXIT_UNREACHABLE,
-            (_, Some(FailureKind::Timeout)) => EXIT_TIMEOUT,
-            _ => EXIT_FAILED,
+            (UpdateResult::Updated | UpdateResult::Staged, _) => ExitCode::Passed,
+            (_, Some(FailureKind::BadInput)) => ExitCode::Usage,
+            (_, Some(FailureKind::Unreachable)) => ExitCode::Infrastructure,
+            (_, Some(FailureKind::Timeout)) => ExitCode::TimedOut,
+            _ => ExitCode::Failed,
         },
     )
 }

@@ -15,19 +15,12 @@ mod output;
 mod device_cmd;
 mod sim_cmd;
 
-use std::process::ExitCode;
-
 use clap::{Args, Parser, Subcommand};
+pub use nvfarm_model::ExitCode;
 
 use flash_tools::device::{DeviceError, Sysfs};
 use flash_tools::sim::SimError;
 use flash_tools::NvmeError;
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_UNREACHABLE: u8 = 3;
-pub const EXIT_TIMEOUT: u8 = 4;
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
@@ -82,63 +75,63 @@ enum Top {
     Device(Vec<String>),
 }
 
-/// An error with the exit code it maps to.
+/// A command's error with the exit code it maps to.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
+pub struct CmdError {
+    pub code: ExitCode,
     pub error: anyhow::Error,
 }
 
-impl Failure {
-    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Failure {
+impl CmdError {
+    pub fn new(code: ExitCode, error: impl Into<anyhow::Error>) -> Self {
+        CmdError {
             code,
             error: error.into(),
         }
     }
     pub fn usage(msg: impl std::fmt::Display) -> Self {
-        Failure {
-            code: EXIT_USAGE,
+        CmdError {
+            code: ExitCode::Usage,
             error: anyhow::anyhow!("{msg}"),
         }
     }
 }
 
-impl From<NvmeError> for Failure {
+impl From<NvmeError> for CmdError {
     fn from(e: NvmeError) -> Self {
         let code = match &e {
-            NvmeError::Status { .. } => EXIT_FAILED,
-            e if e.is_timeout() => EXIT_TIMEOUT,
-            _ => EXIT_UNREACHABLE,
+            NvmeError::Status { .. } => ExitCode::Failed,
+            e if e.is_timeout() => ExitCode::TimedOut,
+            _ => ExitCode::Infrastructure,
         };
-        Failure::new(code, e)
+        CmdError::new(code, e)
     }
 }
 
-impl From<DeviceError> for Failure {
+impl From<DeviceError> for CmdError {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::Nvme(n) => n.into(),
-            e if e.is_timeout() => Failure::new(EXIT_TIMEOUT, e),
-            e => Failure::new(EXIT_UNREACHABLE, e),
+            e if e.is_timeout() => CmdError::new(ExitCode::TimedOut, e),
+            e => CmdError::new(ExitCode::Infrastructure, e),
         }
     }
 }
 
-impl From<SimError> for Failure {
+impl From<SimError> for CmdError {
     fn from(e: SimError) -> Self {
         let code = match &e {
             SimError::Config { .. }
             | SimError::Exists { .. }
             | SimError::FaultFile { .. }
-            | SimError::Image(_) => EXIT_USAGE,
-            _ => EXIT_UNREACHABLE,
+            | SimError::Image(_) => ExitCode::Usage,
+            _ => ExitCode::Infrastructure,
         };
-        Failure::new(code, e)
+        CmdError::new(code, e)
     }
 }
 
-pub type CmdResult = Result<u8, Failure>;
+pub type CmdResult = Result<ExitCode, CmdError>;
 
 fn init_tracing(verbose: u8) {
     let level = match verbose {
@@ -155,12 +148,17 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+            return if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Passed
+            }
+            .into();
         }
     };
     init_tracing(cli.common.verbose);
@@ -170,10 +168,10 @@ fn main() -> ExitCode {
         Top::Device(args) => device_cmd::run(args, cli.common),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code.into(),
         Err(f) => {
             eprintln!("nvme-flash: error: {:#}", f.error);
-            ExitCode::from(f.code)
+            f.code.into()
         }
     }
 }

@@ -12,7 +12,7 @@ use flash_tools::sim::state::{Power, Timing};
 use flash_tools::sim::{SimConfig, SimController};
 use nvme_spec::units::{format_size, parse_duration, parse_size};
 
-use crate::{output, CmdResult, Common, Failure, EXIT_OK};
+use crate::{output, CmdError, CmdResult, Common, ExitCode};
 
 #[derive(Subcommand, Debug)]
 pub enum SimCommand {
@@ -255,7 +255,7 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 None => 0,
                 Some("forever") => FOREVER_MS,
                 Some(d) => parse_duration(d)
-                    .map_err(Failure::usage)?
+                    .map_err(CmdError::usage)?
                     .as_millis()
                     .min(FOREVER_MS as u128 - 1) as u32,
             };
@@ -267,9 +267,9 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 payload_len: payload_size as usize,
             };
             let img = image::build(&spec)
-                .map_err(|e| Failure::usage(format!("cannot build image: {e}")))?;
+                .map_err(|e| CmdError::usage(format!("cannot build image: {e}")))?;
             std::fs::write(&out, &img)
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+                .map_err(|e| CmdError::usage(format!("cannot write {}: {e}", out.display())))?;
             let header = image::parse(&img).expect("just built");
             if common.json {
                 output::json(&header);
@@ -336,7 +336,7 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 FaultCommand::Clear => {
                     sim.clear_faults()?;
                     eprintln!("cleared all faults on {}", dir.display());
-                    return Ok(EXIT_OK);
+                    return Ok(ExitCode::Passed);
                 }
                 FaultCommand::List => {
                     let list: Vec<String> =
@@ -348,7 +348,7 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                     } else {
                         list.iter().for_each(|l| outln!("{l}"));
                     }
-                    return Ok(EXIT_OK);
+                    return Ok(ExitCode::Passed);
                 }
             };
             let text = f.describe();
@@ -381,10 +381,10 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             }
         }
     }
-    Ok(EXIT_OK)
+    Ok(ExitCode::Passed)
 }
 
-fn status(sim: &SimController) -> Result<SimStatus, Failure> {
+fn status(sim: &SimController) -> Result<SimStatus, CmdError> {
     let st = sim.state()?;
     let faults = sim.faults()?.faults.iter().map(Fault::describe).collect();
     Ok(SimStatus {

@@ -66,7 +66,7 @@ impl Default for UpdateOptions {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Step {
+pub enum UpdateStep {
     CheckImage,
     Inspect,
     Download,
@@ -77,17 +77,17 @@ pub enum Step {
     Rollback,
 }
 
-impl fmt::Display for Step {
+impl fmt::Display for UpdateStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Step::CheckImage => "check image",
-            Step::Inspect => "inspect drive",
-            Step::Download => "download",
-            Step::Commit => "commit",
-            Step::Activate => "activate",
-            Step::WaitForDrive => "wait for drive",
-            Step::Verify => "verify",
-            Step::Rollback => "roll back",
+            UpdateStep::CheckImage => "check image",
+            UpdateStep::Inspect => "inspect drive",
+            UpdateStep::Download => "download",
+            UpdateStep::Commit => "commit",
+            UpdateStep::Activate => "activate",
+            UpdateStep::WaitForDrive => "wait for drive",
+            UpdateStep::Verify => "verify",
+            UpdateStep::Rollback => "roll back",
         })
     }
 }
@@ -95,7 +95,7 @@ impl fmt::Display for Step {
 /// How an update ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum UpdateResult {
     /// The new revision is verified running.
     Updated,
     /// Committed and verified pending; it activates at the next reset (`--activate next-reset`).
@@ -123,8 +123,8 @@ pub enum FailureKind {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Failure {
-    pub step: Step,
+pub struct UpdateFailure {
+    pub step: UpdateStep,
     pub kind: FailureKind,
     pub message: String,
     /// NVMe status, when the drive answered with one.
@@ -133,7 +133,7 @@ pub struct Failure {
     pub drive_state: String,
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for UpdateFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -144,9 +144,9 @@ impl fmt::Display for Failure {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Event {
+pub struct UpdateEvent {
     pub elapsed_ms: u64,
-    pub step: Step,
+    pub step: UpdateStep,
     pub message: String,
 }
 
@@ -178,22 +178,22 @@ pub struct UpdateReport {
     pub activation: Activation,
     pub running_revision: Option<String>,
     pub running_slot: Option<u8>,
-    pub outcome: Outcome,
-    pub failure: Option<Failure>,
+    pub outcome: UpdateResult,
+    pub failure: Option<UpdateFailure>,
     pub rollback: Option<RollbackReport>,
     pub elapsed_ms: u64,
-    pub events: Vec<Event>,
+    pub events: Vec<UpdateEvent>,
 }
 
 impl UpdateReport {
     pub fn succeeded(&self) -> bool {
-        matches!(self.outcome, Outcome::Updated | Outcome::Staged)
+        matches!(self.outcome, UpdateResult::Updated | UpdateResult::Staged)
     }
 }
 
 /// Progress callbacks (the CLI draws a bar; the agent streams log lines).
 pub trait Progress {
-    fn event(&mut self, _event: &Event) {}
+    fn event(&mut self, _event: &UpdateEvent) {}
     fn download(&mut self, _done: u64, _total: u64) {}
 }
 
@@ -236,7 +236,7 @@ pub fn update(
         activation: opts.activation,
         running_revision: None,
         running_slot: None,
-        outcome: Outcome::Failed,
+        outcome: UpdateResult::Failed,
         failure: None,
         rollback: None,
         elapsed_ms: 0,
@@ -253,8 +253,8 @@ pub fn update(
     if let Err(f) = u.run(image) {
         u.note(f.step, format!("FAILED: {}", f.message));
         u.report.failure = Some(f);
-        if u.report.outcome != Outcome::RolledBack {
-            u.report.outcome = Outcome::Failed;
+        if u.report.outcome != UpdateResult::RolledBack {
+            u.report.outcome = UpdateResult::Failed;
         }
     }
     u.report.elapsed_ms = u.started.elapsed().as_millis() as u64;
@@ -278,8 +278,8 @@ fn describe_device(e: &DeviceError) -> (FailureKind, Option<String>) {
 }
 
 impl Updater<'_> {
-    fn note(&mut self, step: Step, message: impl Into<String>) {
-        let ev = Event {
+    fn note(&mut self, step: UpdateStep, message: impl Into<String>) {
+        let ev = UpdateEvent {
             elapsed_ms: self.started.elapsed().as_millis() as u64,
             step,
             message: message.into(),
@@ -291,13 +291,13 @@ impl Updater<'_> {
 
     fn fail(
         &self,
-        step: Step,
+        step: UpdateStep,
         kind: FailureKind,
         message: String,
         status: Option<String>,
         state: String,
-    ) -> Failure {
-        Failure {
+    ) -> UpdateFailure {
+        UpdateFailure {
             step,
             kind,
             message,
@@ -313,7 +313,7 @@ impl Updater<'_> {
         )
     }
 
-    fn run(&mut self, image: &[u8]) -> Result<(), Failure> {
+    fn run(&mut self, image: &[u8]) -> Result<(), UpdateFailure> {
         // 1. Check the image.
         self.check_image(image)?;
 
@@ -322,7 +322,7 @@ impl Updater<'_> {
         let id = ctrl.identify_controller().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
             self.fail(
-                Step::Inspect,
+                UpdateStep::Inspect,
                 kind,
                 format!("Identify Controller failed: {e}"),
                 status,
@@ -335,7 +335,7 @@ impl Updater<'_> {
         let slots = ctrl.firmware_slot_log().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
             self.fail(
-                Step::Inspect,
+                UpdateStep::Inspect,
                 kind,
                 format!("reading the Firmware Slot log failed: {e}"),
                 status,
@@ -345,7 +345,7 @@ impl Updater<'_> {
         self.report.previous_slot = slots.active_slot();
         self.critical_warning_before = ctrl.smart_log().map(|s| s.critical_warning).unwrap_or(0);
         self.note(
-            Step::Inspect,
+            UpdateStep::Inspect,
             format!(
                 "{} {} (serial {}) runs {} from slot {} of {}{}; FWUG {}, MDTS {}",
                 self.report.device_name_before,
@@ -367,7 +367,7 @@ impl Updater<'_> {
         );
         if !id.supports_firmware_commands() {
             self.note(
-                Step::Inspect,
+                UpdateStep::Inspect,
                 "Identify OACS bit 2 is clear: the controller does not advertise Firmware Commit / Image Download; trying anyway",
             );
         }
@@ -388,7 +388,7 @@ impl Updater<'_> {
         let mut reset_needed = match (self.opts.activation, outcome) {
             (_, CommitOutcome::NeedsReset(s)) => {
                 self.note(
-                    Step::Commit,
+                    UpdateStep::Commit,
                     format!("committed to slot {target}; the drive answered {s}: resetting"),
                 );
                 Some(if s.code() == code::FW_NEEDS_SUBSYSTEM_RESET {
@@ -399,21 +399,21 @@ impl Updater<'_> {
             }
             (Activation::Reset, _) => {
                 self.note(
-                    Step::Commit,
+                    UpdateStep::Commit,
                     format!("committed to slot {target} ({})", action.describe()),
                 );
                 Some(ResetKind::Controller)
             }
             (Activation::NextReset, _) => {
                 self.note(
-                    Step::Commit,
+                    UpdateStep::Commit,
                     format!("committed to slot {target}; activates at the next reset"),
                 );
                 None
             }
             (Activation::Now, _) => {
                 self.note(
-                    Step::Commit,
+                    UpdateStep::Commit,
                     format!("committed to slot {target} and activated without reset"),
                 );
                 None
@@ -425,7 +425,10 @@ impl Updater<'_> {
             if let Some(log) = &after_commit {
                 let chosen = log.next_active_slot().unwrap_or(log.active_slot());
                 self.report.target_slot = chosen;
-                self.note(Step::Commit, format!("the controller chose slot {chosen}"));
+                self.note(
+                    UpdateStep::Commit,
+                    format!("the controller chose slot {chosen}"),
+                );
             }
         }
         let target = self.report.target_slot;
@@ -441,7 +444,7 @@ impl Updater<'_> {
         // 5. Activate and wait.
         if let Some(kind) = reset_needed.take() {
             self.note(
-                Step::Activate,
+                UpdateStep::Activate,
                 format!("{kind:?} reset to activate slot {target}")
                     .replace("Controller", "controller")
                     .replace("Subsystem", "NVM subsystem"),
@@ -450,7 +453,7 @@ impl Updater<'_> {
                 if !e.is_absent() {
                     let (k, status) = describe_nvme(&e);
                     return Err(self.fail(
-                        Step::Activate,
+                        UpdateStep::Activate,
                         k,
                         format!("the reset failed: {e}"),
                         status,
@@ -459,21 +462,21 @@ impl Updater<'_> {
                 }
             }
         }
-        self.wait_for_drive(Step::WaitForDrive, target)?;
+        self.wait_for_drive(UpdateStep::WaitForDrive, target)?;
 
         // 6. Verify.
         match self.verify(target) {
             Ok(()) => {
-                self.report.outcome = Outcome::Updated;
+                self.report.outcome = UpdateResult::Updated;
                 Ok(())
             }
             Err(cause) => self.handle_bad_activation(target, cause),
         }
     }
 
-    fn check_image(&mut self, image: &[u8]) -> Result<(), Failure> {
-        let bad = |msg: String| Failure {
-            step: Step::CheckImage,
+    fn check_image(&mut self, image: &[u8]) -> Result<(), UpdateFailure> {
+        let bad = |msg: String| UpdateFailure {
+            step: UpdateStep::CheckImage,
             kind: FailureKind::BadInput,
             message: msg,
             status: None,
@@ -501,7 +504,7 @@ impl Updater<'_> {
             }
         }
         self.note(
-            Step::CheckImage,
+            UpdateStep::CheckImage,
             format!(
                 "image: {} bytes, sha256 {}",
                 image.len(),
@@ -511,12 +514,12 @@ impl Updater<'_> {
         Ok(())
     }
 
-    fn choose_slot(&mut self, id: &IdentifyController, active: u8) -> Result<u8, Failure> {
+    fn choose_slot(&mut self, id: &IdentifyController, active: u8) -> Result<u8, UpdateFailure> {
         let n = id.firmware_slots();
         if let Some(s) = self.opts.slot {
             if !(1..=7).contains(&s) {
-                return Err(Failure {
-                    step: Step::Inspect,
+                return Err(UpdateFailure {
+                    step: UpdateStep::Inspect,
                     kind: FailureKind::BadInput,
                     message: format!(
                         "slot {s} is not a firmware slot: slots are 1 to 7 (this drive has {n})"
@@ -527,7 +530,7 @@ impl Updater<'_> {
             }
             if s == active {
                 self.note(
-                    Step::Inspect,
+                    UpdateStep::Inspect,
                     format!("slot {s} holds the running image: rollback will not be possible"),
                 );
             }
@@ -536,27 +539,27 @@ impl Updater<'_> {
         match (1..=n).find(|&s| s != active && !(s == 1 && id.slot1_read_only())) {
             Some(s) => {
                 self.note(
-                    Step::Inspect,
+                    UpdateStep::Inspect,
                     format!("using slot {s}; slot {active} keeps the running image for rollback"),
                 );
                 Ok(s)
             }
             None => {
-                self.note(Step::Inspect, "no spare writable slot: the controller picks one (rollback may not be possible)");
+                self.note(UpdateStep::Inspect, "no spare writable slot: the controller picks one (rollback may not be possible)");
                 Ok(0)
             }
         }
     }
 
-    fn download(&mut self, id: &IdentifyController, image: &[u8]) -> Result<(), Failure> {
+    fn download(&mut self, id: &IdentifyController, image: &[u8]) -> Result<(), UpdateFailure> {
         let mdts = id.max_transfer_bytes().unwrap_or(u64::MAX);
         let gran = id.firmware_update_granularity().unwrap_or(4096);
         let cap = self.opts.max_chunk.min(mdts);
         let mut chunk = cap / gran * gran;
         if chunk == 0 {
             if gran > mdts {
-                return Err(Failure {
-                    step: Step::Download,
+                return Err(UpdateFailure {
+                    step: UpdateStep::Download,
                     kind: FailureKind::Rejected,
                     message: format!("the drive's update granularity (FWUG, {gran} bytes) exceeds its maximum transfer size (MDTS, {mdts} bytes): it cannot be updated"),
                     status: None,
@@ -569,7 +572,7 @@ impl Updater<'_> {
         self.report.chunk_bytes = chunk;
         self.report.chunks = total.div_ceil(chunk);
         self.note(
-            Step::Download,
+            UpdateStep::Download,
             format!(
                 "downloading {total} bytes in {} chunk(s) of up to {chunk} bytes",
                 self.report.chunks
@@ -589,7 +592,7 @@ impl Updater<'_> {
                     {
                         attempt += 1;
                         self.report.chunk_retries += 1;
-                        self.note(Step::Download, format!("chunk at offset {offset:#x} answered {status}; retry {attempt} of {}", self.opts.chunk_retries));
+                        self.note(UpdateStep::Download, format!("chunk at offset {offset:#x} answered {status}; retry {attempt} of {}", self.opts.chunk_retries));
                         thread::sleep(Duration::from_millis(50 << attempt.min(6)));
                     }
                     Err(e) => return Err(self.download_failure(id, offset, total, e)),
@@ -607,7 +610,7 @@ impl Updater<'_> {
         offset: u64,
         total: u64,
         e: NvmeError,
-    ) -> Failure {
+    ) -> UpdateFailure {
         let (kind, status) = describe_nvme(&e);
         let mut message =
             format!("Firmware Image Download at offset {offset:#x} of {total} bytes failed: {e}");
@@ -643,7 +646,7 @@ impl Updater<'_> {
         } else {
             self.untouched()
         };
-        self.fail(Step::Download, kind, message, status, drive_state)
+        self.fail(UpdateStep::Download, kind, message, status, drive_state)
     }
 
     fn commit_failure(
@@ -652,7 +655,7 @@ impl Updater<'_> {
         slot: u8,
         action: CommitAction,
         e: NvmeError,
-    ) -> Failure {
+    ) -> UpdateFailure {
         let (kind, status) = describe_nvme(&e);
         let hint = match e.status().map(Status::code) {
             Some(code::INVALID_FIRMWARE_SLOT) if slot == 1 && id.slot1_read_only() => {
@@ -671,7 +674,7 @@ impl Updater<'_> {
             _ => String::new(),
         };
         self.fail(
-            Step::Commit,
+            UpdateStep::Commit,
             kind,
             format!(
                 "Firmware Commit (slot {slot}, action {}: {}) failed: {e}{hint}",
@@ -686,7 +689,7 @@ impl Updater<'_> {
         )
     }
 
-    fn wait_for_drive(&mut self, step: Step, target: u8) -> Result<(), Failure> {
+    fn wait_for_drive(&mut self, step: UpdateStep, target: u8) -> Result<(), UpdateFailure> {
         let before = self.drive.controller().device_name();
         self.note(
             step,
@@ -777,17 +780,17 @@ impl Updater<'_> {
             })?;
         }
         self.note(
-            Step::Verify,
+            UpdateStep::Verify,
             format!("verified: {fr} runs from slot {target}, SMART clean, namespace readable"),
         );
         Ok(())
     }
 
-    fn verify_staged(&mut self, target: u8) -> Result<(), Failure> {
+    fn verify_staged(&mut self, target: u8) -> Result<(), UpdateFailure> {
         let log = self.drive.controller().firmware_slot_log().map_err(|e| {
             let (kind, status) = describe_nvme(&e);
             self.fail(
-                Step::Verify,
+                UpdateStep::Verify,
                 kind,
                 format!("reading the Firmware Slot log failed: {e}"),
                 status,
@@ -800,7 +803,7 @@ impl Updater<'_> {
             || (!expected.is_empty() && staged_rev != expected)
         {
             return Err(self.fail(
-                Step::Verify,
+                UpdateStep::Verify,
                 FailureKind::Verification,
                 format!(
                     "after commit the slot log shows slot {target} = '{staged_rev}' and next active slot {:?}, expected '{expected}' pending in slot {target}",
@@ -812,23 +815,23 @@ impl Updater<'_> {
         }
         self.report.running_revision = Some(self.report.previous_revision.clone());
         self.report.running_slot = Some(log.active_slot());
-        self.report.outcome = Outcome::Staged;
+        self.report.outcome = UpdateResult::Staged;
         self.note(
-            Step::Verify,
+            UpdateStep::Verify,
             format!("slot {target} holds {staged_rev} and activates at the next reset"),
         );
         Ok(())
     }
 
-    fn handle_bad_activation(&mut self, target: u8, cause: String) -> Result<(), Failure> {
-        self.note(Step::Verify, cause.clone());
+    fn handle_bad_activation(&mut self, target: u8, cause: String) -> Result<(), UpdateFailure> {
+        self.note(UpdateStep::Verify, cause.clone());
         let prev_slot = self.report.previous_slot;
         let prev_rev = self.report.previous_revision.clone();
         let fell_back = self.report.running_slot == Some(prev_slot)
             && self.report.running_revision.as_deref() == Some(&prev_rev);
         if fell_back {
             return Err(self.fail(
-                Step::Verify,
+                UpdateStep::Verify,
                 FailureKind::Verification,
                 cause,
                 None,
@@ -842,7 +845,7 @@ impl Updater<'_> {
                 "the previous image was overwritten"
             };
             return Err(self.fail(
-                Step::Verify,
+                UpdateStep::Verify,
                 FailureKind::Verification,
                 cause,
                 None,
@@ -858,7 +861,7 @@ impl Updater<'_> {
         }
         // 7. Roll back.
         self.note(
-            Step::Rollback,
+            UpdateStep::Rollback,
             format!("rolling back to slot {prev_slot} ({prev_rev})"),
         );
         let result = self.roll_back(prev_slot, &prev_rev);
@@ -867,7 +870,7 @@ impl Updater<'_> {
             Ok(()) => format!("rolled back to {prev_rev} in slot {prev_slot}, verified running"),
             Err(e) => format!("rollback to slot {prev_slot} failed: {e}"),
         };
-        self.note(Step::Rollback, message.clone());
+        self.note(UpdateStep::Rollback, message.clone());
         self.report.rollback = Some(RollbackReport {
             slot: prev_slot,
             revision: prev_rev.clone(),
@@ -875,9 +878,9 @@ impl Updater<'_> {
             message: message.clone(),
         });
         if verified {
-            self.report.outcome = Outcome::RolledBack;
+            self.report.outcome = UpdateResult::RolledBack;
             Err(self.fail(
-                Step::Verify,
+                UpdateStep::Verify,
                 FailureKind::Verification,
                 cause,
                 None,
@@ -885,7 +888,7 @@ impl Updater<'_> {
             ))
         } else {
             Err(self.fail(
-                Step::Rollback,
+                UpdateStep::Rollback,
                 FailureKind::Verification,
                 format!("{cause}; {message}"),
                 None,
@@ -933,7 +936,7 @@ impl Updater<'_> {
 impl fmt::Display for UpdateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.outcome, &self.failure) {
-            (Outcome::Updated, _) => write!(
+            (UpdateResult::Updated, _) => write!(
                 f,
                 "updated {} ({}): {} → {} in slot {}, verified running",
                 self.device,
@@ -944,7 +947,7 @@ impl fmt::Display for UpdateReport {
                 self.running_revision.as_deref().unwrap_or("?"),
                 self.target_slot
             ),
-            (Outcome::Staged, _) => write!(
+            (UpdateResult::Staged, _) => write!(
                 f,
                 "staged on {}: slot {} holds {} and activates at the next reset (running {})",
                 self.device,

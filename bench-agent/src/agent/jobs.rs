@@ -1,0 +1,283 @@
+//! Accepting assignments (fencing tokens, one job per rig) and running them with the plan runner, streaming
+//! progress to the controller and spooling the result before it is sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use nvfarm_model::farm::JobState;
+use nvfarm_model::link::{Assignment, FromAgent, JobProgress, JobResult, Refusal};
+use nvfarm_model::plan::{Plan, Step, StepKind};
+use nvfarm_model::{LogLine, Outcome, StepReport};
+
+use super::{artifacts, Client, Shared};
+use crate::runner::{self, Firmware, Observer, RunOptions};
+
+/// A job this agent runs.
+pub(super) struct RunningJob {
+    pub rig: String,
+    pub token: u64,
+    pub cancel: Arc<AtomicBool>,
+}
+
+fn refuse(tx: &mpsc::UnboundedSender<FromAgent>, a: &Assignment, reason: String) {
+    tracing::warn!(
+        job = a.job_id,
+        rig = a.rig,
+        token = a.fencing_token,
+        "refusing assignment: {reason}"
+    );
+    let _ = tx.send(FromAgent::Refused(Refusal {
+        job_id: a.job_id.clone(),
+        fencing_token: a.fencing_token,
+        reason,
+    }));
+}
+
+/// Takes an assignment: checks the rig and the fencing token, fences off an older job on the rig, and starts
+/// the job once the rig is free.
+pub(super) fn assign(
+    shared: &Arc<Shared>,
+    a: Assignment,
+    tx: &mpsc::UnboundedSender<FromAgent>,
+    client: Client,
+) {
+    if shared.stopping.load(Ordering::Relaxed) {
+        return refuse(tx, &a, "the agent is shutting down".into());
+    }
+    if shared.inventory.rig(&a.rig).is_err() {
+        return refuse(
+            tx,
+            &a,
+            format!("rig {} is not in this agent's rig file", a.rig),
+        );
+    }
+    if shared
+        .running()
+        .get(&a.job_id)
+        .is_some_and(|j| j.token == a.fencing_token)
+    {
+        return; // a re-sent assignment of a job already running
+    }
+    match shared.spool.accept_token(&a.rig, a.fencing_token) {
+        Ok(true) => {}
+        Ok(false) => {
+            let seen = shared.spool.tokens().get(&a.rig).copied().unwrap_or(0);
+            return refuse(
+                tx,
+                &a,
+                format!(
+                    "stale fencing token {} for rig {}: this agent already accepted token {seen}",
+                    a.fencing_token, a.rig
+                ),
+            );
+        }
+        Err(e) => return refuse(tx, &a, format!("cannot record the fencing token: {e}")),
+    }
+    // An older job still running on this rig is fenced off now.
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let mut running = shared.running();
+        for (id, j) in running.iter() {
+            if j.rig == a.rig {
+                tracing::warn!(
+                    job = id,
+                    "fenced off by a newer assignment on the same rig; cancelling"
+                );
+                j.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        running.insert(
+            a.job_id.clone(),
+            RunningJob {
+                rig: a.rig.clone(),
+                token: a.fencing_token,
+                cancel: cancel.clone(),
+            },
+        );
+    }
+    let Some(lock) = shared.rig_locks.get(&a.rig).cloned() else {
+        return refuse(tx, &a, format!("rig {} has no lock (internal)", a.rig));
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let held = match lock.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::info!(
+                    job = a.job_id,
+                    rig = a.rig,
+                    "waiting for the previous job on this rig to stop"
+                );
+                lock.lock_owned().await
+            }
+        };
+        let result = if cancel.load(Ordering::Relaxed) {
+            JobResult::early(
+                &a.job_id,
+                a.fencing_token,
+                Outcome::Cancelled,
+                "cancelled before it started".into(),
+            )
+        } else {
+            run_job(&shared, &a, cancel, client).await
+        };
+        drop(held);
+        if let Err(e) = shared.spool.save_result(&result) {
+            tracing::error!(job = a.job_id, "cannot spool the result: {e}");
+        }
+        let _ = shared.outbox.send(FromAgent::Result(result));
+        shared.running().remove(&a.job_id);
+    });
+}
+
+/// Streams a running plan's progress to the controller.
+struct Forward {
+    shared: Arc<Shared>,
+    job_id: String,
+    token: u64,
+    lines: Vec<LogLine>,
+}
+
+impl Forward {
+    fn send(&mut self, phase: JobState, step: Option<StepReport>) {
+        let lines = std::mem::take(&mut self.lines);
+        let _ = self.shared.outbox.send(FromAgent::Progress(JobProgress {
+            job_id: self.job_id.clone(),
+            fencing_token: self.token,
+            phase: Some(phase),
+            lines,
+            step,
+        }));
+    }
+    fn push(&mut self, step: u32, text: String) {
+        self.lines.push(LogLine { step, text });
+    }
+}
+
+fn phase(step: &Step) -> JobState {
+    if matches!(step.kind, StepKind::Flash { .. }) {
+        JobState::Flashing
+    } else {
+        JobState::Testing
+    }
+}
+
+impl Observer for Forward {
+    fn step_started(&mut self, step: &Step) {
+        self.push(
+            step.number,
+            format!("== step {} {}", step.number, step.title()),
+        );
+        self.send(phase(step), None);
+    }
+    fn log(&mut self, step: &Step, line: &str) {
+        self.push(step.number, line.to_string());
+        if self.lines.len() >= 20 {
+            self.send(phase(step), None);
+        }
+    }
+    fn step_finished(&mut self, step: &Step, r: &StepReport) {
+        self.push(step.number, format!("== {}", r.status_line()));
+        let mut report = r.clone();
+        report.log.clear(); // the lines went ahead, one by one
+        self.send(phase(step), Some(report));
+    }
+}
+
+async fn run_job(
+    shared: &Arc<Shared>,
+    a: &Assignment,
+    cancel: Arc<AtomicBool>,
+    client: Client,
+) -> JobResult {
+    tracing::info!(
+        job = a.job_id,
+        rig = a.rig,
+        token = a.fencing_token,
+        "running job"
+    );
+    let error =
+        |message: String| JobResult::early(&a.job_id, a.fencing_token, Outcome::Error, message);
+    let plan = match Plan::parse(
+        &a.plan_toml,
+        std::path::Path::new(&format!("<{}>", a.job_id)),
+    ) {
+        Ok(p) => p,
+        Err(e) => return error(format!("the plan does not parse here: {e}")),
+    };
+    let firmware = if a.artifact_sha256.is_empty() {
+        None
+    } else {
+        match artifacts::fetch(shared, client, &a.artifact_sha256, &a.job_id).await {
+            Ok(path) => match Firmware::load(&path, None) {
+                Ok(mut f) => {
+                    if !a.firmware_name.is_empty() {
+                        f.path = a.firmware_name.clone().into();
+                    }
+                    Some(f)
+                }
+                Err(e) => return error(e),
+            },
+            Err(e) => return error(format!("cannot fetch artifact {}: {e}", a.artifact_sha256)),
+        }
+    };
+    if a.timeout_ms > 0 {
+        let c = cancel.clone();
+        let t = Duration::from_millis(a.timeout_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(t).await;
+            c.store(true, Ordering::Relaxed);
+        });
+    }
+    let shared2 = shared.clone();
+    let a2 = a.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let rig = shared2.inventory.rig(&a2.rig).ok()?.clone();
+        let opts = RunOptions {
+            sysfs: shared2.cfg.sysfs.clone(),
+            cancel,
+        };
+        let mut fwd = Forward {
+            shared: shared2.clone(),
+            job_id: a2.job_id.clone(),
+            token: a2.fencing_token,
+            lines: vec![],
+        };
+        let r = runner::run_plan(
+            &plan,
+            &shared2.inventory,
+            &rig,
+            firmware.as_ref(),
+            &opts,
+            &mut fwd,
+        );
+        fwd.push(0, r.summary());
+        fwd.send(JobState::Testing, None);
+        Some(r)
+    })
+    .await;
+    let report = match run {
+        Ok(Some(r)) => r,
+        Ok(None) => return error(format!("rig {} left this agent's rig file", a.rig)),
+        Err(e) => return error(format!("the runner crashed: {e}")),
+    };
+    JobResult {
+        job_id: a.job_id.clone(),
+        fencing_token: a.fencing_token,
+        outcome: report.outcome,
+        message: report.headline(),
+        steps: report
+            .steps
+            .into_iter()
+            .map(|mut s| {
+                s.log.clear();
+                s
+            })
+            .collect(),
+        firmware_revision: report.firmware.and_then(|f| f.revision).unwrap_or_default(),
+        duration_ms: report.duration_ms,
+    }
+}

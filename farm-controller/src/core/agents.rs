@@ -1,0 +1,314 @@
+//! Agent sessions: connecting, registering (rigs, and reconciliation of the jobs the agent holds), heartbeats,
+//! progress, results, refusals, and disconnecting. Messages for an agent go out only after the change that
+//! produced them is stored.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use nvfarm_model::farm::{JobState, Rig, RigState};
+use nvfarm_model::link::{Heartbeat, JobProgress, JobResult, Refusal, Registration, ToAgent};
+use nvfarm_model::time::now_ms;
+
+use super::jobs::{apply_result, finish};
+use super::leases::assignment;
+use super::state::AgentSession;
+use super::{Effects, Farm, FarmError, FarmEvent};
+
+/// Where a session's messages to its agent go.
+pub type AgentSender = mpsc::UnboundedSender<ToAgent>;
+
+impl Farm {
+    /// A new agent connection; returns its connection number (a reconnect supersedes the older one).
+    pub async fn agent_connected(&self, agent: &str, tx: AgentSender) -> u64 {
+        let mut st = self.state.lock().await;
+        st.next_conn += 1;
+        let conn = st.next_conn;
+        st.agents.insert(
+            agent.to_string(),
+            AgentSession {
+                conn,
+                tx,
+                last_heartbeat: Instant::now(),
+                lost: false,
+            },
+        );
+        conn
+    }
+
+    /// Registration: the agent's rigs, and reconciliation of the jobs it reports. `Registered` is the first
+    /// message on the connection, ahead of any assignment this registration makes possible.
+    pub async fn agent_register(
+        &self,
+        agent: &str,
+        conn: u64,
+        reg: Registration,
+    ) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let now = now_ms();
+        let mut fx = Effects::default();
+        if !st.agents.get(agent).is_some_and(|s| s.conn == conn) {
+            return Err(FarmError::Superseded(
+                "superseded by a newer connection of the same agent".into(),
+            ));
+        }
+        // Fencing tokens only grow: never hand out one the agent has already seen.
+        let newest = reg.rigs.iter().map(|r| r.newest_token).max().unwrap_or(0);
+        if newest > st.fencing {
+            tracing::warn!(
+                agent,
+                newest,
+                ours = st.fencing,
+                "agent has seen newer fencing tokens than the store; skipping ahead"
+            );
+            st.fencing = newest;
+            fx.tx.meta("fencing", st.fencing);
+        }
+        let names: Vec<String> = reg.rigs.iter().map(|r| r.name.clone()).collect();
+        for r in &reg.rigs {
+            if let Some(other) = st
+                .rigs
+                .get(&r.name)
+                .filter(|x| x.agent != agent && st.connected(&x.agent))
+            {
+                return Err(FarmError::Conflict(format!(
+                    "rig {} is already registered by agent {}",
+                    r.name, other.agent
+                )));
+            }
+            let rec = st
+                .rigs
+                .entry(r.name.clone())
+                .or_insert_with(|| Rig::new(&r.name, agent, now));
+            rec.agent = agent.to_string();
+            rec.labels = r.labels.clone();
+            rec.drive_serial = r.drive_serial.clone();
+            rec.drive_model = r.drive_model.clone();
+            if !r.firmware_revision.is_empty() {
+                rec.firmware_revision = r.firmware_revision.clone();
+            }
+            rec.last_seen_ms = now;
+            if rec.state == RigState::Offline {
+                rec.state = if rec.lease_id.is_some() {
+                    RigState::Leased
+                } else {
+                    RigState::Idle
+                };
+                rec.reason.clear();
+            }
+            fx.tx.rig(rec);
+            fx.event(FarmEvent::Rig(r.name.clone()));
+        }
+        // Rigs this agent had before but no longer lists.
+        let gone: Vec<String> = st
+            .rigs
+            .values()
+            .filter(|r| r.agent == agent && !names.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect();
+        for g in gone {
+            if let Some(r) = st.rigs.get_mut(&g) {
+                if r.state != RigState::Quarantined {
+                    r.state = RigState::Offline;
+                    r.reason = format!("no longer in agent {agent}'s rig file");
+                    fx.tx.rig(r);
+                }
+            }
+        }
+        if let Some(s) = st.agents.get_mut(agent) {
+            s.last_heartbeat = Instant::now();
+        }
+        // Reconcile jobs.
+        let mut abandon = vec![];
+        let mut reported_running = vec![];
+        let grace = now + self.cfg.agent_timeout.as_millis() as u64;
+        for j in &reg.jobs {
+            let current = st
+                .jobs
+                .get(&j.job_id)
+                .filter(|job| !job.state.is_terminal() && job.fencing_token == j.fencing_token)
+                .cloned();
+            match (&j.result, current) {
+                (Some(result), Some(_)) => {
+                    apply_result(&mut st, result, now, &mut fx);
+                    fx.send(agent, stored(&j.job_id));
+                }
+                (Some(_), None) => {
+                    // Already decided (e.g. it timed out or was cancelled meanwhile) or fenced off: keep ours.
+                    fx.send(agent, stored(&j.job_id));
+                }
+                (None, Some(job)) => {
+                    reported_running.push(job.id.clone());
+                    if let Some(l) = job.lease_id.as_ref().and_then(|l| st.leases.get_mut(l)) {
+                        l.expires_ms = grace;
+                    }
+                }
+                (None, None) => abandon.push(j.job_id.clone()),
+            }
+        }
+        // Jobs we think run on this agent's rigs but it does not report.
+        let ours: Vec<(String, JobState)> = st
+            .jobs
+            .values()
+            .filter(|j| {
+                !j.state.is_terminal()
+                    && j.rig.as_ref().is_some_and(|r| names.contains(r))
+                    && j.lease_id.is_some()
+                    && !reported_running.contains(&j.id)
+            })
+            .map(|j| (j.id.clone(), j.state))
+            .collect();
+        for (job, state) in ours {
+            if state == JobState::Assigned {
+                if let Some(msg) = assignment(&st, &job, now) {
+                    fx.send(agent, msg);
+                }
+            } else {
+                finish(
+                    &mut st,
+                    &job,
+                    JobState::Error,
+                    format!("agent {agent} reconnected without this job (it restarted while running it)"),
+                    None,
+                    now,
+                    &mut fx,
+                );
+            }
+        }
+        tracing::info!(
+            agent,
+            rigs = names.len(),
+            running = reported_running.len(),
+            abandoned = abandon.len(),
+            "agent registered"
+        );
+        fx.out.insert(
+            0,
+            (
+                agent.to_string(),
+                ToAgent::Registered {
+                    heartbeat_ms: self.cfg.heartbeat_interval.as_millis() as u64,
+                    abandon_job_ids: abandon,
+                },
+            ),
+        );
+        self.reschedule(&mut st, fx).await
+    }
+
+    /// A heartbeat: the agent lives, and the leases of the jobs it runs are renewed.
+    pub async fn agent_heartbeat(&self, agent: &str, conn: u64, hb: &Heartbeat) {
+        let mut st = self.state.lock().await;
+        let now = now_ms();
+        let Some(s) = st.agents.get_mut(agent).filter(|s| s.conn == conn) else {
+            return;
+        };
+        s.last_heartbeat = Instant::now();
+        if s.lost {
+            return; // it must register again
+        }
+        let expires = now + self.cfg.agent_timeout.as_millis() as u64;
+        for j in &hb.running_job_ids {
+            if let Some(lease) = st.jobs.get(j).and_then(|j| j.lease_id.clone()) {
+                if let Some(l) = st.leases.get_mut(&lease) {
+                    l.expires_ms = expires;
+                }
+            }
+        }
+    }
+
+    /// A running job's progress: log lines, its phase, a finished step.
+    pub async fn agent_progress(&self, _agent: &str, p: JobProgress) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let Some(job) = st.jobs.get_mut(&p.job_id) else {
+            return Ok(());
+        };
+        if job.fencing_token != p.fencing_token || job.state.is_terminal() {
+            return Ok(()); // fenced off or already decided
+        }
+        let mut fx = Effects::default();
+        if !p.lines.is_empty() {
+            let first = job.log_lines;
+            self.store.append_logs(&p.job_id, first, &p.lines).await?;
+            job.log_lines += p.lines.len() as u64;
+            fx.event(FarmEvent::Log(p.job_id.clone()));
+        }
+        if let Some(s) = p.phase {
+            if matches!(s, JobState::Flashing | JobState::Testing) && s != job.state {
+                job.state = s;
+                fx.tx.job(job);
+                fx.event(FarmEvent::Job(job.id.clone()));
+            }
+        }
+        if let Some(step) = p.step {
+            job.steps.retain(|s| s.number != step.number);
+            job.steps.push(step);
+            job.steps.sort_by_key(|s| s.number);
+            fx.tx.job(job);
+            fx.event(FarmEvent::Job(job.id.clone()));
+        }
+        self.commit(&st, fx).await
+    }
+
+    /// A job's result; stored if it is the current job, confirmed to the agent either way.
+    pub async fn agent_result(&self, agent: &str, r: JobResult) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let now = now_ms();
+        let mut fx = Effects::default();
+        fx.event(FarmEvent::Job(r.job_id.clone()));
+        let current = st
+            .jobs
+            .get(&r.job_id)
+            .is_some_and(|j| !j.state.is_terminal() && j.fencing_token == r.fencing_token);
+        if current {
+            apply_result(&mut st, &r, now, &mut fx);
+        } else {
+            tracing::info!(
+                agent,
+                job = r.job_id,
+                token = r.fencing_token,
+                "result for a job that is decided or fenced off; keeping the stored outcome"
+            );
+        }
+        fx.send(agent, stored(&r.job_id));
+        self.reschedule(&mut st, fx).await
+    }
+
+    /// The agent refused an assignment: the job ends as an infrastructure error.
+    pub async fn agent_refused(&self, agent: &str, r: Refusal) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let current = st
+            .jobs
+            .get(&r.job_id)
+            .is_some_and(|j| !j.state.is_terminal() && j.fencing_token == r.fencing_token);
+        let mut fx = Effects::default();
+        if current {
+            finish(
+                &mut st,
+                &r.job_id,
+                JobState::Error,
+                format!("agent {agent} refused the job: {}", r.reason),
+                None,
+                now_ms(),
+                &mut fx,
+            );
+        }
+        self.reschedule(&mut st, fx).await
+    }
+
+    /// The agent's stream closed. The session stays until its heartbeats time out: a quick reconnect keeps
+    /// running jobs alive.
+    pub async fn agent_disconnected(&self, agent: &str, conn: u64) {
+        let mut st = self.state.lock().await;
+        if let Some(s) = st.agents.get_mut(agent).filter(|s| s.conn == conn) {
+            tracing::info!(agent, "agent stream closed; waiting for it to reconnect");
+            let (tx, _) = mpsc::unbounded_channel();
+            s.tx = tx;
+        }
+    }
+}
+
+fn stored(job_id: &str) -> ToAgent {
+    ToAgent::Stored {
+        job_id: job_id.to_string(),
+    }
+}

@@ -1,0 +1,313 @@
+//! A job's life: submitted and queued, granted a rig (see [`super::leases`]), progressing, and ended by its
+//! result, a cancel, a timeout or a lost agent. Ending a job frees its lease, does the rig's health bookkeeping
+//! and, in a sweep, queues a retry of a failed job.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nvfarm_model::farm::{Job, JobState, Priority, Request, RigState, Selector};
+use nvfarm_model::link::{JobResult, ToAgent};
+use nvfarm_model::plan::Plan;
+use nvfarm_model::time::now_ms;
+use nvfarm_model::StepReport;
+
+use super::state::State;
+use super::{health, Effects, Farm, FarmError, FarmEvent};
+use crate::auth::Caller;
+
+/// A job as a client submits it.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    /// Which rigs it may run on.
+    pub selector: Selector,
+    /// The plan (TOML).
+    pub plan_toml: String,
+    /// The firmware build (an uploaded artifact's sha256; empty for plans that flash nothing).
+    pub artifact_sha256: String,
+    /// The firmware file's name.
+    pub firmware_name: String,
+    /// Overall limit, queueing included.
+    pub timeout: Duration,
+    /// How urgently.
+    pub priority: Priority,
+    /// The sweep it belongs to.
+    pub sweep_id: Option<String>,
+}
+
+/// A queued job, not yet stored.
+pub(crate) fn new_job(
+    id: String,
+    r: &JobRequest,
+    plan_name: &str,
+    submitter: &str,
+    now: u64,
+) -> Job {
+    Job {
+        id,
+        state: JobState::Queued,
+        rig: None,
+        selector: r.selector.clone(),
+        plan_name: plan_name.to_string(),
+        plan_toml: r.plan_toml.clone(),
+        artifact_sha256: r.artifact_sha256.clone(),
+        firmware_name: r.firmware_name.clone(),
+        firmware_revision: String::new(),
+        priority: r.priority,
+        submitter: submitter.to_string(),
+        created_ms: now,
+        started_ms: 0,
+        finished_ms: 0,
+        timeout_ms: r.timeout.as_millis() as u64,
+        message: String::new(),
+        steps: vec![],
+        lease_id: None,
+        fencing_token: 0,
+        sweep_id: r.sweep_id.clone(),
+        attempt: 0,
+        health_check: false,
+        log_lines: 0,
+    }
+}
+
+/// Stores a queued job and its request for a rig.
+pub(crate) fn enqueue(st: &mut State, job: Job, fx: &mut Effects) -> String {
+    let req_id = st.next_id("req", &mut fx.tx);
+    let req = Request {
+        id: req_id.clone(),
+        selector: job.selector.clone(),
+        priority: if job.health_check {
+            Priority::System
+        } else {
+            job.priority
+        },
+        holder: job.submitter.clone(),
+        created_ms: job.created_ms,
+        duration_ms: 0,
+        job_id: Some(job.id.clone()),
+    };
+    fx.tx.request(&req);
+    fx.tx.job(&job);
+    st.requests.insert(req_id.clone(), req);
+    st.jobs.insert(job.id.clone(), job);
+    req_id
+}
+
+/// Validates a plan a client sent.
+pub(crate) fn parse_plan(plan_toml: &str) -> Result<Plan, FarmError> {
+    Plan::parse(plan_toml, Path::new("<plan>"))
+        .map_err(|e| FarmError::InvalidArgument(format!("invalid plan: {e}")))
+}
+
+/// The cancel message for a job running on a rig, if it runs somewhere.
+pub(crate) fn cancel_running(st: &State, job: &Job, fx: &mut Effects) {
+    if job.lease_id.is_none() {
+        return;
+    }
+    if let Some(agent) = job.rig.as_deref().and_then(|r| st.agent_of(r)) {
+        fx.send(
+            &agent,
+            ToAgent::Cancel {
+                job_id: job.id.clone(),
+                fencing_token: job.fencing_token,
+            },
+        );
+    }
+}
+
+/// Ends a job: records the outcome, frees its lease and rig, and does the rig's health bookkeeping. A failed
+/// sweep job with retries left is queued again on the same rig.
+pub(crate) fn finish(
+    st: &mut State,
+    job_id: &str,
+    state: JobState,
+    message: String,
+    steps: Option<Vec<StepReport>>,
+    now: u64,
+    fx: &mut Effects,
+) {
+    let Some(job) = st.jobs.get_mut(job_id) else {
+        return;
+    };
+    if job.state.is_terminal() {
+        return;
+    }
+    job.state = state;
+    job.message = message.clone();
+    job.finished_ms = now;
+    if let Some(s) = steps {
+        job.steps = s;
+    }
+    fx.tx.job(job);
+    let job = job.clone();
+    fx.event(FarmEvent::Job(job.id.clone()));
+    if let Some(req) = st
+        .requests
+        .values()
+        .find(|r| r.job_id.as_deref() == Some(job_id))
+        .map(|r| r.id.clone())
+    {
+        st.requests.remove(&req);
+        fx.tx.drop_request(&req);
+    }
+    if let Some(lease_id) = &job.lease_id {
+        if st.leases.remove(lease_id).is_some() {
+            fx.tx.drop_lease(lease_id);
+        }
+        if let Some(rig) = job.rig.as_ref().and_then(|r| st.rigs.get_mut(r)) {
+            if rig.lease_id.as_deref() == Some(lease_id) {
+                rig.lease_id = None;
+                if rig.state == RigState::Leased {
+                    rig.state = RigState::Idle;
+                }
+            }
+            health::after_job(rig, &job, state, &message, st.quarantine_after);
+            fx.tx.rig(rig);
+            fx.event(FarmEvent::Rig(rig.name.clone()));
+        }
+    }
+    if state == JobState::Failed {
+        retry_in_sweep(st, &job, now, fx);
+    }
+}
+
+/// A failed sweep job is retried on the same rig, to tell flaky from broken.
+fn retry_in_sweep(st: &mut State, job: &Job, now: u64, fx: &mut Effects) {
+    let Some(sweep_id) = &job.sweep_id else {
+        return;
+    };
+    let Some(retries) = st.sweeps.get(sweep_id).map(|s| s.retries) else {
+        return;
+    };
+    if job.attempt >= retries {
+        return;
+    }
+    let id = st.next_id("job", &mut fx.tx);
+    let retry = Job {
+        id: id.clone(),
+        state: JobState::Queued,
+        rig: None,
+        lease_id: None,
+        fencing_token: 0,
+        created_ms: now,
+        started_ms: 0,
+        finished_ms: 0,
+        message: format!("retry {} of {}", job.attempt + 1, job.id),
+        steps: vec![],
+        attempt: job.attempt + 1,
+        log_lines: 0,
+        ..job.clone()
+    };
+    enqueue(st, retry, fx);
+    if let Some(s) = st.sweeps.get_mut(sweep_id) {
+        s.job_ids.push(id);
+        fx.tx.sweep(s);
+    }
+}
+
+/// Applies an agent's result to a current job: its outcome and steps, and what the rig runs now.
+pub(crate) fn apply_result(st: &mut State, r: &JobResult, now: u64, fx: &mut Effects) {
+    let state = JobState::ended(r.outcome);
+    if let Some(job) = st.jobs.get_mut(&r.job_id) {
+        if !r.firmware_revision.is_empty() {
+            job.firmware_revision = r.firmware_revision.clone();
+        }
+    }
+    finish(
+        st,
+        &r.job_id,
+        state,
+        r.message.clone(),
+        Some(r.steps.clone()),
+        now,
+        fx,
+    );
+    // What the rig runs now.
+    let rig = st.jobs.get(&r.job_id).and_then(|j| j.rig.clone());
+    if let (Some(rig), false) = (rig, r.firmware_revision.is_empty()) {
+        if matches!(state, JobState::Passed | JobState::Failed) {
+            if let Some(rr) = st.rigs.get_mut(&rig) {
+                rr.firmware_revision = r.firmware_revision.clone();
+                fx.tx.rig(rr);
+            }
+        }
+    }
+}
+
+impl Farm {
+    /// Queues a job (and schedules it at once if a rig is free).
+    pub async fn submit_job(&self, caller: &Caller, r: JobRequest) -> Result<Job, FarmError> {
+        let plan = parse_plan(&r.plan_toml)?;
+        if r.timeout.is_zero() {
+            return Err(FarmError::InvalidArgument(
+                "timeout must be more than zero".into(),
+            ));
+        }
+        if r.priority == Priority::System {
+            return Err(FarmError::InvalidArgument(
+                "priority system is reserved for the controller's health checks".into(),
+            ));
+        }
+        let mut st = self.state.lock().await;
+        if plan.flash_step().is_some() && r.artifact_sha256.is_empty() {
+            return Err(FarmError::InvalidArgument(
+                "the plan flashes firmware: upload an artifact and give its sha256".into(),
+            ));
+        }
+        if !r.artifact_sha256.is_empty() && !st.artifacts.contains_key(&r.artifact_sha256) {
+            return Err(FarmError::FailedPrecondition(format!(
+                "artifact {} is not stored: upload it first",
+                r.artifact_sha256
+            )));
+        }
+        if !st.rigs.values().any(|rig| r.selector.matches(rig)) {
+            return Err(FarmError::FailedPrecondition(format!(
+                "no rig matches {}",
+                r.selector.describe()
+            )));
+        }
+        let now = now_ms();
+        let mut fx = Effects::default();
+        let id = st.next_id("job", &mut fx.tx);
+        let job = new_job(id.clone(), &r, &plan.name, &caller.name, now);
+        enqueue(&mut st, job, &mut fx);
+        fx.event(FarmEvent::Job(id.clone()));
+        self.reschedule(&mut st, fx).await?;
+        st.jobs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| FarmError::NotFound(format!("job {id} vanished")))
+    }
+
+    /// Cancels a job; only its submitter or an admin may. A running job's agent is told to stop.
+    pub async fn cancel_job(&self, caller: &Caller, id: &str) -> Result<Job, FarmError> {
+        let mut st = self.state.lock().await;
+        let Some(job) = st.jobs.get(id).cloned() else {
+            return Err(FarmError::NotFound(format!("no job {id}")));
+        };
+        if job.submitter != caller.name && !caller.is_admin() {
+            return Err(FarmError::PermissionDenied(format!(
+                "job {id} was submitted by {}; only they or an admin can cancel it",
+                job.submitter
+            )));
+        }
+        if job.state.is_terminal() {
+            return Ok(job);
+        }
+        let mut fx = Effects::default();
+        cancel_running(&st, &job, &mut fx);
+        finish(
+            &mut st,
+            id,
+            JobState::Cancelled,
+            format!("cancelled by {}", caller.name),
+            None,
+            now_ms(),
+            &mut fx,
+        );
+        self.reschedule(&mut st, fx).await?;
+        st.jobs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| FarmError::NotFound(format!("job {id} vanished")))
+    }
+}

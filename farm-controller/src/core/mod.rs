@@ -1,0 +1,187 @@
+//! The controller's core: the farm's state and every transition of it, in domain types only (no gRPC, no
+//! HTTP). The services and the dashboard call [`Farm`]'s methods; they never touch its state directly.
+//!
+//! One [`Farm`] holds the in-memory state behind a mutex. Each operation mutates the state and collects its
+//! [`Effects`] (records to write, messages for agents, events for watchers), commits the writes (atomic and
+//! flushed), and only then sends the messages and answers the caller. So anything acknowledged is on disk, and
+//! a restart rebuilds exactly the acknowledged state.
+//!
+//! - [`state`]: the in-memory state; [`scheduler`]: who gets which rig (pure functions);
+//! - [`leases`]: reservations and grants; [`jobs`]: a job's life; [`health`]: rig health and operator states;
+//! - [`agents`]: agent sessions; [`tick`]: the periodic work; [`sweeps`]: sweeps and their reports;
+//! - [`queries`]: read-only views for the services and the dashboard.
+
+mod agents;
+mod health;
+mod jobs;
+mod leases;
+mod queries;
+pub mod scheduler;
+mod state;
+mod sweeps;
+mod tick;
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, Mutex};
+
+use nvfarm_model::link::ToAgent;
+use nvfarm_model::time::now_ms;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError, Tx};
+
+pub use agents::AgentSender;
+pub use health::RigAction;
+pub use jobs::JobRequest;
+pub use leases::{Reservation, ReserveRequest};
+pub use queries::{JobFilter, MetricsSnapshot, RequestStatus};
+use state::State;
+pub use sweeps::SweepRequest;
+
+/// Why the farm refused or failed an operation. The gRPC edge maps each kind to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    /// No such rig, lease, request, job, sweep or artifact.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request itself is wrong (a plan, a duration, a value out of range).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is fine but the farm is not in a state to do it (no rig matches, the rig is leased).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Nothing is free now and the caller did not ask to wait.
+    #[error("{0}")]
+    Busy(String),
+    /// Someone else holds what the caller wants (another agent registered the rig).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's session was replaced by a newer one.
+    #[error("{0}")]
+    Superseded(String),
+    /// The store failed; nothing was acknowledged.
+    #[error("the controller's store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What watchers are told about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FarmEvent {
+    /// A job changed.
+    Job(String),
+    /// A job got log lines.
+    Log(String),
+    /// A waiting request changed (granted, ended).
+    Request(String),
+    /// A rig changed.
+    Rig(String),
+}
+
+/// What an operation does beyond changing the in-memory state: records to write, messages for agents, events.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub tx: Tx,
+    pub out: Vec<(String, ToAgent)>,
+    pub events: Vec<FarmEvent>,
+}
+
+impl Effects {
+    pub fn send(&mut self, agent: &str, msg: ToAgent) {
+        self.out.push((agent.to_string(), msg));
+    }
+    pub fn event(&mut self, e: FarmEvent) {
+        self.events.push(e);
+    }
+}
+
+/// The farm.
+#[derive(Debug)]
+pub struct Farm {
+    cfg: Config,
+    store: Store,
+    state: Mutex<State>,
+    events: broadcast::Sender<FarmEvent>,
+}
+
+impl Farm {
+    /// Opens the store and rebuilds the state from it. Rigs are offline until their agents register again; job
+    /// leases get a fresh grace period for their agent to come back.
+    pub async fn open(cfg: Config) -> Result<Arc<Farm>, FarmError> {
+        let store = Store::open(&cfg.data_dir)?;
+        let snap = store.load()?;
+        let mut log_lines = std::collections::HashMap::new();
+        for j in &snap.jobs {
+            log_lines.insert(j.id.clone(), store.logs(&j.id, 0)?.len() as u64);
+        }
+        let now = now_ms();
+        let (st, tx) = State::restore(snap, &log_lines, &cfg, now);
+        // The restart's own bookkeeping is on disk before anything is served.
+        store.commit(tx).await?;
+        tracing::info!(
+            rigs = st.rigs.len(),
+            jobs = st.jobs.len(),
+            queued = st.requests.len(),
+            leases = st.leases.len(),
+            fencing = st.fencing,
+            "state loaded from {}",
+            cfg.data_dir.display()
+        );
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(Farm {
+            cfg,
+            store,
+            state: Mutex::new(st),
+            events,
+        }))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Changes as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<FarmEvent> {
+        self.events.subscribe()
+    }
+
+    /// Where an artifact's bytes live.
+    pub fn artifact_path(&self, sha256: &str) -> std::path::PathBuf {
+        self.store.artifact_path(sha256)
+    }
+
+    /// Where uploads are written before they are complete.
+    pub fn artifacts_dir(&self) -> &std::path::Path {
+        self.store.artifacts_dir()
+    }
+
+    /// Flushes the store (every commit already did; for shutdown).
+    pub fn flush(&self) -> Result<(), FarmError> {
+        Ok(self.store.flush()?)
+    }
+
+    /// Commits `fx.tx`, then delivers `fx.out` and emits `fx.events`. The order is the durability guarantee.
+    async fn commit(&self, st: &State, fx: Effects) -> Result<(), FarmError> {
+        self.store.commit(fx.tx).await?;
+        st.deliver(fx.out);
+        for e in fx.events {
+            let _ = self.events.send(e);
+        }
+        Ok(())
+    }
+
+    /// Plans health checks, schedules, and commits: after any change that may free or need a rig.
+    async fn reschedule(&self, st: &mut State, mut fx: Effects) -> Result<(), FarmError> {
+        let now = now_ms();
+        health::plan_health_checks(st, &self.cfg.health_check_plan, now, &mut fx);
+        leases::grant_waiting(st, now, self.cfg.aging, &mut fx);
+        self.commit(st, fx).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! Read-only views of the farm for the services and the dashboard: rigs with their leases, jobs, logs, the
+//! queue with reasons, a waiting request's status, sweeps and their reports, artifacts, metrics.
+
+use std::collections::BTreeMap;
+
+use nvfarm_model::farm::{
+    Artifact, Job, JobState, Lease, QueueEntry, RigState, RigStatus, Selector, Sweep, SweepReport,
+};
+use nvfarm_model::time::now_ms;
+use nvfarm_model::LogLine;
+
+use super::state::State;
+use super::{scheduler, sweeps, Farm, FarmError};
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only jobs on this rig.
+    pub rig: Option<String>,
+    /// Only jobs of this sweep.
+    pub sweep_id: Option<String>,
+    /// At most this many (newest first); 0 = all.
+    pub limit: usize,
+}
+
+/// Where a waiting request stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RequestStatus {
+    /// Still waiting.
+    Waiting {
+        /// Its place in the queue.
+        position: u32,
+        /// Why.
+        waiting_because: String,
+    },
+    /// Granted this lease (which is still active).
+    Granted(Lease),
+    /// No longer waiting, and no active lease from it.
+    Ended(String),
+}
+
+/// Counts for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSnapshot {
+    /// Rigs per state.
+    pub rigs: BTreeMap<RigState, usize>,
+    /// Jobs per state.
+    pub jobs: BTreeMap<JobState, usize>,
+    /// Waiting requests.
+    pub queue_length: usize,
+    /// Agents with a live session.
+    pub agents_connected: usize,
+    /// Active leases.
+    pub leases: usize,
+    /// The last fencing token handed out.
+    pub fencing_token: u64,
+}
+
+fn rig_status(st: &State, r: &nvfarm_model::farm::Rig) -> RigStatus {
+    RigStatus {
+        rig: r.clone(),
+        lease: r.lease_id.as_ref().and_then(|l| st.leases.get(l)).cloned(),
+    }
+}
+
+fn queue(st: &State, now: u64, aging: std::time::Duration) -> Vec<QueueEntry> {
+    scheduler::service_order(st.requests.values(), now, aging)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| QueueEntry {
+            position: i as u32 + 1,
+            request: r.clone(),
+            waiting_because: scheduler::waiting_because(
+                &st.rigs,
+                &st.leases,
+                &st.requests,
+                r,
+                now,
+                aging,
+            ),
+        })
+        .collect()
+}
+
+impl Farm {
+    /// Rigs with these labels (all rigs for an empty map), by name.
+    pub async fn rigs(&self, labels: &BTreeMap<String, String>) -> Vec<RigStatus> {
+        let st = self.state.lock().await;
+        let sel = Selector::labels(labels.clone());
+        st.rigs
+            .values()
+            .filter(|r| sel.matches(r))
+            .map(|r| rig_status(&st, r))
+            .collect()
+    }
+
+    /// One rig.
+    pub async fn rig(&self, name: &str) -> Result<RigStatus, FarmError> {
+        let st = self.state.lock().await;
+        st.rigs
+            .get(name)
+            .map(|r| rig_status(&st, r))
+            .ok_or_else(|| FarmError::NotFound(format!("no rig {name}")))
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job, FarmError> {
+        self.state
+            .lock()
+            .await
+            .jobs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| FarmError::NotFound(format!("no job {id}")))
+    }
+
+    /// Jobs, newest first.
+    pub async fn jobs(&self, f: &JobFilter) -> Vec<Job> {
+        let st = self.state.lock().await;
+        let mut jobs: Vec<&Job> = st
+            .jobs
+            .values()
+            .filter(|j| f.rig.is_none() || j.rig == f.rig)
+            .filter(|j| f.sweep_id.is_none() || j.sweep_id == f.sweep_id)
+            .collect();
+        jobs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        let limit = if f.limit == 0 { usize::MAX } else { f.limit };
+        jobs.into_iter().take(limit).cloned().collect()
+    }
+
+    /// A job's log lines from line `from` on, with their numbers.
+    pub fn logs(&self, job_id: &str, from: u64) -> Result<Vec<(u64, LogLine)>, FarmError> {
+        Ok(self.store.logs(job_id, from)?)
+    }
+
+    /// The queue in service order, with reasons.
+    pub async fn queue(&self) -> Vec<QueueEntry> {
+        let st = self.state.lock().await;
+        queue(&st, now_ms(), self.cfg.aging)
+    }
+
+    /// Where a waiting request stands.
+    pub async fn request_status(&self, id: &str) -> RequestStatus {
+        let st = self.state.lock().await;
+        let now = now_ms();
+        if let Some(r) = st.requests.get(id) {
+            return RequestStatus::Waiting {
+                position: scheduler::position(&st.requests, id, now, self.cfg.aging),
+                waiting_because: scheduler::waiting_because(
+                    &st.rigs,
+                    &st.leases,
+                    &st.requests,
+                    r,
+                    now,
+                    self.cfg.aging,
+                ),
+            };
+        }
+        match st.grants.get(id).and_then(|l| st.leases.get(l)) {
+            Some(lease) => RequestStatus::Granted(lease.clone()),
+            None => RequestStatus::Ended(
+                "the request is no longer waiting (cancelled, or its lease already ended)".into(),
+            ),
+        }
+    }
+
+    /// A sweep and whether every job of it has ended.
+    pub async fn sweep(&self, id: &str) -> Result<(Sweep, bool), FarmError> {
+        let st = self.state.lock().await;
+        let s = st
+            .sweeps
+            .get(id)
+            .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
+        Ok((s.clone(), sweeps::done(&st, s)))
+    }
+
+    /// A sweep's report against the previous sweep of its name.
+    pub async fn sweep_report(
+        &self,
+        id: &str,
+        threshold_pct: f64,
+    ) -> Result<SweepReport, FarmError> {
+        let st = self.state.lock().await;
+        let s = st
+            .sweeps
+            .get(id)
+            .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
+        Ok(sweeps::report(&st, s, threshold_pct))
+    }
+
+    /// Every sweep, newest first.
+    pub async fn sweeps(&self) -> Vec<Sweep> {
+        let st = self.state.lock().await;
+        let mut v: Vec<Sweep> = st.sweeps.values().cloned().collect();
+        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        v
+    }
+
+    /// A stored artifact.
+    pub async fn artifact(&self, sha256: &str) -> Option<Artifact> {
+        self.state.lock().await.artifacts.get(sha256).cloned()
+    }
+
+    /// Records an artifact whose bytes are in place.
+    pub async fn put_artifact(&self, a: Artifact) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let mut fx = super::Effects::default();
+        fx.tx.artifact(&a);
+        st.artifacts.insert(a.sha256.clone(), a);
+        self.commit(&st, fx).await
+    }
+
+    /// Counts for `/metrics`.
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        let st = self.state.lock().await;
+        let mut m = MetricsSnapshot {
+            queue_length: st.requests.len(),
+            agents_connected: st.agents.values().filter(|a| !a.lost).count(),
+            leases: st.leases.len(),
+            fencing_token: st.fencing,
+            ..Default::default()
+        };
+        for s in RigState::ALL {
+            m.rigs.insert(s, 0);
+        }
+        for s in JobState::ALL {
+            m.jobs.insert(s, 0);
+        }
+        for r in st.rigs.values() {
+            *m.rigs.entry(r.state).or_default() += 1;
+        }
+        for j in st.jobs.values() {
+            *m.jobs.entry(j.state).or_default() += 1;
+        }
+        m
+    }
+}

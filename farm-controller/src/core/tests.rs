@@ -1,0 +1,365 @@
+//! The state machine without processes: scheduling through the farm, health bookkeeping, holder checks,
+//! stale results, restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use nvfarm_model::farm::{Job, JobState, Priority, RigState, Selector};
+use nvfarm_model::link::{AgentRig, JobResult, Registration, ToAgent};
+use nvfarm_model::time::now_ms;
+use nvfarm_model::Outcome;
+
+use super::*;
+use crate::auth::Caller;
+use crate::config::{Config, Role};
+
+const PLAN: &str = "name = \"p\"\n[[step]]\nkind = \"smart\"\n";
+
+fn cfg(dir: &std::path::Path, aging: Duration) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        aging,
+        quarantine_after: 2,
+        ..Config::default()
+    }
+}
+
+fn who(name: &str) -> Caller {
+    Caller {
+        name: name.into(),
+        role: Role::User,
+    }
+}
+
+/// A farm with one agent "a" holding `rigs` rigs r1..rN (label model=X).
+async fn farm(
+    dir: &std::path::Path,
+    aging: Duration,
+    rigs: usize,
+) -> (Arc<Farm>, mpsc::UnboundedReceiver<ToAgent>) {
+    let f = Farm::open(cfg(dir, aging)).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = f.agent_connected("a", tx).await;
+    let reg = Registration {
+        agent: "a".into(),
+        rigs: (1..=rigs)
+            .map(|i| AgentRig {
+                name: format!("r{i}"),
+                labels: [("model".to_string(), "X".to_string())].into(),
+                ..Default::default()
+            })
+            .collect(),
+        jobs: vec![],
+        version: "test".into(),
+    };
+    f.agent_register("a", conn, reg).await.unwrap();
+    (f, rx)
+}
+
+fn reservation(
+    selector: Selector,
+    priority: Priority,
+    duration: Duration,
+    wait: bool,
+) -> ReserveRequest {
+    ReserveRequest {
+        selector,
+        priority,
+        duration,
+        wait,
+    }
+}
+
+async fn holder_of(f: &Farm, rig: &str) -> Option<String> {
+    f.rig(rig).await.unwrap().lease.map(|l| l.holder)
+}
+
+async fn release_rig(f: &Farm, rig: &str) {
+    let lease = f.rig(rig).await.unwrap().lease.expect("leased");
+    let admin = Caller {
+        name: "admin".into(),
+        role: Role::Admin,
+    };
+    f.release(&admin, &lease.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn interactive_then_ci_then_nightly_and_fifo_within_a_class() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(3600), 1).await;
+    let hour = Duration::from_secs(3600);
+    assert!(matches!(
+        f.reserve(
+            &who("first"),
+            reservation(Selector::rig("r1"), Priority::Ci, hour, true)
+        )
+        .await
+        .unwrap(),
+        Reservation::Granted(_)
+    ));
+    for (name, priority) in [
+        ("night", Priority::Nightly),
+        ("ci-1", Priority::Ci),
+        ("ci-2", Priority::Ci),
+        ("human", Priority::Interactive),
+    ] {
+        let r = f
+            .reserve(
+                &who(name),
+                reservation(Selector::rig("r1"), priority, hour, true),
+            )
+            .await
+            .unwrap();
+        let Reservation::Queued {
+            waiting_because, ..
+        } = r
+        else {
+            panic!("{name} should queue")
+        };
+        assert!(
+            waiting_because.contains("r1 reserved by first"),
+            "{waiting_because}"
+        );
+    }
+    let order: Vec<String> = f
+        .queue()
+        .await
+        .into_iter()
+        .map(|e| e.request.holder)
+        .collect();
+    assert_eq!(order, ["human", "ci-1", "ci-2", "night"]);
+    for expect in ["human", "ci-1", "ci-2", "night"] {
+        release_rig(&f, "r1").await;
+        assert_eq!(holder_of(&f, "r1").await.as_deref(), Some(expect));
+    }
+}
+
+#[tokio::test]
+async fn a_ci_request_ages_into_interactive_but_nightly_never_overtakes() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::ZERO, 1).await;
+    let hour = Duration::from_secs(3600);
+    for (name, p) in [
+        ("first", Priority::Ci),
+        ("night", Priority::Nightly),
+        ("old-ci", Priority::Ci),
+    ] {
+        f.reserve(&who(name), reservation(Selector::rig("r1"), p, hour, true))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    f.reserve(
+        &who("human"),
+        reservation(Selector::rig("r1"), Priority::Interactive, hour, true),
+    )
+    .await
+    .unwrap();
+    release_rig(&f, "r1").await;
+    assert_eq!(
+        holder_of(&f, "r1").await.as_deref(),
+        Some("old-ci"),
+        "aged CI is served like interactive, oldest first"
+    );
+    release_rig(&f, "r1").await;
+    assert_eq!(holder_of(&f, "r1").await.as_deref(), Some("human"));
+    release_rig(&f, "r1").await;
+    assert_eq!(
+        holder_of(&f, "r1").await.as_deref(),
+        Some("night"),
+        "nightly only gets the rig when nobody else waits"
+    );
+}
+
+#[tokio::test]
+async fn only_the_holder_or_an_admin_releases_and_unknown_selectors_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let minute = Duration::from_secs(60);
+    let Reservation::Granted(l) = f
+        .reserve(
+            &who("alice"),
+            reservation(Selector::rig("r1"), Priority::Interactive, minute, false),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let e = f.release(&who("bob"), &l.id).await.unwrap_err();
+    assert!(matches!(e, FarmError::PermissionDenied(_)), "{e:?}");
+    assert!(e.to_string().contains("held by alice"), "{e}");
+    f.release(&who("alice"), &l.id).await.unwrap();
+    let e = f
+        .reserve(
+            &who("alice"),
+            reservation(
+                Selector::labels([("model".into(), "Y".into())].into()),
+                Priority::Ci,
+                minute,
+                true,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FarmError::FailedPrecondition(_)), "{e:?}");
+    assert!(e.to_string().contains("no rig matches model=Y"));
+}
+
+fn result(job: &Job, outcome: Outcome) -> JobResult {
+    JobResult::early(&job.id, job.fencing_token, outcome, format!("it {outcome}"))
+}
+
+fn job_request() -> JobRequest {
+    JobRequest {
+        selector: Selector::rig("r1"),
+        plan_toml: PLAN.into(),
+        artifact_sha256: String::new(),
+        firmware_name: String::new(),
+        timeout: Duration::from_secs(600),
+        priority: Priority::Ci,
+        sweep_id: None,
+    }
+}
+
+#[tokio::test]
+async fn infrastructure_errors_trigger_health_checks_then_quarantine() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let alice = who("alice");
+    let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+    assert_eq!(j1.state, JobState::Assigned);
+    f.agent_result("a", result(&j1, Outcome::Error))
+        .await
+        .unwrap();
+    assert_eq!(f.job(&j1.id).await.unwrap().state, JobState::Error);
+    // A health check takes the rig before anything else.
+    let j2 = f.submit_job(&alice, job_request()).await.unwrap();
+    assert_eq!(j2.state, JobState::Queued);
+    let hc = f
+        .jobs(&JobFilter::default())
+        .await
+        .into_iter()
+        .find(|j| j.health_check)
+        .unwrap();
+    assert_eq!(hc.state, JobState::Assigned);
+    let why = &f.queue().await[0].waiting_because;
+    assert!(why.contains("running job") && why.contains(&hc.id), "{why}");
+    f.agent_result("a", result(&hc, Outcome::Passed))
+        .await
+        .unwrap();
+    let j2 = f.job(&j2.id).await.unwrap();
+    assert_eq!(
+        j2.state,
+        JobState::Assigned,
+        "the queued job runs after the health check"
+    );
+    f.agent_result("a", result(&j2, Outcome::Error))
+        .await
+        .unwrap();
+    let r = f.rig("r1").await.unwrap().rig;
+    assert_eq!(r.state, RigState::Quarantined, "{r:?}");
+    assert!(
+        r.reason.contains("2 consecutive infrastructure errors"),
+        "{}",
+        r.reason
+    );
+    let restored = f
+        .set_rig_state(&alice, "r1", RigAction::Restore, "")
+        .await
+        .unwrap();
+    assert_eq!(restored.state, RigState::Idle);
+    assert_eq!(restored.consecutive_infra_errors, 0);
+}
+
+#[tokio::test]
+async fn stale_results_do_not_change_a_decided_job() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let alice = who("alice");
+    let j = f.submit_job(&alice, job_request()).await.unwrap();
+    f.cancel_job(&alice, &j.id).await.unwrap();
+    f.agent_result("a", result(&j, Outcome::Passed))
+        .await
+        .unwrap();
+    assert_eq!(f.job(&j.id).await.unwrap().state, JobState::Cancelled);
+    let mut old = result(&j, Outcome::Failed);
+    old.fencing_token -= 1;
+    f.agent_result("a", old).await.unwrap();
+    assert_eq!(f.job(&j.id).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        f.rig("r1").await.unwrap().rig.state,
+        RigState::Idle,
+        "cancelling freed the rig"
+    );
+}
+
+#[tokio::test]
+async fn a_granted_job_is_assigned_to_its_agent_after_registered() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, mut rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    assert!(matches!(rx.recv().await, Some(ToAgent::Registered { .. })));
+    let j = f.submit_job(&who("alice"), job_request()).await.unwrap();
+    match rx.recv().await {
+        Some(ToAgent::Assign(a)) => {
+            assert_eq!(a.job_id, j.id);
+            assert_eq!(a.rig, "r1");
+            assert_eq!(a.fencing_token, j.fencing_token);
+            assert!(a.timeout_ms > 0 && a.timeout_ms <= 600_000);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_restart_restores_leases_queue_jobs_and_the_fencing_counter() {
+    let t = tempfile::tempdir().unwrap();
+    let (lease, queued, fencing) = {
+        let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+        let Reservation::Granted(l) = f
+            .reserve(
+                &who("alice"),
+                reservation(
+                    Selector::rig("r1"),
+                    Priority::Interactive,
+                    Duration::from_secs(600),
+                    false,
+                ),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let Reservation::Queued { request_id, .. } = f
+            .reserve(
+                &who("bob"),
+                reservation(
+                    Selector::rig("r1"),
+                    Priority::Ci,
+                    Duration::from_secs(60),
+                    true,
+                ),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let fencing = f.metrics().await.fencing_token;
+        (l, request_id, fencing)
+        // Dropped without any shutdown: like kill -9 after the last acknowledged change.
+    };
+    let f = Farm::open(cfg(t.path(), Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let r1 = f.rig("r1").await.unwrap();
+    assert_eq!(r1.lease.as_ref().map(|l| l.holder.as_str()), Some("alice"));
+    assert_eq!(r1.rig.lease_id.as_deref(), Some(lease.id.as_str()));
+    assert_eq!(r1.rig.state, RigState::Leased);
+    assert!(f.queue().await.iter().any(|e| e.request.id == queued));
+    assert_eq!(f.metrics().await.fencing_token, fencing);
+    let _ = now_ms();
+}

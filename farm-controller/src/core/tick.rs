@@ -1,0 +1,131 @@
+//! The periodic work: agents silent too long lose their rigs and running jobs, reservations expire, jobs past
+//! their overall timeout end; then whatever was freed is scheduled.
+
+use std::time::{Duration, SystemTime};
+
+use nvfarm_model::farm::{JobState, Lease, LeaseKind, RigState};
+use nvfarm_model::time::now_ms;
+
+use super::jobs::{cancel_running, finish};
+use super::leases::drop_reservation;
+use super::state::State;
+use super::{Effects, Farm, FarmError, FarmEvent};
+
+/// Marks agents silent for longer than `timeout` as lost: their rigs go offline, their running jobs end as
+/// errors.
+fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effects) {
+    let silent: Vec<String> = st
+        .agents
+        .iter()
+        .filter(|(_, s)| !s.lost && s.last_heartbeat.elapsed() > timeout)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for agent in silent {
+        let secs = timeout.as_secs_f64();
+        tracing::warn!(
+            agent,
+            "no heartbeat for {secs:.0}s: its rigs go offline and its jobs end as error"
+        );
+        if let Some(s) = st.agents.get_mut(&agent) {
+            s.lost = true;
+        }
+        let rigs: Vec<String> = st
+            .rigs
+            .values()
+            .filter(|r| r.agent == agent)
+            .map(|r| r.name.clone())
+            .collect();
+        for rig in &rigs {
+            let jobs: Vec<String> = st
+                .jobs
+                .values()
+                .filter(|j| {
+                    !j.state.is_terminal() && j.rig.as_deref() == Some(rig) && j.lease_id.is_some()
+                })
+                .map(|j| j.id.clone())
+                .collect();
+            for j in jobs {
+                finish(
+                    st,
+                    &j,
+                    JobState::Error,
+                    format!("agent {agent} stopped answering (no heartbeat for {secs:.0}s)"),
+                    None,
+                    now,
+                    fx,
+                );
+            }
+            if let Some(r) = st.rigs.get_mut(rig) {
+                if r.state != RigState::Quarantined && r.state != RigState::Maintenance {
+                    r.state = RigState::Offline;
+                    r.reason = format!(
+                        "agent {agent} silent since {}",
+                        humantime::format_rfc3339_seconds(SystemTime::now() - timeout)
+                    );
+                }
+                // Reservations on an offline rig stay until they expire; nothing runs meanwhile.
+                fx.tx.rig(r);
+                fx.event(FarmEvent::Rig(rig.clone()));
+            }
+        }
+    }
+}
+
+/// Ends reservations whose time is up.
+fn expire_reservations(st: &mut State, now: u64, fx: &mut Effects) {
+    let expired: Vec<Lease> = st
+        .leases
+        .values()
+        .filter(|l| l.kind == LeaseKind::Reservation && l.expires_ms <= now)
+        .cloned()
+        .collect();
+    for l in expired {
+        tracing::info!(
+            lease = l.id,
+            rig = l.rig,
+            holder = l.holder,
+            "reservation expired"
+        );
+        drop_reservation(st, &l, &mut fx.tx);
+        fx.event(FarmEvent::Rig(l.rig.clone()));
+    }
+}
+
+/// Ends jobs past their overall timeout (queueing included); a running one's agent is told to stop.
+fn time_out_jobs(st: &mut State, now: u64, fx: &mut Effects) {
+    let timed_out: Vec<String> = st
+        .jobs
+        .values()
+        .filter(|j| !j.state.is_terminal() && j.timeout_ms > 0 && now > j.created_ms + j.timeout_ms)
+        .map(|j| j.id.clone())
+        .collect();
+    for id in timed_out {
+        let Some(job) = st.jobs.get(&id).cloned() else {
+            continue;
+        };
+        cancel_running(st, &job, fx);
+        let what = if job.state == JobState::Queued {
+            "no rig became free within the job timeout of"
+        } else {
+            "job timeout exceeded:"
+        };
+        let msg = format!(
+            "{what} {}",
+            humantime::format_duration(Duration::from_millis(job.timeout_ms))
+        );
+        finish(st, &id, JobState::TimedOut, msg, None, now, fx);
+    }
+}
+
+impl Farm {
+    /// Periodic work: silent agents, expired reservations, job timeouts, then scheduling.
+    pub async fn tick(&self) -> Result<(), FarmError> {
+        let mut st = self.state.lock().await;
+        let now = now_ms();
+        let mut fx = Effects::default();
+        lose_silent_agents(&mut st, self.cfg.agent_timeout, now, &mut fx);
+        expire_reservations(&mut st, now, &mut fx);
+        time_out_jobs(&mut st, now, &mut fx);
+        self.reschedule(&mut st, fx).await
+    }
+}

@@ -1,0 +1,192 @@
+//! The command line: every subcommand and option, documented for `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nvme_spec::units::parse_duration;
+
+/// farmctl: flash and test firmware on real drives, reserve rigs, run sweeps.
+///
+/// Exit codes of `run` and `sweep` (and of every command on error): 0 passed, 1 a test failed, 2 bad input or
+/// usage, 3 infrastructure error (no matching rig, agent lost, rig unusable, controller unreachable), 4 timed
+/// out or cancelled.
+#[derive(Parser, Debug)]
+#[command(name = "farmctl", version)]
+pub struct Cli {
+    /// The farm-controller's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "FARM_CONTROLLER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub controller: String,
+    /// Bearer token (needed when the controller has tokens configured).
+    #[arg(long, global = true, env = "FARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine-readable JSON on stdout (the same record shapes as the controller's /api).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A subcommand.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List rigs, their state and who holds them.
+    Rigs {
+        /// Only rigs with these labels (k=v,k2=v2).
+        #[arg(long)]
+        labels: Option<String>,
+    },
+    /// Reserve a rig for yourself.
+    Reserve {
+        /// The rig to reserve.
+        #[arg(long, conflicts_with = "labels")]
+        rig: Option<String>,
+        /// Any rig with these labels (k=v,k2=v2).
+        #[arg(long)]
+        labels: Option<String>,
+        /// How long (e.g. 2h; at most 7 days).
+        #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
+        duration: Duration,
+        /// Queue and wait until a rig is free.
+        #[arg(long)]
+        wait: bool,
+        /// interactive, ci or nightly.
+        #[arg(long, default_value = "interactive")]
+        priority: String,
+    },
+    /// Release a reservation.
+    Release {
+        /// The lease (from `reserve`).
+        lease_id: String,
+    },
+    /// Extend a reservation.
+    Extend {
+        /// The lease (from `reserve`).
+        lease_id: String,
+        /// By how long (e.g. 1h).
+        #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
+        duration: Duration,
+    },
+    /// Flash a firmware build and run a test plan on a rig (the CI stage). Blocks, streams the log.
+    Run {
+        /// The firmware image.
+        #[arg(long)]
+        firmware: PathBuf,
+        /// The test plan (TOML).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Run on this rig.
+        #[arg(long, conflicts_with = "labels")]
+        rig: Option<String>,
+        /// Run on any rig with these labels (k=v,k2=v2).
+        #[arg(long)]
+        labels: Option<String>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Overall limit, queueing included.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        timeout: Duration,
+        /// interactive, ci or nightly.
+        #[arg(long, default_value = "ci")]
+        priority: String,
+    },
+    /// Run one plan on every matching rig and compare with the previous sweep of the same name.
+    Sweep {
+        /// The firmware image.
+        #[arg(long)]
+        firmware: PathBuf,
+        /// The test plan (TOML).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Every rig with these labels (k=v,k2=v2; default: every rig).
+        #[arg(long)]
+        labels: Option<String>,
+        /// The name sweeps are compared by (default: the plan's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write a JUnit XML report here (one suite per rig).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Each job's overall limit, queueing included.
+        #[arg(long, value_parser = parse_duration, default_value = "2h")]
+        timeout: Duration,
+        /// Re-run a failed rig this many times (a pass on retry is reported as flaky).
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// An io metric (IOPS, bandwidth, p99 latency) worse than last time by more than this percentage is a
+        /// regression.
+        #[arg(long, default_value_t = 25.0)]
+        threshold: f64,
+        /// interactive, ci or nightly.
+        #[arg(long, default_value = "nightly")]
+        priority: String,
+    },
+    /// Recent jobs.
+    Jobs {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only jobs on this rig.
+        #[arg(long)]
+        rig: Option<String>,
+    },
+    /// One job with its steps (with --json, each step carries its log).
+    Job {
+        /// The job.
+        id: String,
+    },
+    /// A job's log.
+    Logs {
+        /// The job.
+        id: String,
+        /// Keep streaming until the job ends (then exit with its exit code).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Waiting requests, their position and why they wait.
+    Queue,
+    /// Cancel a job (its lease is freed).
+    Cancel {
+        /// The job.
+        id: String,
+    },
+    /// Quarantine, restore or put a rig in maintenance.
+    Rig {
+        /// The action.
+        #[command(subcommand)]
+        action: RigAction,
+    },
+}
+
+/// An operator action on a rig.
+#[derive(Subcommand, Debug)]
+pub enum RigAction {
+    /// Take a rig out of service with a reason.
+    Quarantine {
+        /// The rig.
+        name: String,
+        /// Why (shown in `farmctl rigs`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Return a quarantined, maintenance or offline rig to service.
+    Restore {
+        /// The rig.
+        name: String,
+    },
+    /// Put a rig into maintenance.
+    Maintenance {
+        /// The rig.
+        name: String,
+        /// Why (shown in `farmctl rigs`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}

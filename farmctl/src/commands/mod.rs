@@ -1,0 +1,131 @@
+//! The subcommands, one module per group, and what they share: selectors, priorities, local plan checks.
+
+mod jobs;
+mod leases;
+mod rigs;
+mod run;
+mod sweep;
+
+use std::path::Path;
+
+use nvfarm_model::farm::{parse_labels, Priority, Selector};
+use nvfarm_model::plan::Plan;
+use nvfarm_model::ExitCode;
+use nvfarm_proto::v1 as pb;
+
+use crate::cli::{Cli, Command};
+use crate::client::{connect, CliError, Result};
+
+/// A rig-or-labels selector from the flags; `required` refuses an empty one.
+fn selector(rig: &Option<String>, labels: &Option<String>, required: bool) -> Result<Selector> {
+    let labels = match labels {
+        Some(l) => parse_labels(l).map_err(CliError::usage)?,
+        None => Default::default(),
+    };
+    if required && rig.is_none() && labels.is_empty() {
+        return Err(CliError::usage("give --rig NAME or --labels k=v,..."));
+    }
+    Ok(Selector {
+        rig: rig.clone(),
+        labels,
+    })
+}
+
+/// `--priority` as the wire value.
+fn priority(s: &str) -> Result<i32> {
+    let p: Priority = s
+        .parse()
+        .map_err(|e| CliError::usage(format!("--priority: {e}")))?;
+    Ok(nvfarm_proto::convert::priority_pb(p) as i32)
+}
+
+/// Reads and validates a plan locally (bad input never needs the controller).
+fn load_plan(path: &Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read plan {}: {e}", path.display())))?;
+    let plan = Plan::parse(&text, path).map_err(CliError::usage)?;
+    Ok((text, plan.name))
+}
+
+/// Runs the command.
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // Local validation first: bad input never needs the controller.
+    if let Command::Run { plan, .. } | Command::Sweep { plan, .. } = &cli.command {
+        load_plan(plan)?;
+    }
+    let mut c = connect(&cli.controller, cli.token.as_deref()).await?;
+    let j = cli.json;
+    match cli.command {
+        Command::Rigs { labels } => rigs::list(&mut c, j, labels).await,
+        Command::Rig { action } => rigs::set_state(&mut c, j, action).await,
+        Command::Reserve {
+            rig,
+            labels,
+            duration,
+            wait,
+            priority: p,
+        } => {
+            let sel = selector(&rig, &labels, true)?;
+            leases::reserve(&mut c, j, sel, duration, wait, priority(&p)?).await
+        }
+        Command::Release { lease_id } => leases::release(&mut c, j, lease_id).await,
+        Command::Extend { lease_id, duration } => {
+            leases::extend(&mut c, j, lease_id, duration).await
+        }
+        Command::Queue => leases::queue(&mut c, j).await,
+        Command::Run {
+            firmware,
+            plan,
+            rig,
+            labels,
+            junit,
+            timeout,
+            priority: p,
+        } => {
+            let args = run::RunArgs {
+                firmware,
+                plan,
+                selector: selector(&rig, &labels, true)?,
+                junit,
+                timeout,
+                priority: priority(&p)?,
+            };
+            run::run(&mut c, &cli.controller, cli.token.as_deref(), j, args).await
+        }
+        Command::Sweep {
+            firmware,
+            plan,
+            labels,
+            name,
+            junit,
+            timeout,
+            retries,
+            threshold,
+            priority: p,
+        } => {
+            let args = sweep::SweepArgs {
+                firmware,
+                plan,
+                labels: selector(&None, &labels, false)?.labels,
+                name,
+                junit,
+                timeout,
+                retries,
+                threshold,
+                priority: priority(&p)?,
+            };
+            sweep::sweep(&mut c, j, args).await
+        }
+        Command::Jobs { limit, rig } => jobs::list(&mut c, j, limit, rig).await,
+        Command::Job { id } => jobs::show(&mut c, j, id).await,
+        Command::Logs { id, follow } => {
+            jobs::logs(&mut c, &cli.controller, cli.token.as_deref(), id, follow).await
+        }
+        Command::Cancel { id } => jobs::cancel(&mut c, j, id).await,
+    }
+}
+
+/// A selector on the wire.
+fn selector_pb(s: &Selector) -> pb::Selector {
+    pb::Selector::from(s)
+}

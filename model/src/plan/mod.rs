@@ -1,0 +1,294 @@
+//! Test plans: ordered steps in TOML, validated completely before anything touches a drive.
+//!
+//! ```toml
+//! name = "smoke"
+//! description = "flash, check identity and health, move some data, self-test"
+//!
+//! [[step]]
+//! kind = "flash"                      # activate = "reset" | "now" | "next-reset"
+//!
+//! [[step]]
+//! kind = "identify"
+//! expect = { fr = "{firmware.revision}", mn = "NVFARM SIM X1" }
+//!
+//! [[step]]
+//! kind = "io"
+//! rw = "randrw"
+//! bs = "4k"
+//! iodepth = 16
+//! runtime = "3s"
+//! verify = true
+//! min_iops = 1000
+//! ```
+//!
+//! Every step takes `name`, `timeout` and `on_failure` ("stop" or "continue") besides its own keys. Strings in
+//! `identify.expect`, `console_expect.pattern` and `script.command` may use the placeholders listed in
+//! [`placeholders`]. An error names the plan file, the step number and the key.
+//!
+//! - this module: the plan model;
+//! - [`parse`]: TOML to a validated [`Plan`], one function per step kind;
+//! - [`placeholders`]: `{firmware.revision}`-style values filled in at run time.
+
+mod parse;
+pub mod placeholders;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nvme_spec::Activation;
+use serde::{Deserialize, Serialize};
+
+use crate::io::IoOptions;
+
+/// Why a plan cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The file could not be read.
+    #[error("cannot read plan {file}: {source}")]
+    Read {
+        /// The plan file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan is not valid; `context` names the step and key.
+    #[error("{file}: {context}: {reason}")]
+    Invalid {
+        /// The plan file (or `<job-N>` for a plan that came over the wire).
+        file: PathBuf,
+        /// Where: `step 3 (io) key 'bs'`.
+        context: String,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+}
+
+/// What to do with the rest of the plan when a step fails (errors and timeouts always stop it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Skip the remaining steps.
+    Stop,
+    /// Run the remaining steps anyway.
+    Continue,
+}
+
+/// Which device self-test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfTestKind {
+    /// Short device self-test (minutes).
+    Short,
+    /// Extended device self-test (hours on real drives).
+    Extended,
+}
+
+/// Which sanitize operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SanitizeKind {
+    /// Block erase.
+    BlockErase,
+    /// Crypto erase.
+    CryptoErase,
+    /// Overwrite.
+    Overwrite,
+}
+
+/// Where an `io` step's data goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoTarget {
+    /// The drive's namespace 1 through the block layer (a simulated drive's media).
+    Namespace,
+    /// NVMe passthrough (uring_cmd) on the namespace's generic char device `/dev/ngXn1`.
+    Generic,
+    /// An explicit path.
+    Path(PathBuf),
+}
+
+/// Limits an `io` step's results must meet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IoThresholds {
+    /// Lowest acceptable IOPS (reads and writes together).
+    pub min_iops: Option<f64>,
+    /// Lowest acceptable bandwidth, bytes per second.
+    pub min_bandwidth: Option<u64>,
+    /// Highest acceptable p99 latency (of either direction).
+    pub max_p99_latency: Option<Duration>,
+    /// Highest acceptable mean latency (of either direction).
+    pub max_mean_latency: Option<Duration>,
+}
+
+/// An `io` step: the workload, where it runs, and what it must reach.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IoStep {
+    /// The workload.
+    pub options: IoOptions,
+    /// Where it runs.
+    pub target: IoTarget,
+    /// What it must reach.
+    pub thresholds: IoThresholds,
+}
+
+/// What a step does, with its own settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Update the firmware to the build under test.
+    Flash {
+        /// How the new image is activated.
+        activate: Activation,
+        /// Target slot (default: a writable slot other than the running one).
+        slot: Option<u8>,
+        /// How long to wait for the drive after activation.
+        wait_timeout: Duration,
+        /// Roll back to the previous slot when the new image does not verify.
+        rollback: bool,
+    },
+    /// Identify Controller fields must have these values.
+    Identify {
+        /// Field name (nvme-cli's) to expected value (placeholders allowed).
+        expect: BTreeMap<String, String>,
+    },
+    /// SMART / Health log checks.
+    Smart {
+        /// Highest acceptable composite temperature.
+        max_temperature_c: Option<i32>,
+        /// Required critical warning bits (usually 0).
+        critical_warning: Option<u8>,
+        /// Most media errors allowed.
+        max_media_errors: Option<u64>,
+        /// Most endurance used allowed, percent.
+        max_percent_used: Option<u8>,
+        /// Least available spare allowed, percent.
+        min_avail_spare: Option<u8>,
+        /// Largest allowed increase of a counter since the plan started.
+        max_delta: BTreeMap<String, u64>,
+    },
+    /// Run a device self-test and wait for its result.
+    #[serde(rename = "selftest")]
+    SelfTest {
+        /// Short or extended.
+        test: SelfTestKind,
+    },
+    /// Format NVM on namespace 1.
+    Format {
+        /// LBA format index.
+        lbaf: u8,
+        /// Secure erase setting (0 none, 1 user data, 2 crypto).
+        ses: u8,
+    },
+    /// Sanitize the drive and wait for completion.
+    Sanitize {
+        /// Which operation.
+        action: SanitizeKind,
+    },
+    /// An io workload.
+    Io(IoStep),
+    /// Power the rig off and on.
+    PowerCycle {
+        /// How long power stays off.
+        off_time: Duration,
+        /// Wait for the drive to answer afterwards.
+        wait: bool,
+    },
+    /// Wait until the drive answers Identify.
+    WaitForDrive,
+    /// Wait for a console line matching a regular expression.
+    ConsoleExpect {
+        /// The regular expression (placeholders allowed).
+        pattern: String,
+    },
+    /// Run a shell command on the bench.
+    Script {
+        /// The command (`sh -c`).
+        command: String,
+        /// Extra environment variables (placeholders allowed in values).
+        env: BTreeMap<String, String>,
+        /// The exit status that passes.
+        expect_exit: i32,
+    },
+}
+
+/// Every step kind, as plans spell them.
+pub const KINDS: &str = "flash, identify, smart, selftest, format, sanitize, io, power_cycle, wait_for_drive, console_expect, script";
+
+impl StepKind {
+    /// The kind's name as plans spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Flash { .. } => "flash",
+            StepKind::Identify { .. } => "identify",
+            StepKind::Smart { .. } => "smart",
+            StepKind::SelfTest { .. } => "selftest",
+            StepKind::Format { .. } => "format",
+            StepKind::Sanitize { .. } => "sanitize",
+            StepKind::Io(_) => "io",
+            StepKind::PowerCycle { .. } => "power_cycle",
+            StepKind::WaitForDrive => "wait_for_drive",
+            StepKind::ConsoleExpect { .. } => "console_expect",
+            StepKind::Script { .. } => "script",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    /// 1-based position in the plan.
+    pub number: u32,
+    /// The step's name (default `N-kind`).
+    pub name: String,
+    /// What it does.
+    pub kind: StepKind,
+    /// Its time limit.
+    pub timeout: Duration,
+    /// What a failure does to the rest of the plan.
+    pub on_failure: OnFailure,
+}
+
+impl Step {
+    /// `name (kind)`, as step lists show it.
+    pub fn title(&self) -> String {
+        format!("{} ({})", self.name, self.kind.name())
+    }
+}
+
+/// A validated test plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The plan's name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Where it came from (for messages).
+    pub file: PathBuf,
+    /// The steps in order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Reads and validates the plan in `file`.
+    pub fn load(file: &Path) -> Result<Self, PlanError> {
+        let text = std::fs::read_to_string(file).map_err(|source| PlanError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Validates plan `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, PlanError> {
+        parse::parse(text, file)
+    }
+
+    /// The first step that flashes firmware, if any (such a plan needs a firmware image).
+    pub fn flash_step(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::Flash { .. }))
+    }
+}

@@ -1,0 +1,604 @@
+//! TOML to a validated [`Plan`]: the document, then each step alone, with one function per step kind. Every
+//! error names the file, the step and the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use nvme_spec::units::{parse_duration, parse_size};
+use nvme_spec::Activation;
+use regex::Regex;
+use serde::Deserialize;
+
+use super::placeholders::{placeholders, substitute};
+use super::{
+    IoStep, IoTarget, IoThresholds, OnFailure, Plan, PlanError, SanitizeKind, SelfTestKind, Step,
+    StepKind, KINDS,
+};
+use crate::io::{IoOptions, Rw};
+
+/// A step kind's parsed settings, its default timeout and its default `on_failure`.
+type Parsed = (StepKind, Duration, OnFailure);
+
+pub(super) fn parse(text: &str, file: &Path) -> Result<Plan, PlanError> {
+    let invalid = |context: &str, reason: String| PlanError::Invalid {
+        file: file.to_path_buf(),
+        context: context.to_string(),
+        reason,
+    };
+    let doc: toml::Table = toml::from_str(text).map_err(|e| invalid("TOML", e.to_string()))?;
+    for k in doc.keys() {
+        if !["name", "description", "step"].contains(&k.as_str()) {
+            return Err(invalid(
+                &format!("key '{k}'"),
+                "unknown top-level key; expected name, description and [[step]]".into(),
+            ));
+        }
+    }
+    let name = match doc.get("name") {
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return Err(invalid("key 'name'", "must be a non-empty string".into())),
+        None => {
+            return Err(invalid(
+                "key 'name'",
+                "missing; every plan has a name".into(),
+            ))
+        }
+    };
+    let description = doc
+        .get("description")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let raw_steps = match doc.get("step") {
+        Some(toml::Value::Array(a)) if !a.is_empty() => a.clone(),
+        _ => {
+            return Err(invalid(
+                "[[step]]",
+                "no steps; add at least one [[step]]".into(),
+            ))
+        }
+    };
+    let steps = raw_steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| step(file, i as u32 + 1, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan {
+        name,
+        description,
+        file: file.to_path_buf(),
+        steps,
+    })
+}
+
+/// Where in the plan a step's errors are.
+struct Cx<'a> {
+    file: &'a Path,
+    number: u32,
+    kind: String,
+}
+
+impl Cx<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> PlanError {
+        PlanError::Invalid {
+            file: self.file.to_path_buf(),
+            context: format!("step {} ({}) key '{key}'", self.number, self.kind),
+            reason: reason.into(),
+        }
+    }
+    /// A serde error for the step as a whole (unknown field, wrong type).
+    fn de(&self, e: toml::de::Error) -> PlanError {
+        PlanError::Invalid {
+            file: self.file.to_path_buf(),
+            context: format!("step {} ({})", self.number, self.kind),
+            reason: e.message().to_string(),
+        }
+    }
+    fn duration(&self, key: &str, v: Option<String>, default: &str) -> Result<Duration, PlanError> {
+        parse_duration(v.as_deref().unwrap_or(default)).map_err(|e| self.invalid(key, e))
+    }
+    fn opt_duration(&self, key: &str, v: Option<String>) -> Result<Option<Duration>, PlanError> {
+        v.map(|s| parse_duration(&s).map_err(|e| self.invalid(key, e)))
+            .transpose()
+    }
+    fn opt_size(&self, key: &str, v: Option<String>) -> Result<Option<u64>, PlanError> {
+        v.map(|s| parse_size(s.trim_end_matches("/s")).map_err(|e| self.invalid(key, e)))
+            .transpose()
+    }
+    fn placeholders(&self, key: &str, s: &str) -> Result<(), PlanError> {
+        placeholders(s).map(drop).map_err(|e| self.invalid(key, e))
+    }
+}
+
+/// A built-in default duration.
+fn d(s: &str) -> Duration {
+    parse_duration(s).expect("built-in defaults parse")
+}
+
+fn step(file: &Path, number: u32, v: toml::Value) -> Result<Step, PlanError> {
+    let whole = |context: String, reason: String| PlanError::Invalid {
+        file: file.to_path_buf(),
+        context,
+        reason,
+    };
+    let toml::Value::Table(mut t) = v else {
+        return Err(whole(format!("step {number}"), "must be a table".into()));
+    };
+    let kind = match t.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        _ => {
+            return Err(whole(
+                format!("step {number} key 'kind'"),
+                format!("missing; one of {KINDS}"),
+            ))
+        }
+    };
+    let cx = Cx {
+        file,
+        number,
+        kind: kind.clone(),
+    };
+    let name = match t.remove("name") {
+        Some(toml::Value::String(s)) => s,
+        Some(_) => return Err(cx.invalid("name", "must be a string")),
+        None => format!("{number}-{kind}"),
+    };
+    let timeout = match t.remove("timeout") {
+        Some(toml::Value::String(s)) => {
+            Some(parse_duration(&s).map_err(|e| cx.invalid("timeout", e))?)
+        }
+        Some(_) => return Err(cx.invalid("timeout", "must be a duration string such as \"30s\"")),
+        None => None,
+    };
+    let on_failure = match t.remove("on_failure") {
+        Some(toml::Value::String(s)) if s == "stop" => Some(OnFailure::Stop),
+        Some(toml::Value::String(s)) if s == "continue" => Some(OnFailure::Continue),
+        Some(_) => return Err(cx.invalid("on_failure", "must be \"stop\" or \"continue\"")),
+        None => None,
+    };
+    let rest = toml::Value::Table(t);
+    let (kind_value, default_timeout, default_on_failure) = match kind.as_str() {
+        "flash" => flash(&cx, rest)?,
+        "identify" => identify(&cx, rest)?,
+        "smart" => smart(&cx, rest)?,
+        "selftest" => self_test(&cx, rest)?,
+        "format" => format(&cx, rest)?,
+        "sanitize" => sanitize(&cx, rest)?,
+        "io" => io(&cx, rest)?,
+        "power_cycle" => power_cycle(&cx, rest)?,
+        "wait_for_drive" => {
+            let _: RawEmpty = rest.try_into().map_err(|e| cx.de(e))?;
+            (StepKind::WaitForDrive, d("2m"), OnFailure::Stop)
+        }
+        "console_expect" => console_expect(&cx, rest)?,
+        "script" => script(&cx, rest)?,
+        other => {
+            return Err(whole(
+                format!("step {number} key 'kind'"),
+                format!("unknown kind '{other}'; expected one of {KINDS}"),
+            ))
+        }
+    };
+    let timeout = timeout.unwrap_or(default_timeout);
+    if timeout.is_zero() {
+        return Err(cx.invalid("timeout", "must be more than zero"));
+    }
+    Ok(Step {
+        number,
+        name,
+        kind: kind_value,
+        timeout,
+        on_failure: on_failure.unwrap_or(default_on_failure),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmpty {}
+
+fn flash(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        activate: Option<String>,
+        slot: Option<u8>,
+        wait_timeout: Option<String>,
+        rollback: Option<bool>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let activate = match r.activate.as_deref() {
+        None => Activation::Reset,
+        Some(a) => a
+            .parse::<Activation>()
+            .map_err(|e| cx.invalid("activate", e))?,
+    };
+    if let Some(s) = r.slot {
+        if !(1..=7).contains(&s) {
+            return Err(cx.invalid("slot", format!("{s} is not a firmware slot (1-7)")));
+        }
+    }
+    Ok((
+        StepKind::Flash {
+            activate,
+            slot: r.slot,
+            wait_timeout: cx.duration("wait_timeout", r.wait_timeout, "2m")?,
+            rollback: r.rollback.unwrap_or(true),
+        },
+        d("10m"),
+        OnFailure::Stop,
+    ))
+}
+
+/// The JSON keys of a serializable spec structure.
+fn fields<T: serde::Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => vec![],
+    }
+}
+
+fn identify(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        expect: BTreeMap<String, toml::Value>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    if r.expect.is_empty() {
+        return Err(cx.invalid(
+            "expect",
+            "list at least one field, e.g. expect = { fr = \"{firmware.revision}\" }",
+        ));
+    }
+    let known = fields::<nvme_spec::IdentifyController>();
+    let mut expect = BTreeMap::new();
+    for (k, v) in r.expect {
+        let key = format!("expect.{k}");
+        if !known.contains(&k) {
+            return Err(cx.invalid(
+                &key,
+                format!(
+                    "no such Identify Controller field; fields are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            _ => return Err(cx.invalid(&key, "must be a string or an integer")),
+        };
+        cx.placeholders(&key, &s)?;
+        expect.insert(k, s);
+    }
+    Ok((StepKind::Identify { expect }, d("30s"), OnFailure::Continue))
+}
+
+fn smart(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        max_temperature_c: Option<i32>,
+        critical_warning: Option<u8>,
+        max_media_errors: Option<u64>,
+        max_percent_used: Option<u8>,
+        min_avail_spare: Option<u8>,
+        #[serde(default)]
+        max_delta: BTreeMap<String, u64>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let known: Vec<String> = fields::<nvme_spec::SmartLog>()
+        .into_iter()
+        .filter(|k| !k.starts_with("temperature_sensor"))
+        .collect();
+    for k in r.max_delta.keys() {
+        if !known.contains(k) {
+            return Err(cx.invalid(
+                &format!("max_delta.{k}"),
+                format!(
+                    "no such SMART / Health field; fields are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok((
+        StepKind::Smart {
+            max_temperature_c: r.max_temperature_c,
+            critical_warning: r.critical_warning,
+            max_media_errors: r.max_media_errors,
+            max_percent_used: r.max_percent_used,
+            min_avail_spare: r.min_avail_spare,
+            max_delta: r.max_delta,
+        },
+        d("30s"),
+        OnFailure::Continue,
+    ))
+}
+
+fn self_test(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        test: Option<SelfTestKind>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let test = r.test.unwrap_or(SelfTestKind::Short);
+    let timeout = match test {
+        SelfTestKind::Short => d("5m"),
+        SelfTestKind::Extended => d("2h"),
+    };
+    Ok((StepKind::SelfTest { test }, timeout, OnFailure::Continue))
+}
+
+fn format(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        lbaf: Option<u8>,
+        ses: Option<u8>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let (lbaf, ses) = (r.lbaf.unwrap_or(0), r.ses.unwrap_or(0));
+    if lbaf > 15 {
+        return Err(cx.invalid("lbaf", format!("{lbaf} is not an LBA format index (0-15)")));
+    }
+    if ses > 2 {
+        return Err(cx.invalid(
+            "ses",
+            format!("{ses} is not a secure erase setting (0 none, 1 user data, 2 crypto)"),
+        ));
+    }
+    Ok((StepKind::Format { lbaf, ses }, d("10m"), OnFailure::Stop))
+}
+
+fn sanitize(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        action: SanitizeKind,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    Ok((
+        StepKind::Sanitize { action: r.action },
+        d("1h"),
+        OnFailure::Stop,
+    ))
+}
+
+fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        rw: Rw,
+        rwmixread: Option<u8>,
+        bs: Option<String>,
+        iodepth: Option<u32>,
+        runtime: Option<String>,
+        size: Option<String>,
+        direct: Option<bool>,
+        verify: Option<bool>,
+        numjobs: Option<u32>,
+        target: Option<String>,
+        min_iops: Option<f64>,
+        min_bandwidth: Option<String>,
+        max_p99_latency: Option<String>,
+        max_mean_latency: Option<String>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let options = IoOptions {
+        rw: r.rw,
+        rwmixread: r.rwmixread.unwrap_or(50),
+        bs: cx.opt_size("bs", r.bs)?.unwrap_or(4096),
+        iodepth: r.iodepth.unwrap_or(16),
+        runtime: cx.opt_duration("runtime", r.runtime)?,
+        size: cx.opt_size("size", r.size)?,
+        direct: r.direct.unwrap_or(false),
+        verify: r.verify.unwrap_or(false),
+        numjobs: r.numjobs.unwrap_or(1),
+    };
+    options
+        .validate()
+        .map_err(|e| cx.invalid(e.option, e.reason))?;
+    let target = match r.target.as_deref() {
+        None | Some("namespace") => IoTarget::Namespace,
+        Some("generic") => IoTarget::Generic,
+        Some(p) if p.starts_with('/') => IoTarget::Path(p.into()),
+        Some(p) => {
+            return Err(cx.invalid(
+                "target",
+                format!("'{p}': expected namespace, generic or an absolute path"),
+            ))
+        }
+    };
+    let thresholds = IoThresholds {
+        min_iops: r.min_iops,
+        min_bandwidth: cx.opt_size("min_bandwidth", r.min_bandwidth)?,
+        max_p99_latency: cx.opt_duration("max_p99_latency", r.max_p99_latency)?,
+        max_mean_latency: cx.opt_duration("max_mean_latency", r.max_mean_latency)?,
+    };
+    let budget = options.runtime.unwrap_or(Duration::from_secs(600)) + Duration::from_secs(120);
+    Ok((
+        StepKind::Io(IoStep {
+            options,
+            target,
+            thresholds,
+        }),
+        budget,
+        OnFailure::Continue,
+    ))
+}
+
+fn power_cycle(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        off_time: Option<String>,
+        wait: Option<bool>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    Ok((
+        StepKind::PowerCycle {
+            off_time: cx.duration("off_time", r.off_time, "1s")?,
+            wait: r.wait.unwrap_or(true),
+        },
+        d("5m"),
+        OnFailure::Stop,
+    ))
+}
+
+fn console_expect(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        pattern: String,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    cx.placeholders("pattern", &r.pattern)?;
+    // Check the regex with every placeholder filled by a literal.
+    let vars: BTreeMap<String, String> = placeholders(&r.pattern)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n, "x".to_string()))
+        .collect();
+    let probe = substitute(&r.pattern, &vars).unwrap_or_else(|_| r.pattern.clone());
+    Regex::new(&probe)
+        .map_err(|e| cx.invalid("pattern", format!("not a valid regular expression: {e}")))?;
+    Ok((
+        StepKind::ConsoleExpect { pattern: r.pattern },
+        d("60s"),
+        OnFailure::Continue,
+    ))
+}
+
+fn script(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        command: String,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        expect_exit: Option<i32>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    if r.command.trim().is_empty() {
+        return Err(cx.invalid("command", "must not be empty"));
+    }
+    cx.placeholders("command", &r.command)?;
+    for (k, v) in &r.env {
+        cx.placeholders(&format!("env.{k}"), v)?;
+    }
+    Ok((
+        StepKind::Script {
+            command: r.command,
+            env: r.env,
+            expect_exit: r.expect_exit.unwrap_or(0),
+        },
+        d("10m"),
+        OnFailure::Continue,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Plan, String> {
+        Plan::parse(text, Path::new("plans/t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_every_kind_with_defaults() {
+        let p = parse(
+            r#"
+name = "all"
+[[step]]
+kind = "flash"
+[[step]]
+kind = "identify"
+expect = { fr = "{firmware.revision}", nn = 1 }
+[[step]]
+kind = "smart"
+max_temperature_c = 70
+max_delta = { media_errors = 0 }
+[[step]]
+kind = "selftest"
+test = "extended"
+[[step]]
+kind = "format"
+lbaf = 1
+[[step]]
+kind = "sanitize"
+action = "crypto-erase"
+[[step]]
+kind = "io"
+rw = "randread"
+runtime = "2s"
+max_p99_latency = "5ms"
+min_bandwidth = "10M/s"
+[[step]]
+kind = "power_cycle"
+off_time = "500ms"
+[[step]]
+kind = "wait_for_drive"
+timeout = "20s"
+[[step]]
+kind = "console_expect"
+pattern = 'firmware {firmware.revision} ready \(slot \d{1,2}\)'
+[[step]]
+kind = "script"
+command = "nvme-flash $NVFARM_DEVICE info"
+on_failure = "stop"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.steps.len(), 11);
+        let kinds: Vec<_> = p.steps.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, KINDS.split(", ").collect::<Vec<_>>());
+        assert_eq!(p.steps[0].on_failure, OnFailure::Stop);
+        assert_eq!(p.steps[0].timeout, Duration::from_secs(600));
+        assert_eq!(p.steps[1].on_failure, OnFailure::Continue);
+        assert_eq!(p.steps[8].timeout, Duration::from_secs(20));
+        assert_eq!(p.steps[10].on_failure, OnFailure::Stop);
+        match &p.steps[6].kind {
+            StepKind::Io(io) => {
+                assert_eq!(io.options.bs, 4096);
+                assert_eq!(io.thresholds.min_bandwidth, Some(10 << 20));
+                assert_eq!(
+                    io.thresholds.max_p99_latency,
+                    Some(Duration::from_millis(5))
+                );
+                assert_eq!(io.target, IoTarget::Namespace);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.steps[6].timeout, Duration::from_secs(122));
+        assert!(p.flash_step().is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file_step_and_key() {
+        let cases = [
+            ("name = \"x\"\n[[step]]\nkind = \"flsh\"", "step 1 key 'kind'", "unknown kind 'flsh'"),
+            ("name = \"x\"\n[[step]]\nkind = \"identify\"\nexpect = { firmware = \"1\" }", "step 1 (identify) key 'expect.firmware'", "no such Identify"),
+            ("name = \"x\"\n[[step]]\nkind = \"smart\"\nmax_delta = { crashes = 0 }", "step 1 (smart) key 'max_delta.crashes'", "no such SMART"),
+            ("name = \"x\"\n[[step]]\nkind = \"io\"\nrw = \"randread\"\nruntime = \"1s\"\nbs = \"3\"", "step 1 (io) key 'bs'", "multiple of 512"),
+            ("name = \"x\"\n[[step]]\nkind = \"io\"\nrw = \"randread\"", "step 1 (io) key 'runtime'", "--runtime or --size"),
+            ("name = \"x\"\n[[step]]\nkind = \"io\"\nrw = \"sideways\"\nruntime=\"1s\"", "step 1 (io)", "sideways"),
+            ("name = \"x\"\n[[step]]\nkind = \"selftest\"\nwait = true", "step 1 (selftest)", "unknown field `wait`"),
+            ("name = \"x\"\n[[step]]\nkind = \"flash\"\ntimeout = \"soon\"", "step 1 (flash) key 'timeout'", "soon"),
+            ("name = \"x\"\n[[step]]\nkind = \"console_expect\"\npattern = \"boot (ok\"", "step 1 (console_expect) key 'pattern'", "regular expression"),
+            ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"echo {firmware.version}\"", "step 1 (script) key 'command'", "unknown placeholder {firmware.version}"),
+            ("name = \"x\"\n[[step]]\nkind = \"wait_for_drive\"\n[[step]]\nkind = \"format\"\nses = 7", "step 2 (format) key 'ses'", "secure erase"),
+            ("[[step]]\nkind = \"flash\"", "key 'name'", "missing"),
+            ("name = \"x\"", "[[step]]", "no steps"),
+        ];
+        for (text, context, detail) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with("plans/t.toml: "), "{e}");
+            assert!(e.contains(context), "expected '{context}' in: {e}");
+            assert!(e.contains(detail), "expected '{detail}' in: {e}");
+        }
+    }
+}
