@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
+echo "== crate boundaries" >&2
+scripts/check-deps.sh
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build (the end-to-end tests run the workspace's binaries as processes)" >&2

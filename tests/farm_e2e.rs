@@ -1,3 +1,6 @@
+//! One test file for the farm's end-to-end scenarios: each test is a scenario over the same lab harness, and
+//! they share its helpers.
+//!
 //! The farm end to end, real processes on loopback: farm-controller, bench-agent daemons with simulated rigs,
 //! farmctl. Each test builds its own lab (ports, data dir, rigs).
 
@@ -81,6 +84,38 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
     let x = std::fs::read_to_string(&junit).unwrap();
     assert!(x.contains("<failure message="), "{x}");
     assert!(x.contains(r#"failures="1""#), "{x}");
+    // Each testcase carries its own step's log (attributed by step number, not by name).
+    let flash_case = &x[x.find("01 flash (flash)").unwrap()..];
+    let flash_case = &flash_case[..flash_case.find("</testcase>").unwrap()];
+    assert!(flash_case.contains("rolling back to slot"), "{flash_case}");
+    assert!(!flash_case.contains("== [ 2]"), "{flash_case}");
+
+    // One JSON shape per record: farmctl --json prints what the controller's /api serves.
+    let id = j["id"].as_str().unwrap();
+    let cli = lab.farmctl(&["--json", "job", id]).json();
+    assert_eq!(cli, http_json(lab.http, &format!("/api/jobs/{id}")));
+    assert!(
+        cli["steps"][0]["log"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x.as_str().unwrap().contains("download"))),
+        "{cli:#}"
+    );
+    assert_eq!(
+        lab.farmctl(&["--json", "rigs"]).json(),
+        http_json(lab.http, "/api/rigs")
+    );
+    assert_eq!(
+        lab.farmctl(&["--json", "jobs", "--limit", "5"]).json(),
+        http_json(lab.http, "/api/jobs?limit=5")
+    );
+    assert_eq!(
+        lab.farmctl(&["--json", "queue"]).json(),
+        http_json(lab.http, "/api/queue")
+    );
+    assert_eq!(
+        http_json(lab.http, "/api/jobs/job-999999")["error"],
+        "no job job-999999"
+    );
 
     // No rig matches: an infrastructure error (3). A broken plan: bad input (2), caught before anything is sent.
     let o = lab.farmctl(&[
@@ -131,6 +166,31 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
             && metrics.contains("nvfarm_jobs{state=\"failed\"} 1"),
         "{metrics}"
     );
+}
+
+/// The body of `GET path` as JSON (chunked or not).
+fn http_json(port: u16, path: &str) -> serde_json::Value {
+    let resp = http_get(port, path);
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub use nvfarm_model::ConsoleLine;
 use regex::Regex;
@@ -28,18 +28,29 @@ pub struct Console {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    started: Instant,
 }
 
+/// Why a console cannot be captured or did not show what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// The serial port cannot be opened.
     #[error("cannot open serial console {path}: {reason}; check the rig file's console.serial and permissions")]
-    Open { path: PathBuf, reason: String },
+    Open {
+        /// The port.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No line matched in time.
     #[error("no console line matched /{pattern}/ within {} ({lines} line(s) captured{})", humantime::format_duration(*waited), error.as_ref().map(|e| format!("; console error: {e}")).unwrap_or_default())]
     Timeout {
+        /// The regular expression.
         pattern: String,
+        /// How long it waited.
         waited: Duration,
+        /// Lines captured meanwhile.
         lines: usize,
+        /// The port's last read error, if any.
         error: Option<String>,
     },
 }
@@ -162,10 +173,10 @@ impl Console {
             shared,
             stop,
             thread: Some(thread),
-            started,
         }
     }
 
+    /// Where the console comes from (the serial port or the log file), for messages.
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -180,6 +191,7 @@ impl Console {
         self.shared.0.lock().expect("console lock").lines.len()
     }
 
+    /// Nothing captured yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -220,11 +232,6 @@ impl Console {
                 .expect("console lock")
                 .0;
         }
-    }
-
-    /// Wall-clock time capture started.
-    pub fn started_at(&self) -> SystemTime {
-        SystemTime::now() - self.started.elapsed()
     }
 }
 

@@ -10,36 +10,54 @@ use flash_tools::sim::SimController;
 
 use crate::rigs::{CommandPowerSpec, PowerKind, UsbRelaySpec};
 
+/// Why power control failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PowerError {
+    /// libusb cannot be used on this machine.
     #[error("USB is not available on this machine ({0}); a usb_relay power control needs libusb and a USB bus")]
     NoUsb(String),
+    /// The relay board is not connected.
     #[error("no USB relay {vid:04x}:{pid:04x}{} is connected (found: {found}); check the cable and the rig file's power.usb_relay", serial.as_ref().map(|s| format!(" with serial {s}")).unwrap_or_default())]
     RelayNotFound {
+        /// USB vendor ID.
         vid: u16,
+        /// USB product ID.
         pid: u16,
+        /// USB serial number asked for.
         serial: Option<String>,
+        /// Boards that are connected.
         found: String,
     },
+    /// A USB transfer failed.
     #[error("USB relay {vid:04x}:{pid:04x}: {op} failed: {reason}; check permissions (udev rule or root)")]
     Usb {
+        /// USB vendor ID.
         vid: u16,
+        /// USB product ID.
         pid: u16,
+        /// What was attempted.
         op: &'static str,
+        /// Why it failed.
         reason: String,
     },
+    /// A power command failed.
     #[error("power command `{command}` failed ({status}): {stderr}")]
     Command {
+        /// The command.
         command: String,
+        /// Its exit status.
         status: String,
+        /// What it printed on stderr.
         stderr: String,
     },
+    /// The simulated drive's power could not be switched.
     #[error("simulated power: {0}")]
     Sim(#[from] flash_tools::sim::SimError),
 }
 
 /// Switching a rig's drive on and off.
 pub trait PowerControl: Send + Sync + fmt::Debug {
+    /// Switches power on or off.
     fn set(&self, on: bool) -> Result<(), PowerError>;
     /// Off, wait `off_time`, on.
     fn cycle(&self, off_time: Duration) -> Result<(), PowerError> {
@@ -47,6 +65,7 @@ pub trait PowerControl: Send + Sync + fmt::Debug {
         std::thread::sleep(off_time);
         self.set(true)
     }
+    /// What this power control is, for logs.
     fn describe(&self) -> String;
 }
 
@@ -74,6 +93,7 @@ pub fn from_spec(
 /// SET_REPORT feature report `[0xFF, channel]` (on) or `[0xFD, channel]` (off).
 #[derive(Debug)]
 pub struct UsbRelay {
+    /// The rig file's settings.
     pub spec: UsbRelaySpec,
 }
 
@@ -178,7 +198,9 @@ impl PowerControl for UsbRelay {
 /// External commands (a PDU's CLI, a smart plug's API call), run with `sh -c` and `NVFARM_RIG` set.
 #[derive(Debug)]
 pub struct CommandPower {
+    /// The rig file's settings.
     pub spec: CommandPowerSpec,
+    /// The rig (in the commands' environment).
     pub rig: String,
 }
 
@@ -227,6 +249,7 @@ impl PowerControl for CommandPower {
 /// The simulated drive's power switch.
 #[derive(Debug)]
 pub struct SimPower {
+    /// The simulated drive's directory.
     pub dir: PathBuf,
 }
 

@@ -30,28 +30,44 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Why the config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read config {file}: {source}")]
     Read {
+        /// The config file.
         file: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is invalid.
     #[error("{file}: {reason}")]
-    Invalid { file: PathBuf, reason: String },
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
 }
 
+/// What a token's holder may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything, including other people's leases and jobs.
     Admin,
+    /// Reserve, run, sweep, and change rig states.
     User,
+    /// Reserve, run and sweep.
     Ci,
+    /// The agent link only (as the agent of the token's name).
     Agent,
 }
 
 impl Role {
+    /// The role's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -62,11 +78,15 @@ impl Role {
     }
 }
 
+/// A bearer token and who holds it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenEntry {
+    /// The holder's name (an agent token's name is the agent's).
     pub name: String,
+    /// The secret.
     pub token: String,
+    /// What it may do.
     pub role: Role,
 }
 
@@ -85,10 +105,13 @@ struct RawQueue {
     aging: Option<String>,
 }
 
+/// TLS for the gRPC side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// Certificate chain (PEM).
     pub cert: PathBuf,
+    /// Private key (PEM).
     pub key: PathBuf,
 }
 
@@ -122,17 +145,28 @@ kind = "smart"
 critical_warning = 0
 "#;
 
+/// The controller's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the store and artifacts live.
     pub data_dir: PathBuf,
+    /// gRPC address.
     pub listen: SocketAddr,
+    /// Dashboard, JSON API and /metrics address.
     pub http: SocketAddr,
+    /// The heartbeat interval agents are told.
     pub heartbeat_interval: Duration,
+    /// No heartbeat for this long: the agent's rigs go offline, its jobs end as error.
     pub agent_timeout: Duration,
+    /// Consecutive infrastructure errors before a rig is quarantined.
     pub quarantine_after: u32,
+    /// The health-check plan (TOML) run after an infrastructure error.
     pub health_check_plan: String,
+    /// A CI request waiting this long is served like an interactive one.
     pub aging: Duration,
+    /// Serve gRPC over TLS with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// Bearer tokens; empty: no authentication, loopback only.
     pub tokens: Vec<TokenEntry>,
 }
 
@@ -154,6 +188,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Reads and validates the config file.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),
@@ -162,6 +197,7 @@ impl Config {
         Self::parse(&text, file)
     }
 
+    /// Validates config `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             file: file.to_path_buf(),

@@ -17,12 +17,17 @@ use nvme_spec::{
 /// A command failed: either the drive answered with an error status or it never answered.
 #[derive(Debug, thiserror::Error)]
 pub enum NvmeError {
+    /// The drive completed the command with an error status.
     #[error("{command} on {device} failed: {status}")]
     Status {
+        /// The device it was sent to.
         device: String,
+        /// The command, by name.
         command: String,
+        /// The status the drive answered.
         status: Status,
     },
+    /// The command never got a status.
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -35,9 +40,11 @@ impl NvmeError {
             NvmeError::Transport(_) => None,
         }
     }
+    /// The drive is absent or not answering yet: worth waiting for.
     pub fn is_absent(&self) -> bool {
         matches!(self, NvmeError::Transport(t) if t.is_absent())
     }
+    /// The command got no answer in time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, NvmeError::Transport(t) if t.is_timeout())
     }
@@ -60,6 +67,7 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Talks to the controller behind `dev`.
     pub fn new(dev: Arc<dyn Passthru>) -> Self {
         Controller { dev, timeout: None }
     }
@@ -68,15 +76,19 @@ impl Controller {
         self.timeout = timeout;
         self
     }
+    /// The per-command timeout (None: the transport's default).
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
+    /// The transport underneath.
     pub fn transport(&self) -> &Arc<dyn Passthru> {
         &self.dev
     }
+    /// The device's name, for messages.
     pub fn name(&self) -> String {
         self.dev.name()
     }
+    /// The OS device name it enumerated as (`nvme0`).
     pub fn device_name(&self) -> String {
         self.dev.device_name()
     }
@@ -117,15 +129,18 @@ impl Controller {
 
     // ----- Identify ---------------------------------------------------------------------------------------
 
+    /// Identify Controller, the raw 4096 bytes.
     pub fn identify_controller_raw(&self) -> Result<Vec<u8>, NvmeError> {
         self.admin_in(
             &Command::identify(cns::CONTROLLER, 0),
             identify::IDENTIFY_LEN,
         )
     }
+    /// Identify Controller (CNS 01h).
     pub fn identify_controller(&self) -> Result<IdentifyController, NvmeError> {
         Ok(IdentifyController::parse(&self.identify_controller_raw()?))
     }
+    /// Identify Namespace (CNS 00h) for `nsid`.
     pub fn identify_namespace(&self, nsid: u32) -> Result<IdentifyNamespace, NvmeError> {
         let b = self.admin_in(
             &Command::identify(cns::NAMESPACE, nsid),
@@ -133,6 +148,7 @@ impl Controller {
         )?;
         Ok(IdentifyNamespace::parse(&b))
     }
+    /// The active namespace IDs (CNS 02h).
     pub fn active_namespaces(&self) -> Result<Vec<u32>, NvmeError> {
         let b = self.admin_in(
             &Command::identify(cns::ACTIVE_NAMESPACES, 0),
@@ -153,6 +169,7 @@ impl Controller {
         buf.truncate(len);
         Ok(buf)
     }
+    /// The SMART / Health Information log for the whole controller.
     pub fn smart_log(&self) -> Result<SmartLog, NvmeError> {
         Ok(SmartLog::parse(&self.get_log(
             lid::SMART,
@@ -160,6 +177,7 @@ impl Controller {
             SMART_LEN,
         )?))
     }
+    /// The Firmware Slot Information log.
     pub fn firmware_slot_log(&self) -> Result<FirmwareSlotLog, NvmeError> {
         Ok(FirmwareSlotLog::parse(&self.get_log(
             lid::FIRMWARE_SLOT,
@@ -175,6 +193,7 @@ impl Controller {
             entries.max(1) * ERROR_ENTRY_LEN,
         )?))
     }
+    /// The Commands Supported and Effects log.
     pub fn effects_log(&self) -> Result<EffectsLog, NvmeError> {
         Ok(EffectsLog::parse(&self.get_log(
             lid::COMMANDS_EFFECTS,
@@ -182,6 +201,7 @@ impl Controller {
             nvme_spec::log_page::EFFECTS_LEN,
         )?))
     }
+    /// The Device Self-test log.
     pub fn self_test_log(&self) -> Result<SelfTestLog, NvmeError> {
         Ok(SelfTestLog::parse(&self.get_log(
             lid::SELF_TEST,
@@ -189,6 +209,7 @@ impl Controller {
             SELF_TEST_LEN,
         )?))
     }
+    /// The Sanitize Status log.
     pub fn sanitize_status(&self) -> Result<SanitizeStatus, NvmeError> {
         Ok(SanitizeStatus::parse(&self.get_log(
             lid::SANITIZE_STATUS,
@@ -209,6 +230,7 @@ impl Controller {
             )?
             .result)
     }
+    /// Set Features: `fid` to `value` (with `save`, persistently).
     pub fn set_feature(
         &self,
         fid: u8,
@@ -256,6 +278,7 @@ impl Controller {
 
     // ----- Maintenance ------------------------------------------------------------------------------------
 
+    /// Starts (or with code 0xF aborts) a device self-test on `nsid`.
     pub fn device_self_test(&self, nsid: u32, code: u8) -> Result<(), NvmeError> {
         self.submit(
             Queue::Admin,
@@ -264,6 +287,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Format NVM on `nsid` with LBA format `lbaf` and secure erase setting `ses`.
     pub fn format_nvm(&self, nsid: u32, lbaf: u8, ses: u8) -> Result<(), NvmeError> {
         self.submit(
             Queue::Admin,
@@ -272,6 +296,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Starts a sanitize operation (`action`, with `pattern` for overwrite).
     pub fn sanitize(&self, action: u8, pattern: u32) -> Result<(), NvmeError> {
         self.submit(
             Queue::Admin,
@@ -280,15 +305,18 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Resets the controller or the NVM subsystem.
     pub fn reset(&self, kind: ResetKind) -> Result<(), NvmeError> {
         Ok(self.dev.reset(kind)?)
     }
+    /// Asks the host to rescan the namespaces.
     pub fn rescan(&self) -> Result<(), NvmeError> {
         Ok(self.dev.rescan()?)
     }
 
     // ----- I/O --------------------------------------------------------------------------------------------
 
+    /// Reads `buf.len()` bytes from `slba` of `nsid` in blocks of `block_size` bytes.
     pub fn read(
         &self,
         nsid: u32,
@@ -304,6 +332,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Writes `buf` at `slba` of `nsid` in blocks of `block_size` bytes.
     pub fn write(
         &self,
         nsid: u32,
@@ -319,6 +348,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Compares `buf` with the data at `slba` of `nsid` (a mismatch is a Compare Failure status).
     pub fn compare(
         &self,
         nsid: u32,
@@ -334,6 +364,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Write Zeroes over `blocks` blocks from `slba` of `nsid`.
     pub fn write_zeroes(&self, nsid: u32, slba: u64, blocks: u32) -> Result<(), NvmeError> {
         self.submit(
             Queue::Io,
@@ -342,6 +373,7 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Flush the volatile write cache of `nsid`.
     pub fn flush(&self, nsid: u32) -> Result<(), NvmeError> {
         self.submit(Queue::Io, &Command::flush(nsid), Data::None)
             .map(drop)

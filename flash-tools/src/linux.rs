@@ -21,23 +21,41 @@ use nvme_spec::{command::opcode_name, Command, Queue, Status};
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NvmePassthruCmd {
+    /// Opcode.
     pub opcode: u8,
+    /// Fused operation / PSDT flags.
     pub flags: u8,
+    /// Reserved (command ID, set by the kernel).
     pub rsvd1: u16,
+    /// Namespace ID.
     pub nsid: u32,
+    /// Command Dword 2.
     pub cdw2: u32,
+    /// Command Dword 3.
     pub cdw3: u32,
+    /// Metadata buffer address.
     pub metadata: u64,
+    /// Data buffer address.
     pub addr: u64,
+    /// Metadata buffer length.
     pub metadata_len: u32,
+    /// Data buffer length.
     pub data_len: u32,
+    /// Command Dword 10.
     pub cdw10: u32,
+    /// Command Dword 11.
     pub cdw11: u32,
+    /// Command Dword 12.
     pub cdw12: u32,
+    /// Command Dword 13.
     pub cdw13: u32,
+    /// Command Dword 14.
     pub cdw14: u32,
+    /// Command Dword 15.
     pub cdw15: u32,
+    /// Timeout in milliseconds (0: the driver's default).
     pub timeout_ms: u32,
+    /// Completion dword 0, written by the kernel.
     pub result: u32,
 }
 
@@ -73,15 +91,21 @@ mod ioctls {
 
 /// Request codes, exported for tests and diagnostics.
 pub mod request {
+    /// `_IO('N', 0x40)`: the namespace ID of a namespace node.
     pub const NVME_IOCTL_ID: u64 = nix::request_code_none!(b'N', 0x40);
+    /// `_IOWR('N', 0x41, struct nvme_admin_cmd)`: an admin command.
     pub const NVME_IOCTL_ADMIN_CMD: u64 =
         nix::request_code_readwrite!(b'N', 0x41, std::mem::size_of::<super::NvmePassthruCmd>())
             as u64;
+    /// `_IOWR('N', 0x43, struct nvme_passthru_cmd)`: an I/O command.
     pub const NVME_IOCTL_IO_CMD: u64 =
         nix::request_code_readwrite!(b'N', 0x43, std::mem::size_of::<super::NvmePassthruCmd>())
             as u64;
+    /// `_IO('N', 0x44)`: controller reset.
     pub const NVME_IOCTL_RESET: u64 = nix::request_code_none!(b'N', 0x44);
+    /// `_IO('N', 0x45)`: NVM subsystem reset.
     pub const NVME_IOCTL_SUBSYS_RESET: u64 = nix::request_code_none!(b'N', 0x45);
+    /// `_IO('N', 0x46)`: rescan namespaces.
     pub const NVME_IOCTL_RESCAN: u64 = nix::request_code_none!(b'N', 0x46);
 }
 

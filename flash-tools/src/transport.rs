@@ -14,6 +14,7 @@ use nvme_spec::{Command, Queue, Status};
 /// The data phase of a command.
 #[derive(Debug)]
 pub enum Data<'a> {
+    /// No data.
     None,
     /// Host to controller (Write, Firmware Image Download, Set Features with data).
     ToDevice(&'a [u8]),
@@ -22,6 +23,7 @@ pub enum Data<'a> {
 }
 
 impl Data<'_> {
+    /// Bytes the data phase moves.
     pub fn len(&self) -> usize {
         match self {
             Data::None => 0,
@@ -29,6 +31,7 @@ impl Data<'_> {
             Data::FromDevice(b) => b.len(),
         }
     }
+    /// The data phase moves nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -37,18 +40,21 @@ impl Data<'_> {
 /// What the controller answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion {
+    /// Completion status.
     pub status: Status,
     /// Command-specific result (completion queue entry dword 0).
     pub result: u32,
 }
 
 impl Completion {
+    /// A successful completion with `result`.
     pub fn ok(result: u32) -> Self {
         Completion {
             status: Status::SUCCESS,
             result,
         }
     }
+    /// A completion with `status` and result 0.
     pub fn status(status: Status) -> Self {
         Completion { status, result: 0 }
     }
@@ -67,30 +73,59 @@ pub enum ResetKind {
 /// The command never got an NVMe status: the OS, the bus or the drive's absence got in the way.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The device node cannot be opened.
     #[error("cannot open {path}: {source}; check that the device exists and that you run as root")]
     Open {
+        /// The node.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The device is not present.
     #[error("{device} is not present ({detail}); it dropped off the bus or lost power: wait for it to come back or power-cycle it")]
-    Gone { device: String, detail: String },
+    Gone {
+        /// The device.
+        device: String,
+        /// What the OS or the device said.
+        detail: String,
+    },
+    /// The device is resetting or booting.
     #[error("{device} is not ready ({detail}); it is resetting or booting: retry once it is back")]
-    NotReady { device: String, detail: String },
+    NotReady {
+        /// The device.
+        device: String,
+        /// What the OS or the device said.
+        detail: String,
+    },
+    /// The command got no answer in time.
     #[error("{device}: {command} got no answer within {} (hung command); the drive needs a reset or a power cycle", humantime::format_duration(*timeout))]
     Timeout {
+        /// The device.
         device: String,
+        /// The command, by name.
         command: String,
+        /// How long it waited.
         timeout: Duration,
     },
+    /// The OS refused the operation.
     #[error("{device}: {op} failed: {errno} ({})", errno.desc())]
     Os {
+        /// The device.
         device: String,
+        /// The operation.
         op: String,
+        /// The errno.
         errno: nix::errno::Errno,
     },
+    /// The device exists but cannot be used (its backing state is broken).
     #[error("{device} cannot be used: {detail}")]
-    Unusable { device: String, detail: String },
+    Unusable {
+        /// The device.
+        device: String,
+        /// What the OS or the device said.
+        detail: String,
+    },
 }
 
 impl TransportError {
@@ -103,6 +138,7 @@ impl TransportError {
                 | TransportError::Open { .. }
         )
     }
+    /// The command got no answer in time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, TransportError::Timeout { .. })
     }

@@ -1,3 +1,6 @@
+//! The farm's records in one module (~660 lines, most of it field docs and their JSON tests): they reference
+//! each other and are read together.
+//!
 //! The farm's records: rigs, leases, waiting requests, jobs, artifacts, sweeps and sweep reports.
 //!
 //! The controller keeps these in memory and in its store; `farmctl --json` and the controller's read-only JSON API

@@ -2,12 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Now, in milliseconds since the Unix epoch (0 if the clock is before 1970).
+/// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    nvme_spec::units::unix_ms(SystemTime::now())
 }
 
 /// `ms` as an RFC 3339 timestamp with seconds (`-` for 0, "never set").

@@ -15,22 +15,28 @@ fn read_array<const N: usize>(buf: &[u8], off: usize) -> [u8; N] {
     out
 }
 
+/// The byte at `off`.
 pub fn u8_at(buf: &[u8], off: usize) -> u8 {
     read_array::<1>(buf, off)[0]
 }
+/// The little-endian u16 at `off`.
 pub fn u16_at(buf: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(read_array(buf, off))
 }
+/// The little-endian 24-bit value at `off`.
 pub fn u24_at(buf: &[u8], off: usize) -> u32 {
     let b: [u8; 3] = read_array(buf, off);
     u32::from_le_bytes([b[0], b[1], b[2], 0])
 }
+/// The little-endian u32 at `off`.
 pub fn u32_at(buf: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(read_array(buf, off))
 }
+/// The little-endian u64 at `off`.
 pub fn u64_at(buf: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(read_array(buf, off))
 }
+/// The little-endian u128 at `off`.
 pub fn u128_at(buf: &[u8], off: usize) -> u128 {
     u128::from_le_bytes(read_array(buf, off))
 }
@@ -48,6 +54,7 @@ pub fn ascii_at(buf: &[u8], off: usize, len: usize) -> String {
         .map(|&b| if b.is_ascii() { b as char } else { '?' })
         .collect()
 }
+/// `len` bytes at `off`, zero-filled past the end.
 pub fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     if off < buf.len() {
@@ -57,21 +64,27 @@ pub fn bytes_at(buf: &[u8], off: usize, len: usize) -> Vec<u8> {
     out
 }
 
+/// Writes a byte at `off` (ignored past the end of `buf`).
 pub fn put_u8(buf: &mut [u8], off: usize, v: u8) {
     buf[off] = v;
 }
+/// Writes a little-endian u16 at `off`.
 pub fn put_u16(buf: &mut [u8], off: usize, v: u16) {
     buf[off..off + 2].copy_from_slice(&v.to_le_bytes());
 }
+/// Writes a little-endian 24-bit value at `off`.
 pub fn put_u24(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 3].copy_from_slice(&v.to_le_bytes()[..3]);
 }
+/// Writes a little-endian u32 at `off`.
 pub fn put_u32(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
+/// Writes a little-endian u64 at `off`.
 pub fn put_u64(buf: &mut [u8], off: usize, v: u64) {
     buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
+/// Writes a little-endian u128 at `off`.
 pub fn put_u128(buf: &mut [u8], off: usize, v: u128) {
     buf[off..off + 16].copy_from_slice(&v.to_le_bytes());
 }
@@ -82,6 +95,7 @@ pub fn put_ascii(buf: &mut [u8], off: usize, len: usize, s: &str) {
     let n = s.len().min(len);
     field[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
+/// Copies `v` to `off` (truncated at the end of `buf`).
 pub fn put_bytes(buf: &mut [u8], off: usize, v: &[u8]) {
     buf[off..off + v.len()].copy_from_slice(v);
 }

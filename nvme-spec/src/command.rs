@@ -9,27 +9,45 @@ use serde::Serialize;
 
 /// Admin command opcodes.
 pub mod admin {
+    /// Get Log Page.
     pub const GET_LOG_PAGE: u8 = 0x02;
+    /// Identify.
     pub const IDENTIFY: u8 = 0x06;
+    /// Abort the device self-test in progress.
     pub const ABORT: u8 = 0x08;
+    /// Set Features.
     pub const SET_FEATURES: u8 = 0x09;
+    /// Get Features.
     pub const GET_FEATURES: u8 = 0x0A;
+    /// Asynchronous Event Request.
     pub const ASYNC_EVENT_REQUEST: u8 = 0x0C;
+    /// Firmware Commit.
     pub const FIRMWARE_COMMIT: u8 = 0x10;
+    /// Firmware Image Download.
     pub const FIRMWARE_DOWNLOAD: u8 = 0x11;
+    /// Device Self-test.
     pub const DEVICE_SELF_TEST: u8 = 0x14;
+    /// Format NVM.
     pub const FORMAT_NVM: u8 = 0x80;
+    /// Sanitize.
     pub const SANITIZE: u8 = 0x84;
 }
 
 /// NVM command set I/O opcodes.
 pub mod io {
+    /// Flush.
     pub const FLUSH: u8 = 0x00;
+    /// Write.
     pub const WRITE: u8 = 0x01;
+    /// Read.
     pub const READ: u8 = 0x02;
+    /// Write Uncorrectable.
     pub const WRITE_UNCORRECTABLE: u8 = 0x04;
+    /// Compare.
     pub const COMPARE: u8 = 0x05;
+    /// Write Zeroes.
     pub const WRITE_ZEROES: u8 = 0x08;
+    /// Dataset Management.
     pub const DATASET_MANAGEMENT: u8 = 0x09;
 }
 
@@ -37,7 +55,9 @@ pub mod io {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Queue {
+    /// The admin queue.
     Admin,
+    /// An I/O queue.
     Io,
 }
 
@@ -85,8 +105,11 @@ pub fn opcode_name(queue: Queue, opcode: u8) -> &'static str {
 
 /// Identify CNS values.
 pub mod cns {
+    /// Identify Namespace.
     pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller.
     pub const CONTROLLER: u8 = 0x01;
+    /// Active Namespace ID list.
     pub const ACTIVE_NAMESPACES: u8 = 0x02;
 }
 
@@ -105,6 +128,7 @@ pub enum CommitAction {
 }
 
 impl CommitAction {
+    /// The action with this CA value.
     pub fn from_value(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::Replace,
@@ -114,6 +138,7 @@ impl CommitAction {
             _ => return None,
         })
     }
+    /// What the action does, in words.
     pub fn describe(self) -> &'static str {
         match self {
             Self::Replace => "replace image in slot, no activation",
@@ -126,32 +151,50 @@ impl CommitAction {
 
 /// Device Self-test codes (CDW10 bits 3:0).
 pub mod self_test_code {
+    /// Start a short device self-test.
     pub const SHORT: u8 = 0x1;
+    /// Start an extended device self-test.
     pub const EXTENDED: u8 = 0x2;
+    /// Abort the device self-test in progress.
     pub const ABORT: u8 = 0xF;
 }
 
 /// Sanitize actions (CDW10 bits 2:0).
 pub mod sanitize_action {
+    /// Exit Failure Mode.
     pub const EXIT_FAILURE_MODE: u8 = 1;
+    /// Block Erase.
     pub const BLOCK_ERASE: u8 = 2;
+    /// Overwrite.
     pub const OVERWRITE: u8 = 3;
+    /// Crypto Erase.
     pub const CRYPTO_ERASE: u8 = 4;
 }
 
 /// The host-filled part of a 64-byte NVMe submission queue entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Command {
+    /// Opcode (CDW0 bits 7:0).
     pub opcode: u8,
+    /// Fused operation and PSDT (CDW0 bits 15:8).
     pub flags: u8,
+    /// Namespace Identifier.
     pub nsid: u32,
+    /// Command Dword 2.
     pub cdw2: u32,
+    /// Command Dword 3.
     pub cdw3: u32,
+    /// Command Dword 10.
     pub cdw10: u32,
+    /// Command Dword 11.
     pub cdw11: u32,
+    /// Command Dword 12.
     pub cdw12: u32,
+    /// Command Dword 13.
     pub cdw13: u32,
+    /// Command Dword 14.
     pub cdw14: u32,
+    /// Command Dword 15.
     pub cdw15: u32,
 }
 
@@ -159,6 +202,7 @@ pub struct Command {
 pub const NSID_ALL: u32 = 0xFFFF_FFFF;
 
 impl Command {
+    /// A command with `opcode` and every other field zero.
     pub fn new(opcode: u8) -> Self {
         Command {
             opcode,
@@ -281,12 +325,15 @@ impl Command {
             ..Default::default()
         }
     }
+    /// Read `blocks` logical blocks from `slba` of namespace `nsid`.
     pub fn read(nsid: u32, slba: u64, blocks: u32) -> Self {
         Self::lba_command(io::READ, nsid, slba, blocks)
     }
+    /// Write `blocks` logical blocks at `slba` of namespace `nsid`.
     pub fn write(nsid: u32, slba: u64, blocks: u32) -> Self {
         Self::lba_command(io::WRITE, nsid, slba, blocks)
     }
+    /// Compare `blocks` logical blocks at `slba` of namespace `nsid` with the data sent.
     pub fn compare(nsid: u32, slba: u64, blocks: u32) -> Self {
         Self::lba_command(io::COMPARE, nsid, slba, blocks)
     }
@@ -296,6 +343,7 @@ impl Command {
         c.cdw12 |= (deallocate as u32) << 25;
         c
     }
+    /// Flush namespace `nsid`'s volatile write cache.
     pub fn flush(nsid: u32) -> Self {
         Command {
             opcode: io::FLUSH,
@@ -311,12 +359,15 @@ impl Command {
 
     // ----- accessors (decoding) -------------------------------------------------------------------------
 
+    /// Identify's Controller or Namespace Structure (CDW10 bits 7:0).
     pub fn cns(&self) -> u8 {
         self.cdw10 as u8
     }
+    /// Get Log Page's Log Page Identifier (CDW10 bits 7:0).
     pub fn log_id(&self) -> u8 {
         self.cdw10 as u8
     }
+    /// Get Log Page's Log Specific Field (CDW10 bits 11:8).
     pub fn log_specific(&self) -> u8 {
         ((self.cdw10 >> 8) & 0x7f) as u8
     }
@@ -324,15 +375,19 @@ impl Command {
     pub fn log_len(&self) -> u64 {
         ((((self.cdw11 & 0xffff) as u64) << 16 | (self.cdw10 >> 16) as u64) + 1) * 4
     }
+    /// Get Log Page's byte offset (CDW12/CDW13).
     pub fn log_offset(&self) -> u64 {
         (self.cdw13 as u64) << 32 | self.cdw12 as u64
     }
+    /// Get/Set Features' Feature Identifier (CDW10 bits 7:0).
     pub fn feature_id(&self) -> u8 {
         self.cdw10 as u8
     }
+    /// Get Features' Select (CDW10 bits 10:8).
     pub fn feature_select(&self) -> u8 {
         ((self.cdw10 >> 8) & 0x7) as u8
     }
+    /// Set Features' Save bit (CDW10 bit 31).
     pub fn feature_save(&self) -> bool {
         self.cdw10 >> 31 != 0
     }
@@ -340,6 +395,7 @@ impl Command {
     pub fn fw_download_range(&self) -> (u64, u64) {
         (self.cdw11 as u64 * 4, (self.cdw10 as u64 + 1) * 4)
     }
+    /// Firmware Commit's Firmware Slot (CDW10 bits 2:0).
     pub fn fw_slot(&self) -> u8 {
         (self.cdw10 & 0x7) as u8
     }
@@ -347,18 +403,23 @@ impl Command {
     pub fn fw_commit_action(&self) -> u8 {
         ((self.cdw10 >> 3) & 0x7) as u8
     }
+    /// Device Self-test's Self-test Code (CDW10 bits 3:0).
     pub fn self_test_code(&self) -> u8 {
         (self.cdw10 & 0xf) as u8
     }
+    /// Format NVM's LBA Format (CDW10 bits 3:0).
     pub fn format_lbaf(&self) -> u8 {
         (self.cdw10 & 0xf) as u8
     }
+    /// Format NVM's Secure Erase Settings (CDW10 bits 11:9).
     pub fn format_ses(&self) -> u8 {
         ((self.cdw10 >> 9) & 0x7) as u8
     }
+    /// Sanitize's Sanitize Action (CDW10 bits 2:0).
     pub fn sanitize_action(&self) -> u8 {
         (self.cdw10 & 0x7) as u8
     }
+    /// An I/O command's Starting LBA (CDW10/CDW11).
     pub fn slba(&self) -> u64 {
         (self.cdw11 as u64) << 32 | self.cdw10 as u64
     }
@@ -366,6 +427,7 @@ impl Command {
     pub fn nlb(&self) -> u32 {
         (self.cdw12 & 0xffff) + 1
     }
+    /// Write Zeroes' Deallocate bit (CDW12 bit 25).
     pub fn deallocate(&self) -> bool {
         self.cdw12 & (1 << 25) != 0
     }

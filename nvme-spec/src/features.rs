@@ -2,30 +2,47 @@
 
 /// Feature identifiers (FID).
 pub mod fid {
+    /// Arbitration.
     pub const ARBITRATION: u8 = 0x01;
+    /// Power Management.
     pub const POWER_MANAGEMENT: u8 = 0x02;
+    /// Temperature Threshold.
     pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
+    /// Error Recovery.
     pub const ERROR_RECOVERY: u8 = 0x05;
+    /// Volatile Write Cache.
     pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    /// Number of Queues.
     pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    /// Interrupt Coalescing.
     pub const INTERRUPT_COALESCING: u8 = 0x08;
+    /// Write Atomicity Normal.
     pub const WRITE_ATOMICITY: u8 = 0x0A;
+    /// Asynchronous Event Configuration.
     pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
+    /// Timestamp.
     pub const TIMESTAMP: u8 = 0x0E;
 }
 
 /// Get Features select values (CDW10 bits 10:8).
 pub mod select {
+    /// The current value.
     pub const CURRENT: u8 = 0;
+    /// The default value.
     pub const DEFAULT: u8 = 1;
+    /// The saved value.
     pub const SAVED: u8 = 2;
+    /// The feature's capabilities (saveable, namespace specific, changeable).
     pub const SUPPORTED_CAPABILITIES: u8 = 3;
 }
 
 /// Supported-capabilities bits returned for SEL = 3.
 pub mod capability {
+    /// The feature's value can be saved.
     pub const SAVEABLE: u32 = 1 << 0;
+    /// The feature is namespace specific.
     pub const NAMESPACE_SPECIFIC: u32 = 1 << 1;
+    /// The feature's value can be changed.
     pub const CHANGEABLE: u32 = 1 << 2;
 }
 

@@ -1,3 +1,6 @@
+//! The Identify data structures, one responsibility at ~950 lines because each of their ~130 spec fields is
+//! declared, documented, parsed and encoded at its offset.
+//!
 //! Identify Controller (CNS 01h) and Identify Namespace (CNS 00h) data structures.
 //!
 //! Each structure parses from and encodes to the 4096-byte buffer the spec defines. Field names, order and JSON
@@ -6,7 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::*;
+use crate::bytes::{
+    ascii_at, bytes_at, put_ascii, put_bytes, put_u128, put_u16, put_u24, put_u32, put_u64, put_u8,
+    u128_at, u128_string, u16_at, u24_at, u32_at, u64_at, u8_at,
+};
 
 /// Size of every Identify data structure.
 pub const IDENTIFY_LEN: usize = 4096;
@@ -16,17 +22,29 @@ pub const IDENTIFY_LEN: usize = 4096;
 pub struct PowerState {
     /// Maximum power in centiwatts (or 0.0001 W units when `flags` bit 0 is set).
     pub max_power: u16,
+    /// Max Power Scale (bit 0) and Non-Operational State (bit 1).
     pub flags: u8,
+    /// Entry latency (ENLAT), microseconds.
     pub entry_lat: u32,
+    /// Exit latency (EXLAT), microseconds.
     pub exit_lat: u32,
+    /// Relative read throughput (RRT).
     pub read_tput: u8,
+    /// Relative read latency (RRL).
     pub read_lat: u8,
+    /// Relative write throughput (RWT).
     pub write_tput: u8,
+    /// Relative write latency (RWL).
     pub write_lat: u8,
+    /// Idle power (IDLP).
     pub idle_power: u16,
+    /// Idle power scale (IPS).
     pub idle_scale: u8,
+    /// Active power (ACTP).
     pub active_power: u16,
+    /// Active power workload (APW).
     pub active_power_work: u8,
+    /// Active power scale (APS).
     pub active_scale: u8,
 }
 
@@ -71,7 +89,9 @@ impl PowerState {
 /// Identify Controller data structure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentifyController {
+    /// PCI Vendor ID (VID).
     pub vid: u16,
+    /// PCI Subsystem Vendor ID (SSVID).
     pub ssvid: u16,
     /// Serial number, space padded as stored.
     pub sn: String,
@@ -79,93 +99,169 @@ pub struct IdentifyController {
     pub mn: String,
     /// Firmware revision of the running firmware, space padded.
     pub fr: String,
+    /// Recommended Arbitration Burst (RAB).
     pub rab: u8,
+    /// IEEE OUI Identifier (IEEE).
     pub ieee: u32,
+    /// Controller Multi-Path I/O and Namespace Sharing Capabilities (CMIC).
     pub cmic: u8,
     /// Maximum Data Transfer Size as a power of two of the minimum page size (0 = no limit).
     pub mdts: u8,
+    /// Controller ID (CNTLID).
     pub cntlid: u16,
+    /// Version (VER): major in bits 31:16, minor in 15:8, tertiary in 7:0.
     pub ver: u32,
+    /// RTD3 Resume Latency (RTD3R), microseconds.
     pub rtd3r: u32,
+    /// RTD3 Entry Latency (RTD3E), microseconds.
     pub rtd3e: u32,
+    /// Optional Asynchronous Events Supported (OAES).
     pub oaes: u32,
+    /// Controller Attributes (CTRATT).
     pub ctratt: u32,
+    /// Read Recovery Levels Supported (RRLS).
     pub rrls: u16,
+    /// Controller Type (CNTRLTYPE): 1 I/O, 2 discovery, 3 administrative.
     pub cntrltype: u8,
+    /// FRU Globally Unique Identifier (FGUID), as a UUID.
     pub fguid: String,
+    /// Command Retry Delay Time 1 (CRDT1), 100 ms units.
     pub crdt1: u16,
+    /// Command Retry Delay Time 2 (CRDT2), 100 ms units.
     pub crdt2: u16,
+    /// Command Retry Delay Time 3 (CRDT3), 100 ms units.
     pub crdt3: u16,
+    /// NVM Subsystem Report (NVMSR).
     pub nvmsr: u8,
+    /// VPD Write Cycle Information (VWCI).
     pub vwci: u8,
+    /// Management Endpoint Capabilities (MEC).
     pub mec: u8,
     /// Optional Admin Command Support; bit 2 = Firmware Commit / Image Download.
     pub oacs: u16,
+    /// Abort Command Limit (ACL), 0's based.
     pub acl: u8,
+    /// Asynchronous Event Request Limit (AERL), 0's based.
     pub aerl: u8,
     /// Firmware Updates: bit 0 slot 1 read-only, bits 3:1 number of slots, bit 4 activation without reset.
     pub frmw: u8,
+    /// Log Page Attributes (LPA).
     pub lpa: u8,
+    /// Error Log Page Entries (ELPE), 0's based.
     pub elpe: u8,
+    /// Number of Power States Support (NPSS), 0's based.
     pub npss: u8,
+    /// Admin Vendor Specific Command Configuration (AVSCC).
     pub avscc: u8,
+    /// Autonomous Power State Transition Attributes (APSTA).
     pub apsta: u8,
+    /// Warning Composite Temperature Threshold (WCTEMP), kelvin.
     pub wctemp: u16,
+    /// Critical Composite Temperature Threshold (CCTEMP), kelvin.
     pub cctemp: u16,
+    /// Maximum Time for Firmware Activation (MTFA), 100 ms units.
     pub mtfa: u16,
+    /// Host Memory Buffer Preferred Size (HMPRE), 4 KiB units.
     pub hmpre: u32,
+    /// Host Memory Buffer Minimum Size (HMMIN), 4 KiB units.
     pub hmmin: u32,
+    /// Total NVM Capacity (TNVMCAP), bytes.
     #[serde(with = "u128_string")]
     pub tnvmcap: u128,
+    /// Unallocated NVM Capacity (UNVMCAP), bytes.
     #[serde(with = "u128_string")]
     pub unvmcap: u128,
+    /// Replay Protected Memory Block Support (RPMBS).
     pub rpmbs: u32,
+    /// Extended Device Self-test Time (EDSTT), minutes.
     pub edstt: u16,
+    /// Device Self-test Options (DSTO).
     pub dsto: u8,
     /// Firmware Update Granularity in 4 KiB units (0 = not reported, 0xFF = no restriction).
     pub fwug: u8,
+    /// Keep Alive Support (KAS), 100 ms units.
     pub kas: u16,
+    /// Host Controlled Thermal Management Attributes (HCTMA).
     pub hctma: u16,
+    /// Minimum Thermal Management Temperature (MNTMT), kelvin.
     pub mntmt: u16,
+    /// Maximum Thermal Management Temperature (MXTMT), kelvin.
     pub mxtmt: u16,
+    /// Sanitize Capabilities (SANICAP).
     pub sanicap: u32,
+    /// Host Memory Buffer Minimum Descriptor Entry Size (HMMINDS).
     pub hmminds: u32,
+    /// Host Memory Maximum Descriptors Entries (HMMAXD).
     pub hmmaxd: u16,
+    /// NVM Set Identifier Maximum (NSETIDMAX).
     pub nsetidmax: u16,
+    /// Endurance Group Identifier Maximum (ENDGIDMAX).
     pub endgidmax: u16,
+    /// ANA Transition Time (ANATT), seconds.
     pub anatt: u8,
+    /// Asymmetric Namespace Access Capabilities (ANACAP).
     pub anacap: u8,
+    /// ANA Group Identifier Maximum (ANAGRPMAX).
     pub anagrpmax: u32,
+    /// Number of ANA Group Identifiers (NANAGRPID).
     pub nanagrpid: u32,
+    /// Persistent Event Log Size (PELS), 64 KiB units.
     pub pels: u32,
+    /// Domain Identifier (DOMAINID).
     pub domainid: u16,
+    /// Max Endurance Group Capacity (MEGCAP), bytes.
     #[serde(with = "u128_string")]
     pub megcap: u128,
+    /// Submission Queue Entry Size (SQES): required and maximum, as powers of two.
     pub sqes: u8,
+    /// Completion Queue Entry Size (CQES): required and maximum, as powers of two.
     pub cqes: u8,
+    /// Maximum Outstanding Commands (MAXCMD).
     pub maxcmd: u16,
+    /// Number of Namespaces (NN): the largest namespace ID.
     pub nn: u32,
+    /// Optional NVM Command Support (ONCS).
     pub oncs: u16,
+    /// Fused Operation Support (FUSES).
     pub fuses: u16,
+    /// Format NVM Attributes (FNA).
     pub fna: u8,
+    /// Volatile Write Cache (VWC).
     pub vwc: u8,
+    /// Atomic Write Unit Normal (AWUN), blocks, 0's based.
     pub awun: u16,
+    /// Atomic Write Unit Power Fail (AWUPF), blocks, 0's based.
     pub awupf: u16,
+    /// I/O Command Set Vendor Specific Command Configuration (ICSVSCC).
     pub icsvscc: u8,
+    /// Namespace Write Protection Capabilities (NWPC).
     pub nwpc: u8,
+    /// Atomic Compare & Write Unit (ACWU), blocks, 0's based.
     pub acwu: u16,
+    /// Optional Copy Formats Supported (OCFS).
     pub ocfs: u16,
+    /// SGL Support (SGLS).
     pub sgls: u32,
+    /// Maximum Number of Allowed Namespaces (MNAN).
     pub mnan: u32,
+    /// Maximum Domain Namespace Attachments (MAXDNA).
     #[serde(with = "u128_string")]
     pub maxdna: u128,
+    /// Maximum I/O Controller Namespace Attachments (MAXCNA).
     pub maxcna: u32,
+    /// NVM Subsystem NVMe Qualified Name (SUBNQN).
     pub subnqn: String,
+    /// I/O Queue Command Capsule Supported Size (IOCCSZ), fabrics, 16-byte units.
     pub ioccsz: u32,
+    /// I/O Queue Response Capsule Supported Size (IORCSZ), fabrics, 16-byte units.
     pub iorcsz: u32,
+    /// In Capsule Data Offset (ICDOFF), fabrics.
     pub icdoff: u16,
+    /// Fabrics Controller Attributes (FCATT).
     pub fcatt: u8,
+    /// Maximum SGL Data Block Descriptors (MSDBD), fabrics.
     pub msdbd: u8,
+    /// Optional Fabric Commands Support (OFCS).
     pub ofcs: u16,
     /// Power state descriptors 0..=npss.
     pub psds: Vec<PowerState>,
@@ -395,6 +491,7 @@ impl IdentifyController {
     pub fn serial(&self) -> &str {
         self.sn.trim()
     }
+    /// The model number without padding.
     pub fn model(&self) -> &str {
         self.mn.trim()
     }
@@ -406,6 +503,7 @@ impl IdentifyController {
     pub fn firmware_slots(&self) -> u8 {
         ((self.frmw >> 1) & 0x7).max(1)
     }
+    /// Whether firmware slot 1 is read-only (FRMW bit 0).
     pub fn slot1_read_only(&self) -> bool {
         self.frmw & 1 != 0
     }
@@ -413,6 +511,7 @@ impl IdentifyController {
     pub fn activation_without_reset(&self) -> bool {
         self.frmw & (1 << 4) != 0
     }
+    /// Whether OACS advertises Firmware Commit and Firmware Image Download.
     pub fn supports_firmware_commands(&self) -> bool {
         self.oacs & OACS_FIRMWARE != 0
     }
@@ -454,49 +553,85 @@ pub struct LbaFormat {
 /// Identify Namespace data structure (NVM command set).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentifyNamespace {
+    /// Namespace Size (NSZE), logical blocks.
     pub nsze: u64,
+    /// Namespace Capacity (NCAP), logical blocks.
     pub ncap: u64,
+    /// Namespace Utilization (NUSE), logical blocks.
     pub nuse: u64,
+    /// Namespace Features (NSFEAT).
     pub nsfeat: u8,
     /// Number of LBA formats, zero-based.
     pub nlbaf: u8,
     /// Formatted LBA size: bits 3:0 (and 6:5) select the LBA format.
     pub flbas: u8,
+    /// Metadata Capabilities (MC).
     pub mc: u8,
+    /// End-to-end Data Protection Capabilities (DPC).
     pub dpc: u8,
+    /// End-to-end Data Protection Type Settings (DPS).
     pub dps: u8,
+    /// Namespace Multi-path I/O and Namespace Sharing Capabilities (NMIC).
     pub nmic: u8,
+    /// Reservation Capabilities (RESCAP).
     pub rescap: u8,
+    /// Format Progress Indicator (FPI).
     pub fpi: u8,
+    /// Deallocate Logical Block Features (DLFEAT).
     pub dlfeat: u8,
+    /// Namespace Atomic Write Unit Normal (NAWUN).
     pub nawun: u16,
+    /// Namespace Atomic Write Unit Power Fail (NAWUPF).
     pub nawupf: u16,
+    /// Namespace Atomic Compare & Write Unit (NACWU).
     pub nacwu: u16,
+    /// Namespace Atomic Boundary Size Normal (NABSN).
     pub nabsn: u16,
+    /// Namespace Atomic Boundary Offset (NABO).
     pub nabo: u16,
+    /// Namespace Atomic Boundary Size Power Fail (NABSPF).
     pub nabspf: u16,
+    /// Namespace Optimal I/O Boundary (NOIOB).
     pub noiob: u16,
+    /// NVM Capacity (NVMCAP), bytes.
     #[serde(with = "u128_string")]
     pub nvmcap: u128,
+    /// Namespace Attributes (NSATTR).
     pub nsattr: u8,
+    /// NVM Set Identifier (NVMSETID).
     pub nvmsetid: u16,
+    /// Namespace Preferred Write Granularity (NPWG).
     pub npwg: u16,
+    /// Namespace Preferred Write Alignment (NPWA).
     pub npwa: u16,
+    /// Namespace Preferred Deallocate Granularity (NPDG).
     pub npdg: u16,
+    /// Namespace Preferred Deallocate Alignment (NPDA).
     pub npda: u16,
+    /// Namespace Optimal Write Size (NOWS).
     pub nows: u16,
+    /// Maximum Single Source Range Length (MSSRL).
     pub mssrl: u16,
+    /// Maximum Copy Length (MCL).
     pub mcl: u32,
+    /// Maximum Source Range Count (MSRC).
     pub msrc: u8,
+    /// Number of Unique Capability LBA Formats (NULBAF).
     pub nulbaf: u8,
+    /// ANA Group Identifier (ANAGRPID).
     pub anagrpid: u32,
+    /// Endurance Group Identifier (ENDGID).
     pub endgid: u16,
+    /// IEEE Extended Unique Identifier (EUI64), hex.
     pub eui64: String,
+    /// Namespace Globally Unique Identifier (NGUID), hex.
     pub nguid: String,
+    /// LBA Format descriptors 0..=nlbaf.
     pub lbafs: Vec<LbaFormat>,
 }
 
 impl IdentifyNamespace {
+    /// Parses the 4096-byte structure a controller returned (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         let nlbaf = u8_at(b, 25);
         IdentifyNamespace {
@@ -549,6 +684,7 @@ impl IdentifyNamespace {
         }
     }
 
+    /// Encodes the structure in the spec's 4096-byte layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; IDENTIFY_LEN];
         put_u64(&mut b, 0, self.nsze);

@@ -1,3 +1,6 @@
+//! The log page structures nvfarm reads, one responsibility at ~900 lines because each spec field is declared,
+//! documented, parsed and encoded at its offset.
+//!
 //! Get Log Page data structures: Error Information (01h), SMART / Health (02h), Firmware Slot (03h), Commands
 //! Supported and Effects (05h), Device Self-test (06h) and Sanitize Status (81h).
 //!
@@ -6,32 +9,53 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::*;
+use crate::bytes::{
+    ascii_at, bytes_at, put_ascii, put_u128, put_u16, put_u32, put_u64, put_u8, u128_at,
+    u128_string, u16_at, u32_at, u64_at, u8_at,
+};
 
 /// Log page identifiers.
 pub mod lid {
+    /// Error Information.
     pub const ERROR: u8 = 0x01;
+    /// SMART / Health Information.
     pub const SMART: u8 = 0x02;
+    /// Firmware Slot Information.
     pub const FIRMWARE_SLOT: u8 = 0x03;
+    /// Commands Supported and Effects.
     pub const COMMANDS_EFFECTS: u8 = 0x05;
+    /// Device Self-test.
     pub const SELF_TEST: u8 = 0x06;
+    /// Sanitize Status.
     pub const SANITIZE_STATUS: u8 = 0x81;
 }
 
+/// Size of the SMART / Health log.
 pub const SMART_LEN: usize = 512;
+/// Size of the Firmware Slot log.
 pub const FW_SLOT_LEN: usize = 512;
+/// Size of one Error Information entry.
 pub const ERROR_ENTRY_LEN: usize = 64;
+/// Size of the Commands Supported and Effects log.
 pub const EFFECTS_LEN: usize = 4096;
+/// Size of the Device Self-test log.
 pub const SELF_TEST_LEN: usize = 564;
+/// Size of the Sanitize Status log.
 pub const SANITIZE_STATUS_LEN: usize = 512;
 
 /// Critical Warning bits of the SMART / Health log.
 pub mod critical_warning {
+    /// Available spare is below its threshold.
     pub const SPARE_BELOW_THRESHOLD: u8 = 1 << 0;
+    /// A temperature is past a threshold.
     pub const TEMPERATURE: u8 = 1 << 1;
+    /// NVM subsystem reliability is degraded.
     pub const RELIABILITY_DEGRADED: u8 = 1 << 2;
+    /// Media is read-only.
     pub const READ_ONLY: u8 = 1 << 3;
+    /// The volatile memory backup device failed.
     pub const VOLATILE_BACKUP_FAILED: u8 = 1 << 4;
+    /// The persistent memory region became read-only.
     pub const PMR_READ_ONLY: u8 = 1 << 5;
 
     /// Names of the bits set in `v`, e.g. "reliability degraded, read-only".
@@ -61,54 +85,84 @@ pub mod critical_warning {
 /// thousands of 512-byte units.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmartLog {
+    /// Critical Warning bits (see [`critical_warning`]).
     pub critical_warning: u8,
+    /// Composite Temperature, kelvin.
     pub temperature: u16,
+    /// Available Spare, percent.
     pub avail_spare: u8,
+    /// Available Spare Threshold, percent.
     pub spare_thresh: u8,
+    /// Percentage Used (of rated endurance; may exceed 100).
     pub percent_used: u8,
+    /// Endurance Group Critical Warning Summary.
     pub endurance_grp_critical_warning_summary: u8,
+    /// Data Units Read, in thousands of 512-byte units.
     #[serde(with = "u128_string")]
     pub data_units_read: u128,
+    /// Data Units Written, in thousands of 512-byte units.
     #[serde(with = "u128_string")]
     pub data_units_written: u128,
+    /// Host Read Commands completed.
     #[serde(with = "u128_string")]
     pub host_read_commands: u128,
+    /// Host Write Commands completed.
     #[serde(with = "u128_string")]
     pub host_write_commands: u128,
+    /// Controller Busy Time, minutes.
     #[serde(with = "u128_string")]
     pub controller_busy_time: u128,
+    /// Power Cycles.
     #[serde(with = "u128_string")]
     pub power_cycles: u128,
+    /// Power On Hours.
     #[serde(with = "u128_string")]
     pub power_on_hours: u128,
+    /// Unsafe Shutdowns (power lost without a shutdown notification).
     #[serde(with = "u128_string")]
     pub unsafe_shutdowns: u128,
+    /// Media and Data Integrity Errors.
     #[serde(with = "u128_string")]
     pub media_errors: u128,
+    /// Number of Error Information Log Entries over the controller's life.
     #[serde(with = "u128_string")]
     pub num_err_log_entries: u128,
+    /// Warning Composite Temperature Time, minutes.
     pub warning_temp_time: u32,
+    /// Critical Composite Temperature Time, minutes.
     pub critical_comp_time: u32,
     // nvme-cli prints a temperature sensor only when it reports a value.
+    /// Temperature Sensor 1, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_1: Option<u16>,
+    /// Temperature Sensor 2, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_2: Option<u16>,
+    /// Temperature Sensor 3, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_3: Option<u16>,
+    /// Temperature Sensor 4, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_4: Option<u16>,
+    /// Temperature Sensor 5, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_5: Option<u16>,
+    /// Temperature Sensor 6, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_6: Option<u16>,
+    /// Temperature Sensor 7, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_7: Option<u16>,
+    /// Temperature Sensor 8, kelvin (absent when 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub temperature_sensor_8: Option<u16>,
+    /// Thermal Management Temperature 1 Transition Count.
     pub thm_temp1_trans_count: u32,
+    /// Thermal Management Temperature 2 Transition Count.
     pub thm_temp2_trans_count: u32,
+    /// Total Time For Thermal Management Temperature 1, seconds.
     pub thm_temp1_total_time: u32,
+    /// Total Time For Thermal Management Temperature 2, seconds.
     pub thm_temp2_total_time: u32,
 }
 
@@ -126,6 +180,7 @@ impl SmartLog {
         ]
     }
 
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         let sensor = |i: usize| Some(u16_at(b, 200 + 2 * i)).filter(|&t| t != 0);
         SmartLog {
@@ -162,6 +217,7 @@ impl SmartLog {
         }
     }
 
+    /// Encodes the log in the spec's layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; SMART_LEN];
         put_u8(&mut b, 0, self.critical_warning);
@@ -208,6 +264,7 @@ pub struct FirmwareSlotLog {
 }
 
 impl FirmwareSlotLog {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         let mut frs: [Option<String>; 7] = Default::default();
         for (i, slot) in frs.iter_mut().enumerate() {
@@ -222,6 +279,7 @@ impl FirmwareSlotLog {
         }
     }
 
+    /// Encodes the log in the spec's layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; FW_SLOT_LEN];
         b[0] = self.afi;
@@ -253,16 +311,24 @@ impl FirmwareSlotLog {
 /// The firmware slot log as `nvme-flash log fw --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FirmwareSlotReport {
+    /// Active Firmware Info (AFI): bits 2:0 the running slot, bits 6:4 the slot activated at the next reset.
     pub afi: u8,
+    /// The slot the running firmware came from.
     pub active_slot: u8,
+    /// The slot activated at the next reset, if one is pending.
     pub next_active_slot: Option<u8>,
+    /// Every slot the log describes.
     pub slots: Vec<SlotEntry>,
 }
 
+/// One firmware slot.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SlotEntry {
+    /// Slot number (1-7).
     pub slot: u8,
+    /// The revision stored in the slot (`None` when empty).
     pub revision: Option<String>,
+    /// Whether the slot is read-only.
     pub read_only: bool,
 }
 
@@ -287,22 +353,34 @@ impl FirmwareSlotLog {
 /// One Error Information log entry (64 bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorLogEntry {
+    /// Error Count (unique per error, increasing).
     pub error_count: u64,
+    /// Submission Queue ID of the failed command (0 = admin).
     pub sqid: u16,
+    /// Command ID of the failed command.
     pub cmdid: u16,
     /// The status field without the phase tag (same encoding as [`crate::Status`]).
     pub status_field: u16,
+    /// Phase tag of the completion.
     pub phase_tag: u8,
+    /// Parameter Error Location: byte (7:0) and bit (10:8) of the command field in error.
     pub parm_error_location: u16,
+    /// The first LBA that had the error.
     pub lba: u64,
+    /// The namespace the error concerns.
     pub nsid: u32,
+    /// Vendor Specific Information Available.
     pub vs: u8,
+    /// Transport Type.
     pub trtype: u8,
+    /// Command Specific Information.
     pub cs: u64,
+    /// Transport Type Specific Information.
     pub trtype_spec_info: u16,
 }
 
 impl ErrorLogEntry {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         let sf = u16_at(b, 12);
         ErrorLogEntry {
@@ -320,6 +398,7 @@ impl ErrorLogEntry {
             trtype_spec_info: u16_at(b, 40),
         }
     }
+    /// Encodes the entry into its 64 bytes.
     pub fn encode(&self, b: &mut [u8]) {
         put_u64(b, 0, self.error_count);
         put_u16(b, 8, self.sqid);
@@ -337,6 +416,7 @@ impl ErrorLogEntry {
         put_u64(b, 32, self.cs);
         put_u16(b, 40, self.trtype_spec_info);
     }
+    /// The status field as a [`Status`](crate::Status).
     pub fn status(&self) -> crate::Status {
         crate::Status::from_raw(self.status_field)
     }
@@ -345,10 +425,12 @@ impl ErrorLogEntry {
 /// The error log as nvme-cli prints it: `{"errors": [...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorLog {
+    /// Entries in use, newest first.
     pub errors: Vec<ErrorLogEntry>,
 }
 
 impl ErrorLog {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         ErrorLog {
             errors: b
@@ -380,7 +462,9 @@ pub mod effects {
 /// Commands Supported and Effects (log 05h): one dword per admin and per I/O opcode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EffectsLog {
+    /// Effects of each admin opcode (bit 0: supported).
     pub admin: [u32; 256],
+    /// Effects of each I/O opcode (bit 0: supported).
     pub io: [u32; 256],
 }
 
@@ -393,19 +477,29 @@ impl Default for EffectsLog {
     }
 }
 
+/// One supported command and its effects, as nvme-cli lists it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EffectsEntry {
+    /// `admin` or `io`.
     pub queue: String,
+    /// The opcode.
     pub opcode: u8,
+    /// The command's name.
     pub name: String,
+    /// The raw effects dword.
     pub effects: u32,
+    /// Logical Block Content Change.
     pub lbcc: bool,
+    /// Namespace Capability Change.
     pub ncc: bool,
+    /// Namespace Inventory Change.
     pub nic: bool,
+    /// Controller Capability Change.
     pub ccc: bool,
 }
 
 impl EffectsLog {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         let mut log = EffectsLog::default();
         for i in 0..256 {
@@ -414,6 +508,7 @@ impl EffectsLog {
         }
         log
     }
+    /// Encodes the log in the spec's layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; EFFECTS_LEN];
         for i in 0..256 {
@@ -458,18 +553,30 @@ impl EffectsLog {
 
 /// Self-test result values (Device Self-test Status bits 3:0).
 pub mod self_test_result {
+    /// Completed without error.
     pub const COMPLETED: u8 = 0x0;
+    /// Aborted by a Device Self-test command.
     pub const ABORTED_BY_COMMAND: u8 = 0x1;
+    /// Aborted by a controller level reset.
     pub const ABORTED_BY_RESET: u8 = 0x2;
+    /// Aborted by a namespace removal.
     pub const ABORTED_BY_NAMESPACE_REMOVAL: u8 = 0x3;
+    /// Aborted by a Format NVM command.
     pub const ABORTED_BY_FORMAT: u8 = 0x4;
+    /// A fatal or unknown test error.
     pub const FATAL_OR_UNKNOWN: u8 = 0x5;
+    /// Completed with a failed segment that is not known.
     pub const UNKNOWN_SEGMENT_FAILED: u8 = 0x6;
+    /// Completed with one or more failed segments (the first is in `segment`).
     pub const SEGMENTS_FAILED: u8 = 0x7;
+    /// Aborted for an unknown reason.
     pub const ABORTED_UNKNOWN: u8 = 0x8;
+    /// Aborted by a sanitize operation.
     pub const ABORTED_BY_SANITIZE: u8 = 0x9;
+    /// The entry is not in use.
     pub const UNUSED: u8 = 0xF;
 
+    /// The spec's words for self-test result code `v`.
     pub fn name(v: u8) -> &'static str {
         match v {
             COMPLETED => "completed without error",
@@ -493,15 +600,23 @@ pub mod self_test_result {
 pub struct SelfTestResult {
     /// Result (bits 3:0 of the status byte); see [`self_test_result`].
     pub result: u8,
+    /// The result in words.
     pub result_text: String,
     /// The self-test code that ran (1 short, 2 extended).
     pub code: u8,
+    /// Segment Number of the first failed segment.
     pub segment: u8,
+    /// Valid Diagnostic Information bits (NSID, FLBA, SCT, SC valid).
     pub valid_diagnostic_info: u8,
+    /// Power On Hours when the self-test ended.
     pub power_on_hours: u64,
+    /// The namespace a failure concerns (valid when `valid_diagnostic_info` says so).
     pub nsid: u32,
+    /// Failing LBA.
     pub failing_lba: u64,
+    /// Status Code Type of the failure.
     pub status_code_type: u8,
+    /// Status Code of the failure.
     pub status_code: u8,
 }
 
@@ -545,6 +660,7 @@ pub struct SelfTestLog {
 }
 
 impl SelfTestLog {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         SelfTestLog {
             current_operation: u8_at(b, 0) & 0xf,
@@ -555,6 +671,7 @@ impl SelfTestLog {
                 .collect(),
         }
     }
+    /// Encodes the log in the spec's layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; SELF_TEST_LEN];
         b[0] = self.current_operation;
@@ -577,10 +694,12 @@ pub struct SanitizeStatus {
     pub sprog: u16,
     /// Bits 2:0: 0 never sanitized, 1 completed, 2 in progress, 3 failed, 4 completed with no-deallocate.
     pub sstat: u16,
+    /// Command Dword 10 of the sanitize that last ran.
     pub scdw10: u32,
 }
 
 impl SanitizeStatus {
+    /// Parses the log as a controller returned it (zero-filled past a short buffer).
     pub fn parse(b: &[u8]) -> Self {
         SanitizeStatus {
             sprog: u16_at(b, 0),
@@ -588,6 +707,7 @@ impl SanitizeStatus {
             scdw10: u32_at(b, 4),
         }
     }
+    /// Encodes the log in the spec's layout (what the simulated controller returns).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; SANITIZE_STATUS_LEN];
         put_u16(&mut b, 0, self.sprog);

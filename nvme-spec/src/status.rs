@@ -9,42 +9,75 @@ use std::fmt;
 
 /// Status Code Type values (NVMe Base Specification, "Status Code Type Values").
 pub mod sct {
+    /// Generic Command Status.
     pub const GENERIC: u8 = 0;
+    /// Command Specific Status.
     pub const COMMAND_SPECIFIC: u8 = 1;
+    /// Media and Data Integrity Errors.
     pub const MEDIA: u8 = 2;
+    /// Path Related Status.
     pub const PATH: u8 = 3;
+    /// Vendor Specific.
     pub const VENDOR: u8 = 7;
 }
 
 /// `(SCT << 8) | SC` codes that nvfarm raises or reacts to, named as in the spec.
 pub mod code {
+    /// Successful Completion.
     pub const SUCCESS: u16 = 0x000;
+    /// Invalid Command Opcode.
     pub const INVALID_OPCODE: u16 = 0x001;
+    /// Invalid Field in Command.
     pub const INVALID_FIELD: u16 = 0x002;
+    /// Data Transfer Error.
     pub const DATA_TRANSFER_ERROR: u16 = 0x004;
+    /// Internal Error.
     pub const INTERNAL_ERROR: u16 = 0x006;
+    /// Command Abort Requested.
     pub const ABORT_REQUESTED: u16 = 0x007;
+    /// Invalid Namespace or Format.
     pub const INVALID_NAMESPACE: u16 = 0x00B;
+    /// Command Sequence Error.
     pub const COMMAND_SEQUENCE_ERROR: u16 = 0x00C;
+    /// Sanitize In Progress.
     pub const SANITIZE_IN_PROGRESS: u16 = 0x01D;
+    /// LBA Out of Range.
     pub const LBA_OUT_OF_RANGE: u16 = 0x080;
+    /// Namespace Not Ready.
     pub const NAMESPACE_NOT_READY: u16 = 0x082;
+    /// Format In Progress.
     pub const FORMAT_IN_PROGRESS: u16 = 0x084;
+    /// Invalid Firmware Slot.
     pub const INVALID_FIRMWARE_SLOT: u16 = 0x106;
+    /// Invalid Firmware Image.
     pub const INVALID_FIRMWARE_IMAGE: u16 = 0x107;
+    /// Invalid Log Page.
     pub const INVALID_LOG_PAGE: u16 = 0x109;
+    /// Invalid Format.
     pub const INVALID_FORMAT: u16 = 0x10A;
+    /// Firmware Activation Requires Conventional Reset.
     pub const FW_NEEDS_CONVENTIONAL_RESET: u16 = 0x10B;
+    /// Feature Identifier Not Saveable.
     pub const FEATURE_NOT_SAVEABLE: u16 = 0x10D;
+    /// Feature Not Changeable.
     pub const FEATURE_NOT_CHANGEABLE: u16 = 0x10E;
+    /// Firmware Activation Requires NVM Subsystem Reset.
     pub const FW_NEEDS_SUBSYSTEM_RESET: u16 = 0x110;
+    /// Firmware Activation Requires Controller Level Reset.
     pub const FW_NEEDS_CONTROLLER_RESET: u16 = 0x111;
+    /// Firmware Activation Requires Maximum Time Violation.
     pub const FW_NEEDS_MAX_TIME_VIOLATION: u16 = 0x112;
+    /// Firmware Activation Prohibited.
     pub const FW_ACTIVATION_PROHIBITED: u16 = 0x113;
+    /// Overlapping Range.
     pub const OVERLAPPING_RANGE: u16 = 0x114;
+    /// Device Self-test In Progress.
     pub const SELF_TEST_IN_PROGRESS: u16 = 0x11D;
+    /// Write Fault.
     pub const WRITE_FAULT: u16 = 0x280;
+    /// Unrecovered Read Error.
     pub const UNRECOVERED_READ_ERROR: u16 = 0x281;
+    /// Compare Failure.
     pub const COMPARE_FAILURE: u16 = 0x285;
 }
 
@@ -56,6 +89,7 @@ const MORE_BIT: u16 = 1 << 13;
 pub struct Status(u16);
 
 impl Status {
+    /// Successful Completion.
     pub const SUCCESS: Status = Status(0);
 
     /// From the value Linux returns from an NVMe passthrough ioctl (or the CQE status field shifted right by one).
@@ -70,15 +104,19 @@ impl Status {
     pub const fn with_dnr(self) -> Self {
         Status(self.0 | DNR_BIT)
     }
+    /// The same status with the More bit set.
     pub const fn with_more(self) -> Self {
         Status(self.0 | MORE_BIT)
     }
+    /// The 15-bit status field (SC, SCT, CRD, More, DNR) as the completion carries it.
     pub const fn raw(self) -> u16 {
         self.0
     }
+    /// Status Code.
     pub const fn sc(self) -> u8 {
         (self.0 & 0xff) as u8
     }
+    /// Status Code Type.
     pub const fn sct(self) -> u8 {
         ((self.0 >> 8) & 0x7) as u8
     }
@@ -86,9 +124,11 @@ impl Status {
     pub const fn crd(self) -> u8 {
         ((self.0 >> 11) & 0x3) as u8
     }
+    /// More: the Error log has more about it.
     pub const fn more(self) -> bool {
         self.0 & MORE_BIT != 0
     }
+    /// Do Not Retry: the same command would fail again.
     pub const fn dnr(self) -> bool {
         self.0 & DNR_BIT != 0
     }
@@ -96,6 +136,7 @@ impl Status {
     pub const fn code(self) -> u16 {
         self.0 & 0x7ff
     }
+    /// Successful Completion (SCT 0, SC 0).
     pub const fn is_success(self) -> bool {
         self.code() == 0
     }

@@ -1,6 +1,13 @@
 //! Parsing sizes and durations the way users (and fio) write them: `4k`, `128KiB`, `1G`, `500ms`, `2m`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `t` in milliseconds since the Unix epoch (0 before 1970): the unit every nvfarm timestamp is stored in.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Parses a byte size. `k`/`K`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` likewise; `kB`/`MB`/`GB`/`TB` are
 /// powers of 1000; a bare number is bytes.

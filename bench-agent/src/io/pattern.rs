@@ -44,13 +44,29 @@ pub enum Mismatch {
     /// No pattern header: never written with --verify, or overwritten.
     NoHeader,
     /// A valid block, but for another offset (misdirected write or read).
-    WrongOffset { found: u64 },
+    WrongOffset {
+        /// What the block says.
+        found: u64,
+    },
     /// Header present, content does not hash to the stored CRC (corruption).
-    BadChecksum { stored: u32, computed: u32 },
+    BadChecksum {
+        /// The checksum stored.
+        stored: u32,
+        /// The checksum computed.
+        computed: u32,
+    },
     /// Intact, but an older write of this block (lost write).
-    StaleGeneration { found: u32, expected: u32 },
+    StaleGeneration {
+        /// What the block says.
+        found: u32,
+        /// The generation written last.
+        expected: u32,
+    },
     /// A block of another size.
-    WrongSize { found: u32 },
+    WrongSize {
+        /// What the block says.
+        found: u32,
+    },
 }
 
 impl fmt::Display for Mismatch {

@@ -13,53 +13,84 @@ use super::spec::Engine;
 /// Per-direction results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct DirStats {
+    /// Completed I/Os.
     pub ios: u64,
+    /// Bytes moved.
     pub bytes: u64,
+    /// I/Os per second.
     pub iops: f64,
+    /// Bandwidth.
     pub bw_bytes_per_sec: f64,
+    /// Completion latency.
     pub lat: Summary,
 }
 
+/// One job's results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JobReport {
+    /// The job's number.
     pub job: u32,
+    /// Its timed phase.
     pub elapsed_ms: u64,
+    /// Reads.
     pub read: DirStats,
+    /// Writes.
     pub write: DirStats,
 }
 
+/// The first bad block a verify found.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FirstMismatch {
+    /// The job's number.
     pub job: u32,
+    /// Its byte offset on the target.
     pub offset: u64,
+    /// What was wrong with it.
     pub reason: String,
 }
 
+/// What verification found.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VerifyReport {
+    /// Blocks checked.
     pub blocks_checked: u64,
+    /// Blocks that were wrong.
     pub mismatches: u64,
+    /// The first one.
     pub first: Option<FirstMismatch>,
 }
 
+/// A whole io run's results.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IoReport {
+    /// What it ran on.
     pub target: PathBuf,
+    /// The backend.
     pub engine: Engine,
     /// Ring setup used (e.g. "single-issuer+defer-taskrun, registered buffers").
     pub ring: String,
+    /// The access pattern.
     pub rw: Rw,
+    /// Block size.
     pub bs: u64,
+    /// I/Os in flight per job.
     pub iodepth: u32,
+    /// Jobs.
     pub numjobs: u32,
+    /// Its timed phase.
     pub elapsed_ms: u64,
+    /// Reads.
     pub read: DirStats,
+    /// Writes.
     pub write: DirStats,
+    /// Each job's results.
     pub jobs: Vec<JobReport>,
+    /// Verification results (with `verify`).
     pub verify: Option<VerifyReport>,
 }
 
 impl IoReport {
+    /// No block failed verification (or nothing was verified).
     pub fn verified_ok(&self) -> bool {
         self.verify.as_ref().is_none_or(|v| v.mismatches == 0)
     }

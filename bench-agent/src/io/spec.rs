@@ -100,27 +100,44 @@ impl IoSpec {
     }
 }
 
+/// Why an io run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     /// An option that cannot work.
     #[error(transparent)]
     Spec(IoOptionError),
+    /// The target cannot be opened.
     #[error("cannot open {path}: {source}")]
     Open {
+        /// The target.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The target cannot hold the workload.
     #[error("{path}: {reason}")]
-    Target { path: PathBuf, reason: String },
+    Target {
+        /// The port.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// io_uring is not available.
     #[error("cannot set up io_uring: {0}; the kernel may be too old (5.19+ for passthrough) or io_uring disabled (sysctl kernel.io_uring_disabled)")]
     Ring(std::io::Error),
+    /// An I/O failed.
     #[error("job {job}: {op} of {len} bytes at offset {offset:#x} failed: {error}")]
     Io {
+        /// The job.
         job: u32,
+        /// `read`, `write` or `verify read`.
         op: &'static str,
+        /// Byte offset.
         offset: u64,
+        /// Bytes.
         len: u64,
+        /// How it failed.
         error: IoFailure,
     },
 }
@@ -133,7 +150,10 @@ pub enum IoFailure {
     /// The drive completed the command with an NVMe status (passthrough only).
     Nvme(u16),
     /// Fewer bytes than asked.
-    Short { done: u64 },
+    Short {
+        /// Bytes moved.
+        done: u64,
+    },
 }
 
 impl fmt::Display for IoFailure {

@@ -47,6 +47,7 @@ pub(crate) fn build_ring<S: squeue::EntryMarker, C: cqueue::EntryMarker>(
     Err(IoError::Ring(last.expect("at least one attempt")))
 }
 
+/// A job's ring for reads and writes on a file or block device, with registered buffers and file.
 pub struct FileRing {
     // Dropped first: the kernel lets go of the registered buffers before they are freed.
     ring: IoUring,
@@ -69,6 +70,7 @@ impl std::fmt::Debug for FileRing {
 }
 
 impl FileRing {
+    /// Opens the target and sets up the ring and its buffers.
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(spec.options.rw.writes());
@@ -112,6 +114,7 @@ impl FileRing {
         })
     }
 
+    /// The ring setup actually used, for the report.
     pub fn describe(&self) -> String {
         format!(
             "{}, {} buffers, {} file",

@@ -82,6 +82,7 @@ pub fn namespace_size(path: &Path) -> Result<u64, IoError> {
     namespace_geometry(path).map(|(_, _, size)| size)
 }
 
+/// A job's ring for NVMe Read/Write passthrough (`IORING_OP_URING_CMD`) on `/dev/ngXnY`.
 pub struct CmdRing {
     // Dropped before the buffers it points into.
     ring: IoUring<squeue::Entry128, cqueue::Entry32>,
@@ -104,6 +105,7 @@ impl std::fmt::Debug for CmdRing {
 }
 
 impl CmdRing {
+    /// Opens the generic char device and sets up a 128-byte-SQE ring and its buffers.
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
         let (nsid, block_size, _) = namespace_geometry(&spec.target)?;
         if spec.options.bs % block_size != 0 {
@@ -144,6 +146,7 @@ impl CmdRing {
         })
     }
 
+    /// The ring setup actually used, for the report.
     pub fn describe(&self) -> String {
         format!(
             "{}, SQE128/CQE32 NVMe passthrough, nsid {}, {}-byte blocks, {} file",

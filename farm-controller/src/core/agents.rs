@@ -47,7 +47,7 @@ impl Farm {
         let mut st = self.state.lock().await;
         let now = now_ms();
         let mut fx = Effects::default();
-        if !st.agents.get(agent).is_some_and(|s| s.conn == conn) {
+        if st.agents.get(agent).is_none_or(|s| s.conn != conn) {
             return Err(FarmError::Superseded(
                 "superseded by a newer connection of the same agent".into(),
             ));

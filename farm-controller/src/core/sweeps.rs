@@ -68,8 +68,11 @@ fn final_jobs<'a>(st: &'a State, s: &Sweep) -> BTreeMap<String, (&'a Job, bool)>
 /// The pseudo-step of a job that ended before any step ran.
 const JOB_STEP: &str = "(job)";
 
+/// A step's outcome (None: not run), message and metrics.
+type StepCell = (Option<Outcome>, String, BTreeMap<String, f64>);
+
 /// Each step's outcome, message and metrics, by step name.
-fn step_outcomes(job: &Job) -> BTreeMap<String, (Option<Outcome>, String, BTreeMap<String, f64>)> {
+fn step_outcomes(job: &Job) -> BTreeMap<String, StepCell> {
     let mut m = BTreeMap::new();
     for s in &job.steps {
         m.insert(

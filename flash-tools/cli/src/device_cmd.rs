@@ -1,3 +1,6 @@
+//! Every `nvme-flash DEVICE` subcommand in one module (~640 lines): the clap definitions and their thin
+//! handlers over the library, read together.
+//!
 //! `nvme-flash DEVICE ...`: commands addressed to one drive.
 
 use std::io::IsTerminal;

@@ -18,6 +18,7 @@ pub enum DeviceAddr {
     Sim(PathBuf),
 }
 
+/// The address forms, for error messages.
 pub const FORMS: &str =
     "/dev/nvmeN (or nvmeN, /dev/nvmeNnM, /dev/ngNnM), serial=SERIAL, pci=DDDD:BB:DD.F or sim:DIR";
 

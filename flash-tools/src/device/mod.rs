@@ -19,30 +19,50 @@ use crate::controller::{Controller, NvmeError};
 use crate::linux::LinuxIoctl;
 use crate::transport::{Passthru, TransportError};
 
+/// Why a drive cannot be found or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// No controller answers to the address.
     #[error("no NVMe controller matches {addr} under {root}/class/nvme ({seen}); check the address, or the drive is off the bus")]
     NotFound {
+        /// The address.
         addr: String,
+        /// The sysfs root.
         root: PathBuf,
+        /// What is present instead.
         seen: String,
     },
+    /// The address matches more than one controller.
     #[error("{addr} matches more than one controller ({names}); use a more specific address")]
-    Ambiguous { addr: String, names: String },
+    Ambiguous {
+        /// The address.
+        addr: String,
+        /// The controllers it matches.
+        names: String,
+    },
+    /// The sysfs tree cannot be read.
     #[error("cannot read {root}/class/nvme: {source}")]
     Sysfs {
+        /// The sysfs root.
         root: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// Opening the device failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A command failed while finding the drive.
     #[error(transparent)]
     Nvme(#[from] NvmeError),
+    /// The drive did not come back in time.
     #[error("{addr} did not come back within {}: {last}", humantime::format_duration(*waited))]
     NotBack {
+        /// The address.
         addr: String,
+        /// How long it waited.
         waited: Duration,
+        /// The last error seen.
         last: String,
     },
 }
@@ -57,6 +77,7 @@ impl DeviceError {
             _ => false,
         }
     }
+    /// A command got no answer in time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, DeviceError::Transport(t) if t.is_timeout())
             || matches!(self, DeviceError::Nvme(n) if n.is_timeout())
@@ -74,11 +95,14 @@ enum Target {
 /// Resolves an address to a device, each time anew.
 #[derive(Clone, Debug)]
 pub struct Locator {
+    /// The address.
     pub addr: DeviceAddr,
+    /// Where serials and PCI addresses are looked up.
     pub sysfs: Sysfs,
 }
 
 impl Locator {
+    /// A locator for `addr`, looked up under `sysfs`.
     pub fn new(addr: DeviceAddr, sysfs: Sysfs) -> Self {
         Locator { addr, sysfs }
     }
@@ -152,6 +176,7 @@ impl Locator {
 /// A drive: its address and the controller currently open for it.
 #[derive(Debug)]
 pub struct Drive {
+    /// How to find the drive again.
     pub locator: Locator,
     ctrl: Controller,
     timeout: Option<Duration>,
@@ -168,6 +193,7 @@ impl Drive {
         })
     }
 
+    /// The controller currently open.
     pub fn controller(&self) -> &Controller {
         &self.ctrl
     }

@@ -15,12 +15,15 @@ use crate::sim::bus;
 pub struct Enumerated {
     /// `nvme0`.
     pub name: String,
+    /// Serial number (trimmed).
     pub serial: String,
+    /// Model number (trimmed).
     pub model: String,
     /// As sysfs caches it at enumeration: stale after an activation without re-enumeration.
     pub firmware_rev: String,
     /// PCI address (empty for fabrics).
     pub address: String,
+    /// `pcie`, `tcp`, ...
     pub transport: String,
     /// For a simulated bus: the drive's state directory.
     pub sim_state: Option<PathBuf>,
@@ -29,7 +32,9 @@ pub struct Enumerated {
 /// A sysfs tree and the device directory its nodes live in.
 #[derive(Clone, Debug)]
 pub struct Sysfs {
+    /// The sysfs root (`/sys`, or a test or simulated tree).
     pub root: PathBuf,
+    /// Where device nodes live (`/dev`).
     pub dev: PathBuf,
 }
 
@@ -49,6 +54,7 @@ fn read_trimmed(p: &Path) -> String {
 }
 
 impl Sysfs {
+    /// The tree under `root` with nodes in `/dev`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Sysfs {
             root: root.into(),

@@ -563,7 +563,9 @@ fn format(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
 }
 
 fn sanitize(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
-    use nvme_spec::command::sanitize_action::*;
+    use nvme_spec::command::sanitize_action::{
+        BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE_MODE, OVERWRITE,
+    };
     match cmd.sanitize_action() {
         EXIT_FAILURE_MODE => Ok(Completion::ok(0)),
         BLOCK_ERASE | OVERWRITE | CRYPTO_ERASE => {

@@ -46,24 +46,35 @@ use super::SimError;
 use nvme_spec::command::{admin, io};
 use nvme_spec::Queue;
 
+/// The file a drive's faults live in.
 pub const FAULT_FILE: &str = "faults.toml";
 
+/// What a fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
+    /// Commands take `ms` longer.
     Latency,
+    /// Commands get no answer (the host times out).
     Hang,
+    /// Commands complete with `status`.
     Status,
+    /// Power is lost after `after` download chunks.
     PowerLossDuringDownload,
+    /// The drive drops off the bus.
     Vanish,
+    /// The next self-test fails.
     SelfTestFailure,
+    /// Reads of `lba`..`lba+blocks` fail with Unrecovered Read Error.
     MediaError,
 }
 
 /// A command filter: one queue and opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpcodeFilter {
+    /// Admin or I/O.
     pub queue: Queue,
+    /// Which commands it hits (`admin:0x11`, `io:read`, ...; all when absent).
     pub opcode: u8,
 }
 
@@ -137,24 +148,33 @@ impl fmt::Display for OpcodeFilter {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    /// What goes wrong.
     pub kind: FaultKind,
+    /// Which commands it hits (`admin:0x11`, `io:read`, ...; all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opcode: Option<String>,
+    /// Latency or hang time, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ms: Option<u64>,
+    /// The status a `status` fault answers with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// How many commands it hits (then it is spent; forever when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// Commands (or download chunks) to let through first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u32>,
+    /// First LBA of a media error range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lba: Option<u64>,
+    /// Length of a media error range, blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<u64>,
 }
 
 impl Fault {
+    /// A fault of `kind` with no filter or limits.
     pub fn new(kind: FaultKind) -> Self {
         Fault {
             kind,
@@ -168,6 +188,7 @@ impl Fault {
         }
     }
 
+    /// The opcode filter, parsed.
     pub fn filter(&self) -> Option<OpcodeFilter> {
         self.opcode.as_deref().and_then(|s| s.parse().ok())
     }
@@ -243,9 +264,11 @@ impl Fault {
     }
 }
 
+/// A drive's `faults.toml`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultFile {
+    /// The faults, in order.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
 }

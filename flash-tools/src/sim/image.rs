@@ -27,8 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use nvme_spec::bytes::{ascii_at, put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
+/// The first eight bytes of every simulated-drive image.
 pub const MAGIC: &[u8; 8] = b"NVFSIMFW";
+/// Header size.
 pub const HEADER_LEN: usize = 128;
+/// The header format this simulator writes.
 pub const FORMAT_VERSION: u16 = 1;
 /// Behaviour duration meaning "until power-cycled" (vanish).
 pub const FOREVER_MS: u32 = u32::MAX;
@@ -55,6 +58,7 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
+    /// Every behaviour.
     pub const ALL: [Behaviour; 5] = [
         Behaviour::Ok,
         Behaviour::BootFail,
@@ -75,6 +79,7 @@ impl Behaviour {
     fn from_code(c: u16) -> Option<Self> {
         Behaviour::ALL.into_iter().find(|b| b.code() == c)
     }
+    /// The behaviour's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Behaviour::Ok => "ok",
@@ -112,15 +117,20 @@ impl FromStr for Behaviour {
 /// Parameters of an image to build.
 #[derive(Clone, Debug)]
 pub struct ImageSpec {
+    /// The firmware revision the image reports once running.
     pub revision: String,
     /// Model the image is for; `None` = any model.
     pub model: Option<String>,
+    /// What the image does after activation.
     pub behaviour: Behaviour,
+    /// Timing for the behaviour (slow boot, vanish), milliseconds.
     pub behaviour_ms: u32,
+    /// Payload bytes after the header.
     pub payload_len: usize,
 }
 
 impl ImageSpec {
+    /// An image spec for `revision` that boots normally.
     pub fn new(revision: &str) -> Self {
         ImageSpec {
             revision: revision.to_string(),
@@ -135,24 +145,46 @@ impl ImageSpec {
 /// Why an image is not a valid simulated-drive image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
+    /// Shorter than the header.
     #[error("image is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
-    TooShort { len: usize },
+    TooShort {
+        /// Its length.
+        len: usize,
+    },
     #[error(
         "bad magic: not an nvfarm simulated-drive firmware image (expected 'NVFSIMFW' at offset 0)"
     )]
+    /// Not a simulated-drive image.
     BadMagic,
+    /// A header version this simulator does not know.
     #[error("unsupported image format version {0} (this build reads version {FORMAT_VERSION})")]
     Version(u16),
+    /// An unknown behaviour code.
     #[error("unknown behaviour code {0} at offset 10")]
     Behaviour(u16),
+    /// The length in the header does not match.
     #[error("header says {expected} bytes in all but the image has {actual}")]
-    Length { expected: u64, actual: usize },
+    Length {
+        /// What the header says.
+        expected: u64,
+        /// What the image holds.
+        actual: usize,
+    },
+    /// The CRC-32 does not match.
     #[error("checksum mismatch: header says {expected:#010x}, image hashes to {actual:#010x} (the image is corrupt)")]
-    Checksum { expected: u32, actual: u32 },
+    Checksum {
+        /// What the header says.
+        expected: u32,
+        /// What the image holds.
+        actual: u32,
+    },
+    /// The revision is not 1-8 printable ASCII characters.
     #[error("revision must be 1 to 8 printable ASCII characters without spaces, got '{0}'")]
     Revision(String),
+    /// The model is too long or not printable.
     #[error("model must be at most 40 printable ASCII characters, got '{0}'")]
     Model(String),
+    /// The payload is not a whole number of dwords.
     #[error("payload length {0} must be a multiple of 4 bytes")]
     PayloadAlignment(usize),
 }
@@ -160,12 +192,17 @@ pub enum ImageError {
 /// A parsed image header.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ImageHeader {
+    /// The firmware revision the image reports once running.
     pub revision: String,
     /// Compatible model, `None` = any.
     pub model: Option<String>,
+    /// What the image does after activation.
     pub behaviour: Behaviour,
+    /// Timing for the behaviour (slow boot, vanish), milliseconds.
     pub behaviour_ms: u32,
+    /// Payload bytes after the header.
     pub payload_len: u64,
+    /// CRC-32 of the payload.
     pub crc32: u32,
 }
 

@@ -1,3 +1,6 @@
+//! The simulated controller: its files, its lock, and its `Passthru` (one responsibility; ~650 lines of which
+//! a third is the documented setting and error types).
+//!
 //! A simulated NVMe controller behind the same passthrough seam as a real drive.
 //!
 //! All state lives in one directory, like a drive's flash: `sim.json` (identity, firmware slots, counters, logs,
@@ -13,6 +16,7 @@ mod admin;
 pub mod bus;
 pub mod faults;
 pub mod image;
+mod lifecycle;
 mod nvm;
 pub mod state;
 
@@ -27,14 +31,19 @@ use crate::transport::{Completion, Data, Passthru, ResetKind, TransportError};
 use faults::{Fault, FaultFile, FaultKind};
 use image::{Behaviour, ImageSpec};
 use nvme_spec::command::admin as admin_op;
-use nvme_spec::log_page::self_test_result;
 use nvme_spec::{Command, Queue, Status};
-use state::*;
+use state::{
+    now_ms, Counters, FirmwareState, NamespaceState, Power, ResetRequirement, SelfTestState,
+    SimState, SlotImage, Timing, STATE_FILE, STATE_VERSION,
+};
 
+/// Namespace 1's backing file.
 pub const NAMESPACE_FILE: &str = "ns1.img";
 /// The drive's serial console output (boot messages), appended to as events happen.
 pub const CONSOLE_FILE: &str = "console.log";
+/// Downloaded firmware not yet committed.
 pub const STAGING_FILE: &str = "staging.bin";
+/// Where slot images live.
 pub const SLOTS_DIR: &str = "slots";
 const LOCK_FILE: &str = ".lock";
 /// How long a command waits when the caller sets no timeout (the Linux driver's admin default).
@@ -46,21 +55,53 @@ pub enum SimError {
     #[error(
         "no simulated drive in {dir} (no sim.json): create one with `nvme-flash sim create {dir}`"
     )]
-    NoDrive { dir: PathBuf },
+    /// No drive in the directory.
+    NoDrive {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A drive already exists there.
     #[error("{dir} already holds a simulated drive (serial {serial}); remove the directory or pick another")]
-    Exists { dir: PathBuf, serial: String },
+    Exists {
+        /// The directory.
+        dir: PathBuf,
+        /// The serial number of the drive there.
+        serial: String,
+    },
+    /// A file of the drive cannot be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The drive's state does not parse.
     #[error("{path} is corrupt: {reason}; restore it or recreate the drive")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The fault file is invalid.
     #[error("{path}: {reason}")]
-    FaultFile { path: PathBuf, reason: String },
+    FaultFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting for a new drive is invalid.
     #[error("invalid simulated drive setting '{field}': {reason}")]
-    Config { field: &'static str, reason: String },
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A firmware image is invalid.
     #[error(transparent)]
     Image(#[from] image::ImageError),
 }
@@ -68,19 +109,31 @@ pub enum SimError {
 /// How to build a new simulated drive.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// Serial number.
     pub serial: String,
+    /// Model number.
     pub model: String,
+    /// The factory firmware revision (in slot 1).
     pub firmware_revision: String,
+    /// Firmware slots (1-7).
     pub slots: u8,
+    /// Slot 1 is read-only.
     pub slot1_readonly: bool,
+    /// Commit action 3 activates without a reset.
     pub activation_without_reset: bool,
+    /// Namespace 1's size.
     pub size_bytes: u64,
     /// 512 or 4096.
     pub block_size: u32,
+    /// Firmware Update Granularity (4 KiB units).
     pub fwug: u8,
+    /// Maximum Data Transfer Size (power of two of 4 KiB pages).
     pub mdts: u8,
+    /// The PCI address it claims (default: derived from the serial).
     pub pci_address: Option<String>,
+    /// Publish the drive on this simulated bus.
     pub bus: Option<PathBuf>,
+    /// How long boots and self-tests take.
     pub timing: Timing,
 }
 
@@ -285,6 +338,7 @@ impl SimController {
         })
     }
 
+    /// The drive's state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -382,6 +436,7 @@ impl SimController {
         FaultFile::default().save(&self.dir)
     }
 
+    /// The faults configured now.
     pub fn faults(&self) -> Result<FaultFile, SimError> {
         FaultFile::load(&self.dir)
     }
@@ -590,350 +645,6 @@ impl Passthru for SimController {
         SimState::load(&self.dir)
             .map(|s| format!("nvme{}", s.instance))
             .unwrap_or_else(|_| self.name())
-    }
-}
-
-impl Ctx<'_> {
-    /// Appends a line to the drive's serial console.
-    fn console(&self, line: &str) {
-        use std::io::Write;
-        if let Ok(mut f) = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(CONSOLE_FILE))
-        {
-            let _ = writeln!(
-                f,
-                "[{:>10}.{:03}] nvfsim: {line}",
-                self.now / 1000,
-                self.now % 1000
-            );
-        }
-    }
-
-    /// `Some(error)` when the drive cannot take commands now.
-    fn presence(&self, sim: &SimController) -> Option<TransportError> {
-        match self.st.power {
-            Power::On { .. } => None,
-            Power::Booting { until_ms, .. } => Some(TransportError::NotReady {
-                device: sim.name(),
-                detail: format!(
-                    "firmware booting, ready in {} ms",
-                    until_ms.saturating_sub(self.now)
-                ),
-            }),
-            Power::Gone {
-                until_ms: Some(t), ..
-            } => Some(sim.gone(&format!(
-                "off the bus, re-enumerating in {} ms",
-                t.saturating_sub(self.now)
-            ))),
-            Power::Gone { powered: false, .. } => Some(sim.gone("powered off")),
-            Power::Gone { .. } => {
-                Some(sim.gone("dropped off the bus; it returns only when power-cycled"))
-            }
-        }
-    }
-
-    /// Applies elapsed time.
-    fn tick(&mut self) -> Result<(), SimError> {
-        let now = self.now;
-        match self.st.power.clone() {
-            Power::Booting { since_ms, until_ms } if now >= until_ms => {
-                self.st.power = Power::On { since_ms };
-                let fw = &self.st.firmware;
-                let line = if fw.running_failed {
-                    format!(
-                        "firmware {} self-check FAILED: media path disabled",
-                        fw.running_revision
-                    )
-                } else {
-                    format!(
-                        "firmware {} ready (slot {})",
-                        fw.running_revision, fw.active_slot
-                    )
-                };
-                self.console(&line);
-            }
-            Power::Gone {
-                since_ms,
-                until_ms: Some(t),
-                powered,
-                ..
-            } if now >= t => {
-                let since_ms = if powered { since_ms } else { now };
-                self.reenumerate()?;
-                self.console(&format!("PCIe link up (nvme{})", self.st.instance));
-                self.st.power = Power::Booting {
-                    since_ms,
-                    until_ms: now + self.st.timing.boot_ms,
-                };
-            }
-            _ => {}
-        }
-        if let Some(run) = &self.st.self_test.running {
-            if now >= run.started_ms + run.duration_ms {
-                let run = self.st.self_test.running.take().expect("checked");
-                self.finish_self_test(&run);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_self_test(&mut self, run: &RunningSelfTest) {
-        let poh = self.st.power_on_hours(self.now);
-        let mut rec = SelfTestRecord {
-            code: run.code,
-            result: self_test_result::COMPLETED,
-            segment: 0,
-            power_on_hours: poh,
-            nsid: run.nsid,
-            failing_lba: None,
-            status_code_type: 0,
-            status_code: 0,
-        };
-        if self.st.firmware.running_failed {
-            rec.result = self_test_result::FATAL_OR_UNKNOWN;
-        } else if let Some(i) = self.faults.find(
-            FaultKind::SelfTestFailure,
-            Queue::Admin,
-            admin_op::DEVICE_SELF_TEST,
-        ) {
-            self.faults_changed |= self.faults.consume(i);
-            rec.result = self_test_result::SEGMENTS_FAILED;
-            rec.segment = 2;
-            rec.failing_lba = Some(self.st.namespace.blocks() / 3);
-            rec.status_code_type = 2;
-            rec.status_code = 0x81;
-        }
-        self.push_self_test(rec);
-    }
-
-    fn push_self_test(&mut self, rec: SelfTestRecord) {
-        self.st.self_test.results.insert(0, rec);
-        self.st.self_test.results.truncate(20);
-    }
-
-    /// Ends a running self-test with `result` (an abort).
-    fn abort_self_test(&mut self, result: u8) {
-        if let Some(run) = self.st.self_test.running.take() {
-            let poh = self.st.power_on_hours(self.now);
-            self.push_self_test(SelfTestRecord {
-                code: run.code,
-                result,
-                segment: 0,
-                power_on_hours: poh,
-                nsid: run.nsid,
-                failing_lba: None,
-                status_code_type: 0,
-                status_code: 0,
-            });
-        }
-    }
-
-    fn record_failure(&mut self, queue: Queue, cmd: &Command, status: Status) {
-        let sqid = if queue == Queue::Admin { 0 } else { 1 };
-        let lba = if queue == Queue::Io { cmd.slba() } else { 0 };
-        self.st.take_cmdid();
-        self.st.record_error(sqid, status.raw(), cmd.nsid, lba);
-    }
-
-    /// Takes a new instance number and, on a bus, publishes the drive under it.
-    fn reenumerate(&mut self) -> Result<(), SimError> {
-        match self.st.bus.clone() {
-            Some(bus) => {
-                bus::unpublish(&bus, self.st.instance)?;
-                self.st.instance = bus::allocate_instance(&bus)?;
-                bus::publish(&bus, self.st, self.dir)?;
-            }
-            None => self.st.instance += 1,
-        }
-        Ok(())
-    }
-
-    /// The drive leaves the bus until `until_ms` (None = until power-cycled), still powered.
-    fn drop_off_bus(&mut self, until_ms: Option<u64>) -> Result<(), SimError> {
-        let since_ms = self.st.power.since_ms();
-        if let Some(bus) = &self.st.bus {
-            bus::unpublish(bus, self.st.instance)?;
-        }
-        self.st.power = Power::Gone {
-            since_ms,
-            until_ms,
-            powered: true,
-            reenumerate: true,
-        };
-        self.console("PCIe link down");
-        Ok(())
-    }
-
-    fn clear_staging(&mut self) {
-        self.st.firmware.staged.clear();
-        let _ = fs::remove_file(self.dir.join(STAGING_FILE));
-    }
-
-    fn power_off(&mut self) {
-        let since = match self.st.power {
-            Power::On { since_ms } | Power::Booting { since_ms, .. } => Some(since_ms),
-            Power::Gone {
-                since_ms,
-                powered: true,
-                ..
-            } => Some(since_ms),
-            Power::Gone { powered: false, .. } => None,
-        };
-        let Some(since) = since else { return };
-        self.st.counters.power_on_ms += self.now.saturating_sub(since) as u128;
-        if self.st.dirty {
-            self.st.counters.unsafe_shutdowns += 1;
-            self.st.dirty = false;
-        }
-        self.clear_staging();
-        self.abort_self_test(self_test_result::ABORTED_UNKNOWN);
-        self.st.features_current = self.st.features_saved.clone();
-        // A drive that was still on the bus is removed cleanly and keeps its name; one that had already dropped
-        // off re-enumerates under a new one.
-        let reenumerate = matches!(self.st.power, Power::Gone { .. });
-        if let (false, Some(bus)) = (reenumerate, &self.st.bus) {
-            let _ = bus::unpublish(bus, self.st.instance);
-        }
-        self.st.power = Power::Gone {
-            since_ms: self.now,
-            until_ms: None,
-            powered: false,
-            reenumerate,
-        };
-        self.console("power off");
-    }
-
-    fn power_on(&mut self) -> Result<(), SimError> {
-        let Power::Gone {
-            powered: false,
-            reenumerate,
-            ..
-        } = self.st.power
-        else {
-            return Ok(());
-        };
-        self.st.counters.power_cycles += 1;
-        self.console(&format!(
-            "power on; booting firmware {} from slot {}",
-            self.st.firmware.running_revision, self.st.firmware.active_slot
-        ));
-        if reenumerate {
-            self.reenumerate()?;
-        } else if let Some(bus) = self.st.bus.clone() {
-            bus::publish(&bus, self.st, self.dir)?;
-        }
-        self.st.power = Power::Booting {
-            since_ms: self.now,
-            until_ms: self.now + self.st.timing.boot_ms,
-        };
-        if let Some(slot) = self.st.firmware.next_slot {
-            self.activate(slot)?;
-        }
-        Ok(())
-    }
-
-    /// Power lost without warning (injected during a firmware download): the drive restarts by itself.
-    fn power_loss(&mut self) {
-        self.st.dirty = true; // a transfer was in flight: the shutdown is unsafe
-        self.power_off();
-        let _ = self.power_on();
-    }
-
-    /// A controller level reset: aborts a self-test, drops partial downloads, restores saved features and
-    /// activates the pending firmware slot, if any.
-    fn controller_reset(&mut self) -> Result<(), SimError> {
-        self.console("controller reset");
-        self.abort_self_test(self_test_result::ABORTED_BY_RESET);
-        self.clear_staging();
-        self.st.features_current = self.st.features_saved.clone();
-        let since_ms = self.st.power.since_ms();
-        self.st.power = Power::Booting {
-            since_ms,
-            until_ms: self.now + self.st.timing.boot_ms,
-        };
-        if let Some(slot) = self.st.firmware.next_slot {
-            self.activate(slot)?;
-        }
-        Ok(())
-    }
-
-    /// Boots the image in `slot`, with that image's behaviour.
-    pub(crate) fn activate(&mut self, slot: u8) -> Result<(), SimError> {
-        self.st.firmware.next_slot = None;
-        let Some(img) = self.st.firmware.image(slot).cloned() else {
-            return Ok(());
-        };
-        let previous = self.st.firmware.active_slot;
-        let since_ms = self.st.power.since_ms();
-        self.console(&format!(
-            "activating firmware {} from slot {slot}",
-            img.revision
-        ));
-        let boot = |ms: u64| Power::Booting {
-            since_ms,
-            until_ms: self.now + ms,
-        };
-        let run = |st: &mut SimState, failed: bool| {
-            st.firmware.active_slot = slot;
-            st.firmware.running_revision = img.revision.clone();
-            st.firmware.running_failed = failed;
-        };
-        match img.behaviour {
-            Behaviour::Ok => {
-                run(self.st, false);
-                self.st.power = boot(self.st.timing.boot_ms);
-            }
-            Behaviour::BootFail => {
-                run(self.st, true);
-                self.st.power = boot(self.st.timing.boot_ms);
-            }
-            Behaviour::SlowBoot => {
-                run(self.st, false);
-                self.st.power = boot(img.behaviour_ms as u64);
-            }
-            Behaviour::Vanish => {
-                run(self.st, false);
-                let until = (img.behaviour_ms != image::FOREVER_MS)
-                    .then(|| self.now + img.behaviour_ms as u64);
-                self.drop_off_bus(until)?;
-            }
-            Behaviour::Fallback => {
-                // The boot ROM gives up on the new image and boots the previous slot (or any other good one).
-                let fallback = if previous != slot && self.st.firmware.image(previous).is_some() {
-                    Some(previous)
-                } else {
-                    (1..=self.st.firmware.slots).find(|&s| {
-                        s != slot
-                            && self
-                                .st
-                                .firmware
-                                .image(s)
-                                .is_some_and(|i| i.behaviour == Behaviour::Ok)
-                    })
-                };
-                match fallback.and_then(|s| self.st.firmware.image(s).cloned().map(|i| (s, i))) {
-                    Some((s, i)) => {
-                        self.console(&format!(
-                            "firmware {} in slot {slot} failed to boot; boot ROM falls back to slot {s} ({})",
-                            img.revision, i.revision
-                        ));
-                        self.console(&format!(
-                            "firmware {} in slot {slot} failed to boot; boot ROM falls back to slot {s} ({})",
-                            img.revision, i.revision
-                        ));
-                        self.st.firmware.active_slot = s;
-                        self.st.firmware.running_revision = i.revision;
-                        self.st.firmware.running_failed = false;
-                    }
-                    None => run(self.st, true),
-                }
-                self.st.power = boot(self.st.timing.boot_ms * 2);
-            }
-        }
-        Ok(())
     }
 }
 

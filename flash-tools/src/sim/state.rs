@@ -9,22 +9,21 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::image::Behaviour;
 use super::SimError;
 
+/// The drive's state file.
 pub const STATE_FILE: &str = "sim.json";
+/// The state format this simulator writes.
 pub const STATE_VERSION: u32 = 1;
 
-/// Milliseconds since the Unix epoch.
+/// The simulated drive's clock: now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    nvme_spec::units::unix_ms(SystemTime::now())
 }
 
 /// Which reset a drive asks for when Firmware Commit action 3 cannot activate without one.
@@ -44,25 +43,35 @@ pub enum ResetRequirement {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotImage {
+    /// Revision of the image in the slot.
     pub revision: String,
+    /// What the image does after activation.
     pub behaviour: Behaviour,
+    /// Timing for the behaviour.
     pub behaviour_ms: u32,
+    /// Bytes.
     pub len: u64,
+    /// CRC-32 of the payload.
     pub crc32: u32,
 }
 
+/// A downloaded range of the staging image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StagedRange {
+    /// Offset.
     pub offset: u64,
+    /// Bytes.
     pub len: u64,
 }
 
+/// Firmware slots and what runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareState {
     /// Number of slots, 1..=7.
     pub slots: u8,
+    /// Slot 1 is read-only.
     pub slot1_readonly: bool,
     /// Commit action 3 activates without a reset (FRMW bit 4).
     pub activation_without_reset: bool,
@@ -87,11 +96,13 @@ pub struct FirmwareState {
 }
 
 impl FirmwareState {
+    /// The image in `slot`.
     pub fn image(&self, slot: u8) -> Option<&SlotImage> {
         self.images.get(slot as usize - 1).and_then(|s| s.as_ref())
     }
 }
 
+/// Namespace 1's geometry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceState {
@@ -102,6 +113,7 @@ pub struct NamespaceState {
 }
 
 impl NamespaceState {
+    /// Bytes per logical block.
     pub fn block_size(&self) -> u64 {
         if self.lba_format == 1 {
             4096
@@ -109,67 +121,103 @@ impl NamespaceState {
             512
         }
     }
+    /// Logical blocks in the namespace.
     pub fn blocks(&self) -> u64 {
         self.size_bytes / self.block_size()
     }
 }
 
+/// What SMART reports, as the simulator counts it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Counters {
+    /// Bytes read by the host.
     pub bytes_read: u128,
+    /// Bytes written by the host.
     pub bytes_written: u128,
+    /// Read commands.
     pub host_read_commands: u128,
+    /// Write commands.
     pub host_write_commands: u128,
+    /// Time spent on I/O.
     pub busy_ms: u128,
+    /// Power cycles.
     pub power_cycles: u128,
+    /// Power losses without a shutdown notification.
     pub unsafe_shutdowns: u128,
+    /// Media errors reported.
     pub media_errors: u128,
     /// Accumulated powered-on time, not counting the current power-on period.
     pub power_on_ms: u128,
     /// Extra heat from recent I/O, in Kelvin, decaying over time.
     pub heat: f64,
+    /// When `heat` was last updated.
     pub heat_updated_ms: u64,
+    /// Critical warning bits.
     pub critical_warning: u8,
+    /// Endurance used, percent.
     pub percent_used: u8,
 }
 
+/// One Error Information log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRecord {
+    /// Its error count.
     pub error_count: u64,
+    /// Submission queue of the failed command.
     pub sqid: u16,
+    /// Command ID of the failed command.
     pub cmdid: u16,
+    /// Status it completed with.
     pub status: u16,
+    /// LBA concerned.
     pub lba: u64,
+    /// Namespace concerned.
     pub nsid: u32,
 }
 
+/// A self-test in progress.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunningSelfTest {
+    /// Short (1) or extended (2).
     pub code: u8,
+    /// Namespace concerned.
     pub nsid: u32,
+    /// When it started.
     pub started_ms: u64,
+    /// How long it takes.
     pub duration_ms: u64,
 }
 
+/// One finished self-test.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelfTestRecord {
+    /// Short (1) or extended (2).
     pub code: u8,
+    /// Result code.
     pub result: u8,
+    /// First failed segment.
     pub segment: u8,
+    /// Power-on hours when it ended.
     pub power_on_hours: u64,
+    /// Namespace concerned.
     pub nsid: u32,
+    /// Failing LBA, if known.
     pub failing_lba: Option<u64>,
+    /// Status code type of the failure.
     pub status_code_type: u8,
+    /// Status code of the failure.
     pub status_code: u8,
 }
 
+/// Self-tests, running and finished.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelfTestState {
+    /// The one in progress.
     pub running: Option<RunningSelfTest>,
     /// Newest first, at most 20.
     pub results: Vec<SelfTestRecord>,
@@ -180,16 +228,30 @@ pub struct SelfTestState {
 #[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Power {
     /// Powered and answering.
-    On { since_ms: u64 },
+    /// Powered and answering.
+    On {
+        /// Since when (Unix ms).
+        since_ms: u64,
+    },
     /// Powered, firmware booting until `until_ms`.
-    Booting { since_ms: u64, until_ms: u64 },
+    /// Powered, booting until `until_ms`.
+    Booting {
+        /// Since when (Unix ms).
+        since_ms: u64,
+        /// Until when (Unix ms).
+        until_ms: u64,
+    },
     /// Not on the bus. Comes back at `until_ms`, or only when power-cycled if `until_ms` is None. `powered` is
     /// false when the power was switched off. `reenumerate`: it dropped off the bus unexpectedly, so the host
     /// still holds its old node and it comes back under a new device name.
     Gone {
+        /// Since when.
         since_ms: u64,
+        /// Until when (forever when absent).
         until_ms: Option<u64>,
+        /// Whether it has power.
         powered: bool,
+        /// It comes back under a new instance number.
         reenumerate: bool,
     },
 }
@@ -205,12 +267,15 @@ impl Power {
     }
 }
 
+/// How long things take on the simulated drive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Time to boot after a reset or power-on.
     pub boot_ms: u64,
+    /// A short self-test.
     pub self_test_short_ms: u64,
+    /// An extended self-test.
     pub self_test_extended_ms: u64,
 }
 
@@ -224,27 +289,41 @@ impl Default for Timing {
     }
 }
 
+/// Everything a simulated drive is, as stored in `sim.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimState {
+    /// State format version.
     pub version: u32,
+    /// Serial number.
     pub serial: String,
+    /// Model number.
     pub model: String,
+    /// PCI address.
     pub pci_address: String,
+    /// Firmware slots and what runs.
     pub firmware: FirmwareState,
+    /// Namespace 1.
     pub namespace: NamespaceState,
+    /// SMART counters.
     pub counters: Counters,
     /// Error log, newest first, at most 64 entries.
     pub errors: Vec<ErrorRecord>,
+    /// Its error count.
     pub error_count: u64,
+    /// Next command ID for error log entries.
     pub next_cmdid: u16,
+    /// Self-tests.
     pub self_test: SelfTestState,
     /// Sanitize Status log fields.
     pub sanitize_sstat: u16,
+    /// CDW10 of the last sanitize.
     pub sanitize_cdw10: u32,
     /// Current and saved feature values (FID → value); absent = default.
     pub features_current: BTreeMap<u8, u32>,
+    /// Saved feature values.
     pub features_saved: BTreeMap<u8, u32>,
+    /// Power and boot state.
     pub power: Power,
     /// Writes since the last Flush: a power loss now is an unsafe shutdown with data at risk.
     pub dirty: bool,
@@ -252,11 +331,14 @@ pub struct SimState {
     pub instance: u32,
     /// Fake sysfs tree the drive publishes itself into (see [`super::bus`]).
     pub bus: Option<PathBuf>,
+    /// Timing settings.
     pub timing: Timing,
+    /// When the drive was created.
     pub created_ms: u64,
 }
 
 impl SimState {
+    /// Reads the drive's state from `dir`.
     pub fn load(dir: &Path) -> Result<Self, SimError> {
         let path = dir.join(STATE_FILE);
         let text = match fs::read_to_string(&path) {
@@ -300,10 +382,6 @@ impl SimState {
         Ok(())
     }
 
-    pub fn is_on(&self) -> bool {
-        matches!(self.power, Power::On { .. })
-    }
-
     /// Total powered-on time in ms.
     pub fn power_on_ms(&self, now: u64) -> u128 {
         let current = match self.power {
@@ -320,6 +398,7 @@ impl SimState {
         self.counters.power_on_ms + current
     }
 
+    /// Power-on hours at `now`.
     pub fn power_on_hours(&self, now: u64) -> u64 {
         (self.power_on_ms(now) / 3_600_000) as u64
     }

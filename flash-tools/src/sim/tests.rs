@@ -1,3 +1,5 @@
+//! One test file for the simulated controller's command behaviour: many short scenarios over one drive fixture.
+//!
 //! Command-level tests of the simulated controller through the same [`Controller`] API real drives use.
 
 use std::sync::Arc;

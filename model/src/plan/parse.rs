@@ -1,3 +1,5 @@
+//! Plan parsing (~600 lines, a third of it tests): one function per step kind.
+//!
 //! TOML to a validated [`Plan`]: the document, then each step alone, with one function per step kind. Every
 //! error names the file, the step and the key.
 

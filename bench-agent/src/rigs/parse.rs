@@ -1,122 +1,19 @@
-//! Rig inventory: `rigs/<machine>.toml` says which drives, power relays and consoles this agent owns.
-//!
-//! ```toml
-//! [agent]
-//! name = "bench-07"
-//!
-//! [[rig]]
-//! name = "rig-07a"
-//! labels = { model = "X1-1T", site = "lab-a" }
-//! drive = { serial = "S6ABC123" }        # or { pci = "0000:3b:00.0" }, { path = "/dev/nvme0" }, or a simulated drive:
-//! # drive = { sim = "sim/rig-07a", serial = "SIM7A", model = "NVFARM SIM X1", firmware = "1.0.0", size = "1G" }
-//! power = { usb_relay = { vid = 0x16c0, pid = 0x05df, channel = 1 } }   # or { command = { on = "...", off = "..." } }, { sim = true }
-//! console = { serial = "/dev/ttyUSB0", baud = 115200 }                   # or { sim = true }
-//! ```
-//!
-//! Every error names the file, the rig and the key. A simulated drive's directory is relative to the agent's
-//! work directory and is created, from the rig's settings, the first time the rig is used.
+//! Reading a rig file in two stages (TOML, then each rig alone) so every error names the file, the rig and the
+//! key.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use flash_tools::device::{DeviceAddr, Locator, Sysfs};
+use flash_tools::device::DeviceAddr;
 use flash_tools::sim::state::Timing;
-use flash_tools::sim::{SimConfig, SimController};
-
-use crate::console::Console;
 use nvme_spec::units::{parse_duration, parse_size};
 
-#[derive(Debug, thiserror::Error)]
-pub enum RigError {
-    #[error("cannot read rig file {file}: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {context}: {reason}")]
-    Invalid {
-        file: PathBuf,
-        context: String,
-        reason: String,
-    },
-    #[error("{file}: no rig named '{name}' (rigs: {known})")]
-    NoSuchRig {
-        file: PathBuf,
-        name: String,
-        known: String,
-    },
-    #[error("{file}: rig '{rig}': drive: {reason}")]
-    Drive {
-        file: PathBuf,
-        rig: String,
-        reason: String,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentSection {
-    pub name: String,
-}
-
-/// A simulated drive's settings in a rig file.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DriveSpec {
-    pub sim: Option<PathBuf>,
-    pub serial: Option<String>,
-    pub pci: Option<String>,
-    pub path: Option<PathBuf>,
-    // Settings for a simulated drive created on first use:
-    pub model: Option<String>,
-    pub firmware: Option<String>,
-    pub size: Option<String>,
-    pub slots: Option<u8>,
-    pub slot1_readonly: Option<bool>,
-    pub block_size: Option<u32>,
-    pub boot_time: Option<String>,
-    pub self_test_short: Option<String>,
-    pub self_test_extended: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct UsbRelaySpec {
-    pub vid: u16,
-    pub pid: u16,
-    pub channel: u8,
-    /// USB serial number, to pick one of several identical boards.
-    pub serial: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CommandPowerSpec {
-    pub on: String,
-    pub off: String,
-    /// Optional single command for a power cycle (default: off, wait, on).
-    pub cycle: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PowerSpec {
-    pub usb_relay: Option<UsbRelaySpec>,
-    pub command: Option<CommandPowerSpec>,
-    pub sim: Option<bool>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleSpec {
-    pub serial: Option<PathBuf>,
-    pub baud: Option<u32>,
-    pub sim: Option<bool>,
-}
+use super::{
+    AgentSection, ConsoleKind, ConsoleSpec, DriveSelector, DriveSpec, Inventory, PowerKind,
+    PowerSpec, Rig, RigError, SimSettings,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,66 +24,6 @@ struct RawRig {
     drive: DriveSpec,
     power: Option<PowerSpec>,
     console: Option<ConsoleSpec>,
-}
-
-/// Where a rig's drive is.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DriveSelector {
-    /// A simulated drive: its directory (resolved against the work dir) and how to create it.
-    Sim {
-        dir: PathBuf,
-        config: SimSettings,
-    },
-    Real(String),
-}
-
-/// Settings for creating a simulated drive (a serializable subset of [`SimConfig`]).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimSettings {
-    pub serial: String,
-    pub model: String,
-    pub firmware: String,
-    pub size: u64,
-    pub slots: u8,
-    pub slot1_readonly: bool,
-    pub block_size: u32,
-    pub boot_ms: u64,
-    pub self_test_short_ms: u64,
-    pub self_test_extended_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerKind {
-    UsbRelay(UsbRelaySpec),
-    Command(CommandPowerSpec),
-    Sim,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsoleKind {
-    Serial { path: PathBuf, baud: u32 },
-    Sim,
-}
-
-/// One validated rig.
-#[derive(Clone, Debug, Serialize)]
-pub struct Rig {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub drive: DriveSelector,
-    pub power: Option<PowerKind>,
-    pub console: Option<ConsoleKind>,
-}
-
-/// A validated rig file.
-#[derive(Clone, Debug, Serialize)]
-pub struct Inventory {
-    pub file: PathBuf,
-    pub agent: String,
-    pub rigs: Vec<Rig>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -206,6 +43,7 @@ impl Inventory {
         Self::parse(&text, file, work_dir)
     }
 
+    /// Validates rig file `text`; `file` names it in errors, sim directories resolve against `work_dir`.
     pub fn parse(text: &str, file: &Path, work_dir: &Path) -> Result<Self, RigError> {
         let invalid = |context: String, reason: String| RigError::Invalid {
             file: file.to_path_buf(),
@@ -461,125 +299,14 @@ impl Inventory {
             console,
         })
     }
-
-    pub fn rig(&self, name: &str) -> Result<&Rig, RigError> {
-        self.rigs
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| RigError::NoSuchRig {
-                file: self.file.clone(),
-                name: name.to_string(),
-                known: self
-                    .rigs
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-    }
-}
-
-impl SimSettings {
-    pub fn to_config(&self, bus: Option<PathBuf>) -> SimConfig {
-        SimConfig {
-            serial: self.serial.clone(),
-            model: self.model.clone(),
-            firmware_revision: self.firmware.clone(),
-            slots: self.slots,
-            slot1_readonly: self.slot1_readonly,
-            size_bytes: self.size,
-            block_size: self.block_size,
-            bus,
-            timing: Timing {
-                boot_ms: self.boot_ms,
-                self_test_short_ms: self.self_test_short_ms,
-                self_test_extended_ms: self.self_test_extended_ms,
-            },
-            ..SimConfig::default()
-        }
-    }
-}
-
-impl Rig {
-    /// Makes sure the drive exists (creating a simulated one on first use) and returns how to reach it.
-    pub fn locator(&self, file: &Path, sysfs: &Sysfs) -> Result<Locator, RigError> {
-        match &self.drive {
-            DriveSelector::Sim { dir, config } => {
-                if SimController::open(dir).is_err() {
-                    SimController::create(dir, &config.to_config(None)).map_err(|e| {
-                        RigError::Drive {
-                            file: file.to_path_buf(),
-                            rig: self.name.clone(),
-                            reason: format!(
-                                "cannot create the simulated drive in {}: {e}",
-                                dir.display()
-                            ),
-                        }
-                    })?;
-                    tracing::info!(rig = %self.name, dir = %dir.display(), "created simulated drive");
-                }
-                Ok(Locator::new(DeviceAddr::Sim(dir.clone()), sysfs.clone()))
-            }
-            DriveSelector::Real(addr) => {
-                let addr: DeviceAddr = addr.parse().expect("validated at load");
-                let loc = Locator::new(addr, sysfs.clone());
-                loc.current().map_err(|e| RigError::Drive {
-                    file: file.to_path_buf(),
-                    rig: self.name.clone(),
-                    reason: e.to_string(),
-                })?;
-                Ok(loc)
-            }
-        }
-    }
-
-    /// The simulated drive's directory, if this rig has one.
-    pub fn sim_dir(&self) -> Option<&Path> {
-        match &self.drive {
-            DriveSelector::Sim { dir, .. } => Some(dir),
-            DriveSelector::Real(_) => None,
-        }
-    }
-
-    /// Where the drive's namespace 1 data lives when it is not a kernel block device (a simulated drive's
-    /// media file); `None` for real drives.
-    pub fn media_path(&self) -> Option<PathBuf> {
-        self.sim_dir()
-            .map(|d| d.join(flash_tools::sim::NAMESPACE_FILE))
-    }
-
-    /// Starts capturing the rig's console, if it has one.
-    pub fn open_console(&self) -> Result<Option<Console>, String> {
-        Ok(match &self.console {
-            None => None,
-            Some(ConsoleKind::Serial { path, baud }) => {
-                Some(Console::serial(path, *baud).map_err(|e| e.to_string())?)
-            }
-            Some(ConsoleKind::Sim) => {
-                let dir = self
-                    .sim_dir()
-                    .ok_or("a simulated console needs a simulated drive")?;
-                let sim = SimController::open(dir).map_err(|e| e.to_string())?;
-                Some(Console::follow_file(&sim.console_path()))
-            }
-        })
-    }
-
-    /// Tells a simulated drive about I/O the io engine did on its media directly, so its SMART counters move
-    /// as a drive's would. Real drives count their own.
-    pub fn account_host_io(&self, r: &crate::io::IoReport, busy: Duration) {
-        if let Some(dir) = self.sim_dir() {
-            if let Ok(sim) = SimController::open(dir) {
-                let _ =
-                    sim.record_host_io(r.read.bytes, r.write.bytes, r.read.ios, r.write.ios, busy);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rigs::UsbRelaySpec;
+    use flash_tools::device::Sysfs;
+    use flash_tools::sim::SimController;
 
     fn parse(text: &str) -> Result<Inventory, String> {
         Inventory::parse(text, Path::new("rigs/test.toml"), Path::new("/work"))
