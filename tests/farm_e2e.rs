@@ -168,6 +168,41 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
     );
 }
 
+#[test]
+fn a_firmware_file_the_drive_cannot_take_is_bad_input_and_never_quarantines_the_rig() {
+    let lab = lab_with_agent(1);
+    let junk = lab.path("junk.bin");
+    std::fs::write(&junk, vec![0x5a; 4097]).unwrap();
+    let plan = lab.path("quick.toml");
+    // Three in a row: more than the default quarantine threshold of infrastructure errors.
+    for _ in 0..3 {
+        let o = lab.farmctl(&[
+            "--json",
+            "run",
+            "--firmware",
+            junk.to_str().unwrap(),
+            "--plan",
+            plan.to_str().unwrap(),
+            "--rig",
+            "bench-r1",
+        ]);
+        assert_eq!(o.code, 2, "{}", o.all());
+        let j = o.json();
+        assert_eq!(j["state"], "invalid", "{j}");
+        assert!(
+            j["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a whole number of dwords"),
+            "{j}"
+        );
+    }
+    let rig = &lab.rigs_json()[0];
+    assert_eq!(rig["state"], "idle", "{rig}");
+    assert_eq!(rig["consecutive_infra_errors"], 0, "{rig}");
+    assert_eq!(rig["health_check_pending"], false, "{rig}");
+}
+
 /// The body of `GET path` as JSON (chunked or not).
 fn http_json(port: u16, path: &str) -> serde_json::Value {
     let resp = http_get(port, path);

@@ -168,4 +168,11 @@ pub trait Passthru: Send + Sync + fmt::Debug {
     fn device_name(&self) -> String {
         self.name()
     }
+
+    /// Whether `image` is a firmware image in the device's own format, where the host can know: `None` when
+    /// images are opaque to the host (a real drive judges them itself, at commit); `Some(Err(why))` for a file
+    /// that is not an image this device could take at all.
+    fn check_firmware_format(&self, _image: &[u8]) -> Option<Result<(), String>> {
+        None
+    }
 }

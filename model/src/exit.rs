@@ -29,6 +29,7 @@ impl ExitCode {
         match outcome {
             Outcome::Passed | Outcome::Skipped => ExitCode::Passed,
             Outcome::Failed => ExitCode::Failed,
+            Outcome::Invalid => ExitCode::Usage,
             Outcome::Error => ExitCode::Infrastructure,
             Outcome::TimedOut | Outcome::Cancelled => ExitCode::TimedOut,
         }

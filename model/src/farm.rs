@@ -315,6 +315,8 @@ pub enum JobState {
     TimedOut,
     /// Cancelled.
     Cancelled,
+    /// The input (firmware, plan) cannot be used on the rig.
+    Invalid,
 }
 
 impl Job {
@@ -371,7 +373,7 @@ impl Job {
 
 impl JobState {
     /// Every state.
-    pub const ALL: [JobState; 9] = [
+    pub const ALL: [JobState; 10] = [
         JobState::Queued,
         JobState::Assigned,
         JobState::Flashing,
@@ -381,6 +383,7 @@ impl JobState {
         JobState::Error,
         JobState::TimedOut,
         JobState::Cancelled,
+        JobState::Invalid,
     ];
 
     /// The job has ended.
@@ -396,6 +399,7 @@ impl JobState {
             JobState::Error => Outcome::Error,
             JobState::TimedOut => Outcome::TimedOut,
             JobState::Cancelled => Outcome::Cancelled,
+            JobState::Invalid => Outcome::Invalid,
             _ => return None,
         })
     }
@@ -408,6 +412,7 @@ impl JobState {
             Outcome::Error => JobState::Error,
             Outcome::TimedOut => JobState::TimedOut,
             Outcome::Cancelled => JobState::Cancelled,
+            Outcome::Invalid => JobState::Invalid,
         }
     }
 
@@ -431,6 +436,7 @@ impl JobState {
             JobState::Error => "error",
             JobState::TimedOut => "timed_out",
             JobState::Cancelled => "cancelled",
+            JobState::Invalid => "invalid",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! JUnit XML for CI systems: one `<testcase>` per step; a failed step is a `<failure>`, an infrastructure error
-//! or timeout an `<error>` (with `type` saying which), a skipped or cancelled step `<skipped>`.
+//! JUnit XML for CI systems: one `<testcase>` per step; a failed step is a `<failure>`; an infrastructure error,
+//! a timeout, invalid input or a cancellation an `<error>` whose `type` says which (`infrastructure`, `timeout`,
+//! `invalid`, `cancelled`); a step that did not run `<skipped>`. Each testcase carries its step's log.
 
 use std::fmt::Write;
 
@@ -24,6 +25,28 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// The `type` of an `<error>`: what kind of problem it was.
+pub fn error_type(o: Outcome) -> &'static str {
+    match o {
+        Outcome::TimedOut => "timeout",
+        Outcome::Invalid => "invalid",
+        Outcome::Cancelled => "cancelled",
+        _ => "infrastructure",
+    }
+}
+
+/// A document with one suite holding one testcase for a run that could not start or finish (no controller, no
+/// rig, bad input): `<error type=...>` with the message, so a CI system shows why.
+pub fn single_error(suite: &str, name: &str, error_type: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{0}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n    <testcase name=\"{1}\" classname=\"{0}\" time=\"0.000\">\n      <error message=\"{2}\" type=\"{3}\"/>\n    </testcase>\n  </testsuite>\n</testsuites>\n",
+        escape(suite),
+        escape(name),
+        escape(message),
+        escape(error_type)
+    )
+}
+
 /// One `<testsuite>` for a run.
 pub fn testsuite(report: &RunReport, suite_name: &str) -> String {
     let count = |o: &[Outcome]| {
@@ -40,8 +63,13 @@ pub fn testsuite(report: &RunReport, suite_name: &str) -> String {
         escape(suite_name),
         report.steps.len(),
         count(&[Outcome::Failed]),
-        count(&[Outcome::Error, Outcome::TimedOut]),
-        count(&[Outcome::Skipped, Outcome::Cancelled]),
+        count(&[
+            Outcome::Error,
+            Outcome::TimedOut,
+            Outcome::Invalid,
+            Outcome::Cancelled
+        ]),
+        count(&[Outcome::Skipped]),
         report.duration_ms as f64 / 1000.0
     );
     if let Some(fw) = &report.firmware {
@@ -83,21 +111,15 @@ pub fn testsuite(report: &RunReport, suite_name: &str) -> String {
                     escape(&s.message)
                 );
             }
-            Outcome::Error => {
+            Outcome::Error | Outcome::TimedOut | Outcome::Invalid | Outcome::Cancelled => {
                 let _ = writeln!(
                     x,
-                    r#"      <error message="{}" type="infrastructure"/>"#,
-                    escape(&s.message)
+                    r#"      <error message="{}" type="{}"/>"#,
+                    escape(&s.message),
+                    error_type(s.outcome)
                 );
             }
-            Outcome::TimedOut => {
-                let _ = writeln!(
-                    x,
-                    r#"      <error message="{}" type="timeout"/>"#,
-                    escape(&s.message)
-                );
-            }
-            Outcome::Skipped | Outcome::Cancelled => {
+            Outcome::Skipped => {
                 let _ = writeln!(x, r#"      <skipped message="{}"/>"#, escape(&s.message));
             }
         }
@@ -157,12 +179,14 @@ mod tests {
                 step(3, Outcome::TimedOut, "hung"),
                 step(4, Outcome::Error, "gone"),
                 step(5, Outcome::Skipped, "after error"),
+                step(6, Outcome::Cancelled, "cancelled at 40%"),
+                step(7, Outcome::Invalid, "not an image for this drive"),
             ],
             console: vec![],
         };
         let x = document(&[(&r, "smoke@r1".into())]);
         assert!(
-            x.contains(r#"tests="5" failures="1" errors="2" skipped="1""#),
+            x.contains(r#"tests="7" failures="1" errors="4" skipped="1""#),
             "{x}"
         );
         assert!(
@@ -172,6 +196,18 @@ mod tests {
         assert!(x.contains(r#"<error message="hung" type="timeout"/>"#));
         assert!(x.contains(r#"<error message="gone" type="infrastructure"/>"#));
         assert!(x.contains(r#"<skipped message="after error"/>"#));
+        assert!(x.contains(r#"<error message="cancelled at 40%" type="cancelled"/>"#));
+        assert!(x.contains(r#"<error message="not an image for this drive" type="invalid"/>"#));
+        let one = single_error(
+            "run",
+            "farmctl",
+            "infrastructure",
+            "cannot reach the controller",
+        );
+        assert!(
+            one.contains(r#"errors="1""#) && one.contains(r#"type="infrastructure""#),
+            "{one}"
+        );
         assert!(x.contains("line &lt;1&gt;"));
         assert_eq!(escape("a\u{1}b"), "a?b");
     }

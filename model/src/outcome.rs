@@ -6,6 +6,8 @@
 //! - `timed_out`: the step (or a command in it) ran past its time limit.
 //! - `skipped`: not run, because an earlier step stopped the plan.
 //! - `cancelled`: the run was cancelled.
+//! - `invalid`: the input cannot be used here (a firmware file that is not an image for this drive, a plan step
+//!   the bench cannot run): the submitter's to fix, not the drive's fault and not the farm's.
 
 use std::fmt;
 
@@ -28,18 +30,21 @@ pub enum Outcome {
     Cancelled,
     /// A step or command ran past its time limit.
     TimedOut,
+    /// The input cannot be used here (firmware, plan).
+    Invalid,
     /// The infrastructure failed.
     Error,
 }
 
 impl Outcome {
     /// Every outcome, in severity order.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Passed,
         Outcome::Skipped,
         Outcome::Failed,
         Outcome::Cancelled,
         Outcome::TimedOut,
+        Outcome::Invalid,
         Outcome::Error,
     ];
 
@@ -52,11 +57,12 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Skipped => "skipped",
             Outcome::Cancelled => "cancelled",
+            Outcome::Invalid => "invalid",
         }
     }
 
-    /// The plan's outcome from its steps: an infrastructure error outranks a timeout, which outranks a
-    /// cancellation, which outranks a test failure; skipped steps do not count.
+    /// The plan's outcome from its steps: an infrastructure error outranks invalid input, which outranks a
+    /// timeout, which outranks a cancellation, which outranks a test failure; skipped steps do not count.
     pub fn overall(steps: impl IntoIterator<Item = Outcome>) -> Outcome {
         steps
             .into_iter()
@@ -84,7 +90,7 @@ impl std::str::FromStr for Outcome {
             .into_iter()
             .find(|o| o.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown outcome '{s}': expected passed, failed, error, timed_out, skipped or cancelled")
+                format!("unknown outcome '{s}': expected passed, failed, error, timed_out, skipped, cancelled or invalid")
             })
     }
 }
@@ -100,6 +106,7 @@ mod tests {
         assert_eq!(Outcome::overall([Passed, Failed, Skipped]), Failed);
         assert_eq!(Outcome::overall([Failed, TimedOut]), TimedOut);
         assert_eq!(Outcome::overall([TimedOut, Error, Failed]), Error);
+        assert_eq!(Outcome::overall([Failed, Invalid, Skipped]), Invalid);
         assert_eq!(Outcome::overall([]), Passed);
         assert_eq!("timed_out".parse::<Outcome>(), Ok(TimedOut));
         assert!("green"

@@ -522,3 +522,24 @@ fn io_reports_fio_style_results() {
     assert_eq!(code, 2);
     assert!(err.contains("invalid io option 'bs'"), "{err}");
 }
+
+#[test]
+fn a_file_that_is_not_a_firmware_image_is_invalid_input_not_a_test_failure() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let junk = lab.p("junk.bin");
+    std::fs::write(&junk, vec![0x5a; 4097]).unwrap();
+    let smoke = workspace().join("plans/smoke.toml");
+    let (code, report, junit, err) = lab.run_plan(&rigs, smoke.to_str().unwrap(), Some(&junk));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(report["outcome"], "invalid");
+    assert_eq!(report["steps"][0]["outcome"], "invalid");
+    assert!(
+        report["steps"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a whole number of dwords"),
+        "{report:#}"
+    );
+    assert!(junit.contains(r#"type="invalid""#), "{junit}");
+}

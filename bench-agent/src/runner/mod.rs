@@ -4,8 +4,8 @@
 //!
 //! Every step is bounded from the inside: NVMe commands get a timeout no longer than what is left of the step,
 //! the io engine's runtime is capped, scripts are killed at the deadline. So a hung drive ends a step as
-//! `timed_out` without leaving work behind. After an `error` or `timed_out` step, or a `failed` step whose
-//! `on_failure` is `stop`, the remaining steps are `skipped`.
+//! `timed_out` without leaving work behind. After an `error`, `timed_out` or `invalid` step, or a `failed` step
+//! whose `on_failure` is `stop`, the remaining steps are `skipped`.
 //!
 //! - this module: the loop over the steps;
 //! - [`context`]: what a run holds while its steps execute (the rig, the drive, console, placeholders);
@@ -175,7 +175,7 @@ pub fn run_plan(
         observer.step_finished(step, &r);
         report.steps.push(r);
         stop_reason = match outcome {
-            Outcome::Error | Outcome::TimedOut => Some((
+            Outcome::Error | Outcome::TimedOut | Outcome::Invalid => Some((
                 outcome,
                 format!(
                     "not run: step {} ({}) ended {outcome}",

@@ -26,13 +26,14 @@ fn class(s: &str) -> &'static str {
         "error" | "offline" => "infra",
         "timed_out" => "timeout",
         "cancelled" | "maintenance" | "skipped" => "muted",
+        "invalid" => "invalid",
         _ => "busy",
     }
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}\
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:90%}th{background:#f3f3f3}\
-.ok{background:#d9f2d9}.bad{background:#f8d0d0}.infra{background:#ffe0b3}.timeout{background:#f2e6ff}.muted{color:#777}.busy{background:#dde8f7}\
+.ok{background:#d9f2d9}.bad{background:#f8d0d0}.infra{background:#ffe0b3}.timeout{background:#f2e6ff}.invalid{background:#fff3b0}.muted{color:#777}.busy{background:#dde8f7}\
 pre{background:#f7f7f7;padding:.6em;font-size:85%;overflow-x:auto}";
 
 pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {

@@ -554,3 +554,35 @@ fn self_test_wait_reports_the_result() {
         "completed with one or more failed segments"
     );
 }
+
+#[test]
+fn a_file_that_is_not_a_firmware_image_is_bad_input_and_nothing_is_sent() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    // Not a whole number of dwords: no NVMe drive could take it.
+    let odd = lab.path("odd.bin");
+    std::fs::write(&odd, vec![0x5a; 4097]).unwrap();
+    let r = nvme_flash(&[&dev, "update", &odd]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stdout.contains("not a whole number of dwords"),
+        "{}",
+        r.all()
+    );
+    // Aligned but not in this drive's image format: the simulated drive's format is known, so it is bad input too.
+    let junk = lab.path("junk.bin");
+    std::fs::write(&junk, vec![0x5a; 4096]).unwrap();
+    let r = nvme_flash(&[&dev, "update", &junk, "--json"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["failure"]["kind"], "bad_input");
+    assert!(
+        j["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a firmware image for this simulated drive"),
+        "{j}"
+    );
+    assert_eq!(j["chunks"], 0, "nothing was downloaded: {j}");
+    assert_eq!(running(&dev, &[]), "1.0.0");
+}

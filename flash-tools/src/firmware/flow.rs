@@ -317,6 +317,14 @@ impl Updater<'_> {
                 )));
             }
         }
+        if let Some(Err(why)) = self
+            .drive
+            .controller()
+            .transport()
+            .check_firmware_format(image)
+        {
+            return Err(bad(why));
+        }
         self.note(
             UpdateStep::CheckImage,
             format!(

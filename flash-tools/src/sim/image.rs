@@ -252,9 +252,20 @@ pub fn build(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
     Ok(img)
 }
 
-/// Does `bytes` start like a simulated-drive image? (Used to pick up the revision to expect.)
-pub fn is_sim_image(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && &bytes[..8] == MAGIC
+/// Whether `img` is in this format at all (magic and header version), leaving length, checksum and model to the
+/// drive, which rejects a corrupt or foreign image at commit as a real drive does.
+pub fn check_format(img: &[u8]) -> Result<(), ImageError> {
+    if img.len() < HEADER_LEN {
+        return Err(ImageError::TooShort { len: img.len() });
+    }
+    if &img[..8] != MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    let version = u16_at(img, 8);
+    if version != FORMAT_VERSION {
+        return Err(ImageError::Version(version));
+    }
+    Ok(())
 }
 
 /// Validates an image completely (magic, version, lengths, checksum) and returns its header.
@@ -316,7 +327,8 @@ mod tests {
         spec.payload_len = 4096;
         let img = build(&spec).unwrap();
         assert_eq!(img.len(), 128 + 4096);
-        assert!(is_sim_image(&img));
+        assert!(check_format(&img).is_ok());
+        assert!(check_format(&[0u8; 4096]).is_err());
         let h = parse(&img).unwrap();
         assert_eq!(h.revision, "2.0.1");
         assert_eq!(h.model.as_deref(), Some("NVFARM SIM X1"));

@@ -641,6 +641,12 @@ impl Passthru for SimController {
         format!("sim:{}", self.dir.display())
     }
 
+    fn check_firmware_format(&self, image: &[u8]) -> Option<Result<(), String>> {
+        Some(image::check_format(image).map_err(|e| {
+            format!("not a firmware image for this simulated drive ({e}); build one with `nvme-flash sim image`")
+        }))
+    }
+
     fn device_name(&self) -> String {
         SimState::load(&self.dir)
             .map(|s| format!("nvme{}", s.instance))

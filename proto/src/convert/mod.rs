@@ -53,6 +53,7 @@ pub fn outcome_pb(o: Outcome) -> pb::Outcome {
         Outcome::TimedOut => pb::Outcome::TimedOut,
         Outcome::Skipped => pb::Outcome::Skipped,
         Outcome::Cancelled => pb::Outcome::Cancelled,
+        Outcome::Invalid => pb::Outcome::Invalid,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn outcome_opt(v: i32, field: &'static str) -> Result<Option<Outcome>, WireE
             pb::Outcome::TimedOut => Outcome::TimedOut,
             pb::Outcome::Skipped => Outcome::Skipped,
             pb::Outcome::Cancelled => Outcome::Cancelled,
+            pb::Outcome::Invalid => Outcome::Invalid,
         },
     ))
 }
@@ -111,6 +113,7 @@ pub fn job_state_pb(s: JobState) -> pb::JobState {
         JobState::Error => pb::JobState::JobError,
         JobState::TimedOut => pb::JobState::JobTimedOut,
         JobState::Cancelled => pb::JobState::JobCancelled,
+        JobState::Invalid => pb::JobState::JobInvalid,
     }
 }
 
@@ -128,6 +131,7 @@ pub fn job_state_opt(v: i32, field: &'static str) -> Result<Option<JobState>, Wi
             pb::JobState::JobError => JobState::Error,
             pb::JobState::JobTimedOut => JobState::TimedOut,
             pb::JobState::JobCancelled => JobState::Cancelled,
+            pb::JobState::JobInvalid => JobState::Invalid,
         },
     ))
 }

@@ -68,7 +68,9 @@ pub(super) fn run(
     let outcome = match kind {
         FailureKind::Rejected | FailureKind::Verification => Outcome::Failed,
         FailureKind::Timeout => Outcome::TimedOut,
-        FailureKind::BadInput | FailureKind::Unreachable => Outcome::Error,
+        // The image cannot be used on this drive: the submitter's to fix, not the rig's fault.
+        FailureKind::BadInput => Outcome::Invalid,
+        FailureKind::Unreachable => Outcome::Error,
     };
     Err(Fail::new(outcome, report.to_string()))
 }
