@@ -229,6 +229,21 @@ fn uring_cmd_moves_data_through_the_generic_char_device() {
     );
 }
 
+fn a_failed_passthrough_command_reaps_every_command_in_flight() {
+    assert_eq!(
+        rc("uring-cmd-inject.rc"),
+        1,
+        "{}",
+        read("uring-cmd-inject.err")
+    );
+    let err = read("uring-cmd-inject.err");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert!(
+        err.contains("were cancelled and reaped before their buffers were released"),
+        "{err}"
+    );
+}
+
 /// One VM boot, every check. Each check's message says what disagreed.
 #[test]
 fn qemu_tier() {
@@ -240,4 +255,5 @@ fn qemu_tier() {
     update_fails_cleanly_on_a_controller_without_firmware_download();
     reset_and_io_passthrough_work_on_the_real_driver();
     uring_cmd_moves_data_through_the_generic_char_device();
+    a_failed_passthrough_command_reaps_every_command_in_flight();
 }

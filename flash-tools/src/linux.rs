@@ -252,6 +252,9 @@ impl Passthru for LinuxIoctl {
         timeout: Option<Duration>,
     ) -> Result<Completion, TransportError> {
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        // The kernel writes into the buffer exactly when the opcode says data comes from the controller: refuse a
+        // shared buffer there before any ioctl, so it can never write into memory lent read-only.
+        data.check(queue, cmd.opcode)?;
         let (addr, len) = match &mut data {
             Data::None => (0u64, 0u32),
             Data::ToDevice(b) => (b.as_ptr() as u64, b.len() as u32),
@@ -277,8 +280,9 @@ impl Passthru for LinuxIoctl {
         let (op, ret) = match queue {
             Queue::Admin => {
                 // SAFETY: `pt` is a valid `nvme_passthru_cmd` (layout asserted above) that lives across the call;
-                // `addr`/`data_len` describe `data`, which is borrowed (mutably for FromDevice) for this whole
-                // function, so the kernel reads/writes only memory we own.
+                // `addr`/`data_len` describe `data` exactly (`check` bounded its length), which is borrowed for this
+                // whole function; `check` made sure the kernel writes only when the opcode returns data, and then
+                // the buffer is `FromDevice`, lent mutably, so it reads/writes only memory we own and may write.
                 let r = unsafe { ioctls::nvme_ioctl_admin_cmd(self.ctrl.as_raw_fd(), &mut pt) };
                 ("NVME_IOCTL_ADMIN_CMD", r)
             }
@@ -347,6 +351,35 @@ impl Passthru for LinuxIoctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_buffer_for_a_command_that_returns_data_never_reaches_the_kernel() {
+        // /dev/null takes no NVMe ioctl: had the ioctl been issued, this would be an OS error (ENOTTY).
+        let dev = LinuxIoctl::open(Path::new("/dev/null")).unwrap();
+        let buf = [0u8; 4096];
+        let e = dev
+            .submit(
+                Queue::Admin,
+                &Command::identify(nvme_spec::command::cns::CONTROLLER, 0),
+                Data::ToDevice(&buf),
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(e, TransportError::Misuse { .. }), "{e}");
+        let mut out = [0u8; 4096];
+        let e = dev
+            .submit(
+                Queue::Admin,
+                &Command::identify(nvme_spec::command::cns::CONTROLLER, 0),
+                Data::FromDevice(&mut out),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, TransportError::Os { .. }),
+            "the right buffer goes to the ioctl: {e}"
+        );
+    }
 
     #[test]
     fn request_codes_match_the_kernel_header() {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nvme_spec::command::opcode_name;
 use nvme_spec::{Command, Queue, Status};
 
 /// The data phase of a command.
@@ -22,7 +23,62 @@ pub enum Data<'a> {
     FromDevice(&'a mut [u8]),
 }
 
+/// What a command's opcode says about its data (bits 1:0 of every NVMe opcode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// No data transfer.
+    None,
+    /// Host to controller.
+    ToDevice,
+    /// Controller to host.
+    FromDevice,
+    /// Both ways (the controller reads and writes the buffer).
+    Bidirectional,
+}
+
+impl Direction {
+    /// The direction opcode `opcode` transfers data in.
+    pub fn of(opcode: u8) -> Direction {
+        match opcode & 0b11 {
+            0b00 => Direction::None,
+            0b01 => Direction::ToDevice,
+            0b10 => Direction::FromDevice,
+            _ => Direction::Bidirectional,
+        }
+    }
+}
+
 impl Data<'_> {
+    /// Checks the buffer against the opcode's data direction before anything is sent: a controller may write
+    /// only into a buffer lent mutably (`FromDevice`), so a shared `ToDevice` buffer for an opcode that returns
+    /// data (or moves it both ways) is refused, as is data for an opcode that moves none, or a buffer longer
+    /// than a command can describe.
+    pub fn check(&self, queue: Queue, opcode: u8) -> Result<(), TransportError> {
+        let dir = Direction::of(opcode);
+        let wrong = match (self, dir) {
+            (Data::None, _) => None,
+            (_, Direction::None) if self.is_empty() => None,
+            (_, Direction::None) => Some("it transfers no data, but a buffer was given"),
+            (Data::ToDevice(_), Direction::FromDevice | Direction::Bidirectional) => Some(
+                "the controller writes its data, but the buffer was lent read-only (to the device)",
+            ),
+            _ => None,
+        };
+        if let Some(reason) = wrong {
+            return Err(TransportError::Misuse {
+                command: format!("{} (opcode {opcode:#04x})", opcode_name(queue, opcode)),
+                reason: reason.to_string(),
+            });
+        }
+        if self.len() > u32::MAX as usize {
+            return Err(TransportError::Misuse {
+                command: format!("{} (opcode {opcode:#04x})", opcode_name(queue, opcode)),
+                reason: format!("{} bytes is more than a command can transfer", self.len()),
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes the data phase moves.
     pub fn len(&self) -> usize {
         match self {
@@ -118,6 +174,14 @@ pub enum TransportError {
         /// The errno.
         errno: nix::errno::Errno,
     },
+    /// The caller built a command whose data buffer does not match it; nothing was sent.
+    #[error("{command}: {reason}; nothing was sent (a bug in the caller)")]
+    Misuse {
+        /// The command.
+        command: String,
+        /// What does not match.
+        reason: String,
+    },
     /// The device exists but cannot be used (its backing state is broken).
     #[error("{device} cannot be used: {detail}")]
     Unusable {
@@ -174,5 +238,39 @@ pub trait Passthru: Send + Sync + fmt::Debug {
     /// that is not an image this device could take at all.
     fn check_firmware_format(&self, _image: &[u8]) -> Option<Result<(), String>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_spec::command::admin;
+
+    #[test]
+    fn a_buffer_must_match_the_opcode_direction() {
+        let buf = [0u8; 64];
+        let mut out = [0u8; 64];
+        // Identify returns data: a read-only buffer would be written by the kernel.
+        let e = Data::ToDevice(&buf)
+            .check(Queue::Admin, admin::IDENTIFY)
+            .unwrap_err();
+        assert!(matches!(e, TransportError::Misuse { .. }), "{e}");
+        assert!(e.to_string().contains("Identify (opcode 0x06)"), "{e}");
+        assert!(Data::FromDevice(&mut out)
+            .check(Queue::Admin, admin::IDENTIFY)
+            .is_ok());
+        // Firmware Image Download sends data; a mutable buffer is fine (the kernel only reads it).
+        assert!(Data::ToDevice(&buf)
+            .check(Queue::Admin, admin::FIRMWARE_DOWNLOAD)
+            .is_ok());
+        assert!(Data::FromDevice(&mut out)
+            .check(Queue::Admin, admin::FIRMWARE_DOWNLOAD)
+            .is_ok());
+        // A bidirectional opcode (0x03: bits 11) needs a buffer lent mutably.
+        assert!(Data::ToDevice(&buf).check(Queue::Admin, 0x03).is_err());
+        assert!(Data::FromDevice(&mut out).check(Queue::Admin, 0x03).is_ok());
+        // No data for an opcode that moves none.
+        assert!(Data::ToDevice(&buf).check(Queue::Io, 0x00).is_err());
+        assert!(Data::None.check(Queue::Io, 0x00).is_ok());
     }
 }

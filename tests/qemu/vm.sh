@@ -8,8 +8,8 @@
 # libraries); other files to /data.
 # Everything the guest script writes under /out is packed with tar, sent over the serial console as base64
 # and unpacked into OUT_DIR on the host; the console log is OUT_DIR/console.log and the guest script's exit
-# code OUT_DIR/guest.rc. The VM sees one NVMe controller (serial NVFARMQEMU0001, 64 MiB namespace): /dev/nvme0,
-# /dev/nvme0n1 and /dev/ng0n1.
+# code OUT_DIR/guest.rc. The VM sees two NVMe controllers: serial NVFARMQEMU0001 (64 MiB namespace) as /dev/nvme0,
+# /dev/nvme0n1 and /dev/ng0n1, and a throttled one (serial NVFARMSLOW0002) as /dev/nvme1.
 #
 # Environment: NVFARM_CACHE (default ~/.cache/nvfarm) caches the kernel; QEMU_MEM (default 512M);
 # QEMU_TIMEOUT seconds (default 300); QEMU_KVM=1 uses KVM instead of software emulation; QEMU_NVME_SIZE (default 64M).
@@ -97,6 +97,10 @@ chmod +x "$root/init"
 # --- disk + boot ---------------------------------------------------------------------------------------------
 disk=$out_dir/nvme.img
 rm -f "$disk"; truncate -s "${QEMU_NVME_SIZE:-64M}" "$disk"
+# A second, slow controller (the block layer throttles it to 200 IOPS) for tests that need commands to stay in
+# flight: it enumerates after the first, as /dev/nvme1.
+slow=$out_dir/slow.img
+rm -f "$slow"; truncate -s 32M "$slow"
 accel=(-accel tcg)
 # KVM only on request: on some hosts /dev/kvm exists but cannot run a guest.
 if [[ ${QEMU_KVM:-0} == 1 ]]; then accel=(-accel kvm); fi
@@ -107,7 +111,9 @@ timeout "${QEMU_TIMEOUT:-300}" qemu-system-x86_64 "${accel[@]}" -m "${QEMU_MEM:-
     -kernel "$kernel" -initrd "$out_dir/initramfs.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" \
     -drive "file=$disk,if=none,id=nvm,format=raw" \
-    -device "nvme,serial=NVFARMQEMU0001,drive=nvm" || die "qemu failed or timed out (see $out_dir/console.log)"
+    -device "nvme,serial=NVFARMQEMU0001,drive=nvm" \
+    -drive "file=$slow,if=none,id=slow,format=raw,throttling.iops-total=200" \
+    -device "nvme,serial=NVFARMSLOW0002,drive=slow" || die "qemu failed or timed out (see $out_dir/console.log)"
 end=$(date +%s.%N)
 printf '%s\n' "$(echo "$end - $start" | bc 2>/dev/null || echo '?')" > "$out_dir/boot-and-run.seconds"
 

@@ -53,6 +53,11 @@ pub struct IoArgs {
     #[arg(long, default_value = "auto")]
     ring: bench_agent::io::RingMode,
 
+    /// Fault injection, to test error handling: report the Nth completion of each job as failed (EIO) while the
+    /// other I/Os are still in flight.
+    #[arg(long, value_name = "N")]
+    inject_error_at: Option<u64>,
+
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -88,6 +93,7 @@ pub fn run(a: IoArgs) -> ExitCode {
         spec.seed = s;
     }
     spec.ring = a.ring;
+    spec.inject_error_at = a.inject_error_at;
 
     match io::run(&spec) {
         Ok(report) => {
@@ -112,6 +118,7 @@ pub fn run(a: IoArgs) -> ExitCode {
             match e {
                 IoError::Spec(_) => ExitCode::Usage,
                 IoError::Io { .. } if !e.is_device_gone() => ExitCode::Failed,
+                IoError::Cancelled { .. } => ExitCode::TimedOut,
                 _ => ExitCode::Infrastructure,
             }
         }

@@ -2,14 +2,16 @@
 //! completion, check reads of blocks written in this run, and read back every written block at the end.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use nvfarm_model::io::Rw;
 
 use super::histogram::Histogram;
+use super::inflight::DRAIN_LIMIT;
 use super::pattern;
 use super::report::{DirStats, FirstMismatch, JobReport, VerifyReport};
-use super::spec::{IoError, IoFailure, IoSpec};
+use super::spec::{Drained, IoError, IoFailure, IoSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -36,6 +38,10 @@ pub(crate) trait SlotRing {
     fn submit_and_wait(&mut self, want: usize) -> Result<(), IoError>;
     /// Appends every available completion as (slot, result).
     fn reap(&mut self, out: &mut Vec<(usize, Result<(), IoFailure>)>);
+    /// Operations queued and not yet reaped (the kernel may still use their buffers).
+    fn in_flight(&self) -> usize;
+    /// Cancels everything in flight and reaps it, waiting at most `within`; returns how many are left.
+    fn drain(&mut self, within: Duration) -> usize;
 }
 
 /// The part of the target one job works on.
@@ -143,6 +149,7 @@ impl JobLoop {
 }
 
 /// What one job produced: its report plus the raw histograms and verify results for merging.
+#[derive(Debug)]
 pub(crate) struct JobRun {
     pub report: JobReport,
     pub read: Histogram,
@@ -150,8 +157,55 @@ pub(crate) struct JobRun {
     pub verify: VerifyReport,
 }
 
-/// Runs one job on `ring` over `region`.
+/// Runs one job on `ring` over `region`. Whatever way it ends, nothing is left in flight when it returns: on an
+/// error or a cancel the operations still out are cancelled and reaped (and the error says how many).
 pub(crate) fn run_job(
+    ring: &mut dyn SlotRing,
+    spec: &IoSpec,
+    job: u32,
+    region: Region,
+) -> Result<JobRun, IoError> {
+    let result = run_job_inner(ring, spec, job, region);
+    let in_flight = ring.in_flight();
+    if in_flight == 0 {
+        return result;
+    }
+    let left = ring.drain(DRAIN_LIMIT);
+    let drained = Drained { in_flight, left };
+    match result {
+        Err(IoError::Io {
+            job,
+            op,
+            offset,
+            len,
+            error,
+            ..
+        }) => Err(IoError::Io {
+            job,
+            op,
+            offset,
+            len,
+            error,
+            drained,
+        }),
+        Err(IoError::Cancelled { job, .. }) => Err(IoError::Cancelled { job, drained }),
+        other => other,
+    }
+}
+
+/// Whether the run was asked to stop.
+fn cancelled(spec: &IoSpec) -> bool {
+    spec.cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+}
+
+/// The failure a completion is turned into by fault injection, if it is the one.
+fn injected(spec: &IoSpec, completions: u64) -> Option<IoFailure> {
+    (spec.inject_error_at == Some(completions)).then_some(IoFailure::Errno(libc::EIO))
+}
+
+fn run_job_inner(
     ring: &mut dyn SlotRing,
     spec: &IoSpec,
     job: u32,
@@ -194,7 +248,14 @@ pub(crate) fn run_job(
     let started = Instant::now();
     let mut inflight = 0usize;
     let mut generation = 0u32;
+    let mut completions = 0u64;
     loop {
+        if cancelled(spec) {
+            return Err(IoError::Cancelled {
+                job,
+                drained: Drained::default(),
+            });
+        }
         // Fill every free slot.
         if !st.done_issuing() {
             for (slot, entry) in slots.iter_mut().enumerate() {
@@ -223,16 +284,24 @@ pub(crate) fn run_job(
         ring.reap(&mut done);
         let now = Instant::now();
         for &(slot, ref result) in &done {
-            let (op, block, t0) = slots[slot].take().expect("completion for a slot in flight");
+            let Some((op, block, t0)) = slots.get_mut(slot).and_then(Option::take) else {
+                continue; // not one of ours
+            };
             inflight -= 1;
+            completions += 1;
             st.inflight_blocks.remove(&block);
+            let result = match injected(spec, completions) {
+                Some(f) => Err(f),
+                None => result.clone(),
+            };
             if let Err(error) = result {
                 return Err(IoError::Io {
                     job,
                     op: op.name(),
                     offset: st.offset(block),
                     len: spec.options.bs,
-                    error: error.clone(),
+                    error,
+                    drained: Drained::default(),
                 });
             }
             let ns = now.duration_since(t0).as_nanos() as u64;
@@ -253,7 +322,7 @@ pub(crate) fn run_job(
     }
     let elapsed = started.elapsed();
     if spec.options.verify && spec.options.rw.writes() {
-        verify_pass(ring, &mut st)?;
+        verify_pass(ring, &mut st, &mut completions)?;
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
     let dir = |h: &Histogram, bytes: u64| DirStats {
@@ -278,7 +347,11 @@ pub(crate) fn run_job(
 }
 
 /// Reads back every block written in this run and checks it.
-fn verify_pass(ring: &mut dyn SlotRing, st: &mut JobLoop) -> Result<(), IoError> {
+fn verify_pass(
+    ring: &mut dyn SlotRing,
+    st: &mut JobLoop,
+    completions: &mut u64,
+) -> Result<(), IoError> {
     let written: Vec<u64> = (0..st.blocks)
         .filter(|&b| st.generations[b as usize] != 0)
         .collect();
@@ -288,6 +361,12 @@ fn verify_pass(ring: &mut dyn SlotRing, st: &mut JobLoop) -> Result<(), IoError>
     let mut inflight = 0;
     let mut done = Vec::with_capacity(depth);
     loop {
+        if cancelled(&st.spec) {
+            return Err(IoError::Cancelled {
+                job: st.job,
+                drained: Drained::default(),
+            });
+        }
         for (slot, s) in slots.iter_mut().enumerate() {
             if s.is_none() && next < written.len() {
                 let block = written[next];
@@ -304,18 +383,133 @@ fn verify_pass(ring: &mut dyn SlotRing, st: &mut JobLoop) -> Result<(), IoError>
         done.clear();
         ring.reap(&mut done);
         for &(slot, ref result) in &done {
-            let block = slots[slot].take().expect("in flight");
+            let Some(block) = slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
             inflight -= 1;
+            *completions += 1;
+            let result = match injected(&st.spec, *completions) {
+                Some(f) => Err(f),
+                None => result.clone(),
+            };
             if let Err(error) = result {
                 return Err(IoError::Io {
                     job: st.job,
                     op: "verify read",
                     offset: st.offset(block),
                     len: st.spec.options.bs,
-                    error: error.clone(),
+                    error,
+                    drained: Drained::default(),
                 });
             }
             st.check_read(ring.buffer(slot), block);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use nix::sys::stat::Mode;
+    use nvfarm_model::io::{IoOptions, Rw};
+
+    use super::*;
+    use crate::io::uring::FileRing;
+    use crate::io::{Engine, IoSpec};
+
+    /// Reads on an empty FIFO stay in the kernel until data comes: the I/Os in flight when another one fails.
+    fn fifo_spec(dir: &std::path::Path) -> IoSpec {
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::S_IRWXU).unwrap();
+        let options = IoOptions {
+            rwmixread: 100, // randrw opens read-write, so opening the FIFO does not wait for a writer
+            runtime: Some(Duration::from_secs(60)),
+            size: Some(1 << 20),
+            ..IoOptions::new(Rw::Randrw, 4096, 32)
+        };
+        IoSpec::new(&fifo, options, Engine::Uring)
+    }
+
+    fn feed(path: std::path::PathBuf, blocks: usize) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            w.write_all(&vec![0u8; blocks * 4096]).unwrap();
+        })
+    }
+
+    #[test]
+    fn a_failed_io_cancels_and_reaps_every_io_in_flight_before_returning() {
+        let t = tempfile::tempdir().unwrap();
+        let mut spec = fifo_spec(t.path());
+        spec.inject_error_at = Some(2);
+        let mut ring = FileRing::open(&spec).unwrap();
+        let feeder = feed(spec.target.clone(), 3);
+        let err = run_job(
+            &mut ring,
+            &spec,
+            0,
+            Region {
+                start: 0,
+                len: 1 << 20,
+            },
+        )
+        .unwrap_err();
+        feeder.join().unwrap();
+        assert_eq!(
+            ring.in_flight(),
+            0,
+            "nothing may be left in the kernel: {err}"
+        );
+        match &err {
+            IoError::Io { error, drained, .. } => {
+                assert_eq!(*error, IoFailure::Errno(libc::EIO));
+                assert!(drained.in_flight >= 20, "{err}");
+                assert_eq!(drained.left, 0, "{err}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("cancelled and reaped"), "{err}");
+    }
+
+    #[test]
+    fn a_cancel_stops_the_job_and_reaps_what_is_in_flight() {
+        let t = tempfile::tempdir().unwrap();
+        let mut spec = fifo_spec(t.path());
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spec.cancel = Some(cancel.clone());
+        let mut ring = FileRing::open(&spec).unwrap();
+        // Two blocks arrive; then the job is cancelled while the other reads wait for data that never comes;
+        // one more block wakes the job loop, which is waiting for a completion.
+        let feeder = feed(spec.target.clone(), 2);
+        let path = spec.target.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            w.write_all(&[0u8; 4096]).unwrap();
+        });
+        let err = run_job(
+            &mut ring,
+            &spec,
+            0,
+            Region {
+                start: 0,
+                len: 1 << 20,
+            },
+        )
+        .unwrap_err();
+        feeder.join().unwrap();
+        canceller.join().unwrap();
+        assert_eq!(ring.in_flight(), 0, "{err}");
+        match &err {
+            IoError::Cancelled { drained, .. } => {
+                assert!(drained.in_flight >= 20, "{err}");
+                assert_eq!(drained.left, 0, "{err}");
+            }
+            other => panic!("{other}"),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod buffers;
 pub mod histogram;
+mod inflight;
 mod job;
 pub mod pattern;
 mod report;
@@ -23,7 +24,7 @@ pub mod uring;
 pub mod uring_cmd;
 
 pub use report::{DirStats, FirstMismatch, IoReport, JobReport, VerifyReport};
-pub use spec::{Engine, IoError, IoFailure, IoSpec, RingMode};
+pub use spec::{Drained, Engine, IoError, IoFailure, IoSpec, RingMode};
 
 use histogram::Histogram;
 use job::{run_job, JobRun, Region};

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use nvfarm_model::io::{IoOptionError, IoOptions};
 use serde::{Deserialize, Serialize};
@@ -80,6 +82,13 @@ pub struct IoSpec {
     /// Ring setup.
     #[serde(default)]
     pub ring: RingMode,
+    /// Set to stop: no new I/O is issued, what is in flight is cancelled and reaped, the run ends cancelled.
+    #[serde(skip)]
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Fault injection for testing error handling: the Nth completion of each job is reported as failed (EIO)
+    /// while the other I/Os are still in flight.
+    #[serde(default)]
+    pub inject_error_at: Option<u64>,
 }
 
 impl IoSpec {
@@ -91,6 +100,8 @@ impl IoSpec {
             engine,
             seed: 0x6e76_6661_726d,
             ring: RingMode::Auto,
+            cancel: None,
+            inject_error_at: None,
         }
     }
 
@@ -127,7 +138,7 @@ pub enum IoError {
     #[error("cannot set up io_uring: {0}; the kernel may be too old (5.19+ for passthrough) or io_uring disabled (sysctl kernel.io_uring_disabled)")]
     Ring(std::io::Error),
     /// An I/O failed.
-    #[error("job {job}: {op} of {len} bytes at offset {offset:#x} failed: {error}")]
+    #[error("job {job}: {op} of {len} bytes at offset {offset:#x} failed: {error}{drained}")]
     Io {
         /// The job.
         job: u32,
@@ -139,7 +150,43 @@ pub enum IoError {
         len: u64,
         /// How it failed.
         error: IoFailure,
+        /// What happened to the other I/Os in flight.
+        drained: Drained,
     },
+    /// The run was cancelled.
+    #[error("job {job}: cancelled{drained}")]
+    Cancelled {
+        /// The job.
+        job: u32,
+        /// What happened to the I/Os in flight.
+        drained: Drained,
+    },
+}
+
+/// What happened to the I/Os still in flight when a job stopped early: every one is cancelled and reaped before
+/// its buffer is released; one the kernel never gives back keeps its buffer (leaked, never reused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Drained {
+    /// I/Os in flight when the job stopped.
+    pub in_flight: usize,
+    /// Of those, how many did not come back in time.
+    pub left: usize,
+}
+
+impl fmt::Display for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.in_flight, self.left) {
+            (0, _) => Ok(()),
+            (n, 0) => write!(
+                f,
+                "; {n} other I/O(s) in flight were cancelled and reaped before their buffers were released"
+            ),
+            (n, left) => write!(
+                f,
+                "; {left} of {n} I/O(s) in flight did not come back from the kernel: their buffers are kept"
+            ),
+        }
+    }
 }
 
 /// How one I/O failed.

@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::buffers::AlignedBuf;
+use super::inflight::{self, Inflight, DRAIN_LIMIT};
 use super::job::{Op, SlotRing};
 use super::{IoError, IoFailure, IoSpec, RingMode};
 
@@ -57,7 +58,7 @@ pub struct FileRing {
     fixed_buffers: bool,
     fixed_file: bool,
     setup: &'static str,
-    queued: usize,
+    inflight: Inflight,
 }
 
 impl std::fmt::Debug for FileRing {
@@ -99,8 +100,9 @@ impl FileRing {
             })
             .collect();
         // SAFETY: every iovec points into a buffer owned by the returned FileRing, which is never resized or
-        // moved (the Vec's heap storage stays put) and outlives the ring: `ring` is declared first, so it is
-        // dropped (and the registration released) before `bufs`.
+        // moved (the Vec's heap storage stays put). The buffers are freed only after every operation that uses
+        // them has completed: `Drop` drains the ring first, and leaks the buffers if the kernel does not give
+        // every operation back; `ring` is declared first, so the registration is released before `bufs` go.
         let fixed_buffers = unsafe { ring.submitter().register_buffers(&iovecs) }.is_ok();
         Ok(FileRing {
             ring,
@@ -110,7 +112,7 @@ impl FileRing {
             fixed_buffers,
             fixed_file,
             setup,
-            queued: 0,
+            inflight: Inflight::new(depth),
         })
     }
 
@@ -178,25 +180,23 @@ impl SlotRing for FileRing {
         let entry = self.entry(slot, op, offset);
         loop {
             // SAFETY: the entry points at slot `slot`'s buffer, owned by this ring and not touched by the job
-            // loop until this slot's completion is reaped; the fd/fixed file stays open for the ring's life.
+            // loop until this slot's completion is reaped; the buffer is freed only after every operation using
+            // it has completed (`Drop` drains the ring, and leaks the buffers if the kernel keeps any); the
+            // fd/fixed file stays open for the ring's life.
             let pushed = unsafe { self.ring.submission().push(&entry) };
             if pushed.is_ok() {
-                self.queued += 1;
+                self.inflight.start(slot);
                 return Ok(());
             }
             // Submission queue full: hand what is queued to the kernel and retry.
             self.ring.submit().map_err(IoError::Ring)?;
-            self.queued = 0;
         }
     }
 
     fn submit_and_wait(&mut self, want: usize) -> Result<(), IoError> {
         loop {
             match self.ring.submit_and_wait(want) {
-                Ok(_) => {
-                    self.queued = 0;
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(IoError::Ring(e)),
             }
@@ -211,7 +211,34 @@ impl SlotRing for FileRing {
                 n if n != bs => Err(IoFailure::Short { done: n as u64 }),
                 _ => Ok(()),
             };
-            out.push((cqe.user_data() as usize, r));
+            let slot = cqe.user_data() as usize;
+            self.inflight.done(slot);
+            out.push((slot, r));
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.count()
+    }
+
+    fn drain(&mut self, within: std::time::Duration) -> usize {
+        inflight::drain(
+            &mut self.ring,
+            &mut self.inflight,
+            cqueue::Entry::user_data,
+            within,
+        )
+    }
+}
+
+impl Drop for FileRing {
+    fn drop(&mut self) {
+        if self.drain(DRAIN_LIMIT) > 0 {
+            tracing::error!(
+                in_flight = self.inflight.count(),
+                "I/Os did not come back from the kernel; keeping their buffers rather than freeing them"
+            );
+            std::mem::forget(std::mem::take(&mut self.bufs));
         }
     }
 }

@@ -16,6 +16,7 @@ use flash_tools::Controller;
 use nvme_spec::command::io as nvme_io;
 
 use super::buffers::AlignedBuf;
+use super::inflight::{self, Inflight, DRAIN_LIMIT};
 use super::job::{Op, SlotRing};
 use super::uring::build_ring;
 use super::{IoError, IoFailure, IoSpec};
@@ -93,6 +94,7 @@ pub struct CmdRing {
     bs: u32,
     fixed_file: bool,
     setup: &'static str,
+    inflight: Inflight,
 }
 
 impl std::fmt::Debug for CmdRing {
@@ -143,6 +145,7 @@ impl CmdRing {
             bs: spec.options.bs as u32,
             fixed_file,
             setup,
+            inflight: Inflight::new(spec.options.iodepth as usize),
         })
     }
 
@@ -198,8 +201,11 @@ impl SlotRing for CmdRing {
         .user_data(slot as u64);
         loop {
             // SAFETY: the command's data address is slot `slot`'s buffer, owned by this ring and untouched by the
-            // job loop until the slot's completion is reaped; the file stays open for the ring's life.
+            // job loop until the slot's completion is reaped; the buffer is freed only after every command using it
+            // has completed (`Drop` drains the ring, and leaks the buffers if the kernel keeps any command); the
+            // file stays open for the ring's life.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.inflight.start(slot);
                 return Ok(());
             }
             self.ring.submit().map_err(IoError::Ring)?;
@@ -223,7 +229,34 @@ impl SlotRing for CmdRing {
                 n if n < 0 => Err(IoFailure::Errno(-n)),
                 status => Err(IoFailure::Nvme(status as u16)),
             };
-            out.push((cqe.user_data() as usize, r));
+            let slot = cqe.user_data() as usize;
+            self.inflight.done(slot);
+            out.push((slot, r));
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.count()
+    }
+
+    fn drain(&mut self, within: std::time::Duration) -> usize {
+        inflight::drain(
+            &mut self.ring,
+            &mut self.inflight,
+            cqueue::Entry32::user_data,
+            within,
+        )
+    }
+}
+
+impl Drop for CmdRing {
+    fn drop(&mut self) {
+        if self.drain(DRAIN_LIMIT) > 0 {
+            tracing::error!(
+                in_flight = self.inflight.count(),
+                "NVMe commands did not come back from the kernel; keeping their buffers rather than freeing them"
+            );
+            std::mem::forget(std::mem::take(&mut self.bufs));
         }
     }
 }

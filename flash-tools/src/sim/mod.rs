@@ -534,6 +534,7 @@ impl Passthru for SimController {
         data: Data<'_>,
         timeout: Option<Duration>,
     ) -> Result<Completion, TransportError> {
+        data.check(queue, cmd.opcode)?;
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
         let start = Instant::now();
         let mut data = Some(data);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nvfarm_model::plan::{IoStep, IoTarget};
+use nvfarm_model::Outcome;
 
 use super::super::context::{Ctx, Fail, StepLog, StepResult};
 use crate::io::{self, Engine, IoError, IoReport, IoSpec};
@@ -55,6 +56,7 @@ pub(super) fn run(
         .map_err(|e| Fail::nvme("the drive rejects I/O: Read of LBA 0", &e))?;
     let (target, engine) = target(ctx, io, &c.device_name())?;
     let mut spec = IoSpec::new(target.clone(), io.options.clone(), engine);
+    spec.cancel = Some(ctx.opts.cancel.clone());
     let left = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(Duration::from_secs(5));
@@ -81,6 +83,7 @@ pub(super) fn run(
     ));
     let t0 = Instant::now();
     let r = io::run(&spec).map_err(|e| match &e {
+        IoError::Cancelled { .. } => Fail::new(Outcome::Cancelled, format!("cancelled: {e}")),
         IoError::Io { .. } if !e.is_device_gone() => Fail::failed(format!("I/O failed: {e}")),
         _ => Fail::error(format!("io engine: {e}")),
     })?;
