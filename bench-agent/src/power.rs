@@ -59,14 +59,26 @@ pub enum PowerError {
 pub trait PowerControl: Send + Sync + fmt::Debug {
     /// Switches power on or off.
     fn set(&self, on: bool) -> Result<(), PowerError>;
-    /// Off, wait `off_time`, on.
-    fn cycle(&self, off_time: Duration) -> Result<(), PowerError> {
+    /// Off, wait `off_time` (cut short once `stop` says so), on: power is always switched on again.
+    fn cycle(&self, off_time: Duration, stop: &dyn Fn() -> bool) -> Result<(), PowerError> {
         self.set(false)?;
-        std::thread::sleep(off_time);
+        sleep_unless(off_time, stop);
         self.set(true)
     }
     /// What this power control is, for logs.
     fn describe(&self) -> String;
+}
+
+/// Sleeps `d`, waking early once `stop` says so.
+fn sleep_unless(d: Duration, stop: &dyn Fn() -> bool) {
+    let end = std::time::Instant::now() + d;
+    while !stop() {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 /// Builds the power control a rig file describes. `sim_dir` is the rig's simulated drive, if any.
@@ -231,12 +243,12 @@ impl PowerControl for CommandPower {
     fn set(&self, on: bool) -> Result<(), PowerError> {
         self.run(if on { &self.spec.on } else { &self.spec.off })
     }
-    fn cycle(&self, off_time: Duration) -> Result<(), PowerError> {
+    fn cycle(&self, off_time: Duration, stop: &dyn Fn() -> bool) -> Result<(), PowerError> {
         match &self.spec.cycle {
             Some(c) => self.run(c),
             None => {
                 self.set(false)?;
-                std::thread::sleep(off_time);
+                sleep_unless(off_time, stop);
                 self.set(true)
             }
         }
@@ -297,7 +309,7 @@ mod tests {
             },
             rig: "r1".into(),
         };
-        p.cycle(Duration::from_millis(1)).unwrap();
+        p.cycle(Duration::from_millis(1), &|| false).unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "off\non r1\n");
         let bad = CommandPower {
             spec: CommandPowerSpec {
@@ -318,7 +330,7 @@ mod tests {
         let p = SimPower {
             dir: sim.dir().to_path_buf(),
         };
-        p.cycle(Duration::from_millis(1)).unwrap();
+        p.cycle(Duration::from_millis(1), &|| false).unwrap();
         assert_eq!(sim.state().unwrap().counters.power_cycles, 1);
     }
 }

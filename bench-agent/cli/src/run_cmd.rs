@@ -117,7 +117,10 @@ pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
     };
     let cancel = opts.cancel.clone();
     // Ctrl-C / SIGTERM: finish the current command, cancel the rest, still write the reports.
-    let _ = ctrlc_like(move || cancel.store(true, Ordering::Relaxed));
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("bench-agent: cancelling: the current step stops at its next safe point, the rest are not run");
+        cancel.store(true, Ordering::Relaxed);
+    });
     eprintln!(
         "plan {} ({} steps) on rig {}{}",
         plan.name,
@@ -171,23 +174,4 @@ pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
         );
     }
     ExitCode::from_outcome(report.outcome)
-}
-
-/// Installs a SIGINT/SIGTERM handler that calls `f` once (from a watcher thread, not the signal context).
-fn ctrlc_like(f: impl Fn() + Send + 'static) -> nix::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block()?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if set.wait().is_ok() {
-                eprintln!("bench-agent: cancelling: the current step finishes its command, the rest are cancelled");
-                f();
-            }
-        })
-        .map(drop)
-        .map_err(|_| nix::errno::Errno::EAGAIN)
 }

@@ -134,20 +134,21 @@ pub fn run_plan(
             return report;
         }
     };
-    let mut stop_reason: Option<(Outcome, String)> = None;
+    // Why the remaining steps do not run. A cancel marks the step it interrupted (or, between steps, the next
+    // one) `cancelled`; every step after that is `skipped`.
+    let mut stop_reason: Option<String> = None;
     for step in &plan.steps {
-        if stop_reason.is_none() && opts.cancel.load(Ordering::Relaxed) {
-            stop_reason = Some((Outcome::Cancelled, "cancelled before it ran".into()));
-        }
-        if let Some((o, why)) = &stop_reason {
-            let outcome = if *o == Outcome::Cancelled {
-                Outcome::Cancelled
-            } else {
-                Outcome::Skipped
-            };
-            let r = not_run(step, outcome, why);
+        if let Some(why) = &stop_reason {
+            let r = not_run(step, Outcome::Skipped, why);
             observer.step_finished(step, &r);
             report.steps.push(r);
+            continue;
+        }
+        if opts.cancel.load(Ordering::Relaxed) {
+            let r = not_run(step, Outcome::Cancelled, "cancelled before it ran");
+            observer.step_finished(step, &r);
+            report.steps.push(r);
+            stop_reason = Some("not run: the run was cancelled".into());
             continue;
         }
         observer.step_started(step);
@@ -175,17 +176,14 @@ pub fn run_plan(
         observer.step_finished(step, &r);
         report.steps.push(r);
         stop_reason = match outcome {
-            Outcome::Error | Outcome::TimedOut | Outcome::Invalid => Some((
-                outcome,
-                format!(
-                    "not run: step {} ({}) ended {outcome}",
-                    step.number, step.name
-                ),
+            Outcome::Error | Outcome::TimedOut | Outcome::Invalid => Some(format!(
+                "not run: step {} ({}) ended {outcome}",
+                step.number, step.name
             )),
-            Outcome::Cancelled => Some((Outcome::Cancelled, "cancelled before it ran".into())),
-            Outcome::Failed if step.on_failure == OnFailure::Stop => Some((
-                outcome,
-                format!("not run: step {} ({}) failed", step.number, step.name),
+            Outcome::Cancelled => Some("not run: the run was cancelled".into()),
+            Outcome::Failed if step.on_failure == OnFailure::Stop => Some(format!(
+                "not run: step {} ({}) failed",
+                step.number, step.name
             )),
             _ => None,
         };

@@ -348,6 +348,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
                 max_chunk: xfer,
                 come_back_timeout: wait_timeout,
                 rollback: !no_rollback,
+                cancel: Some(interrupt_flag()),
             };
             return update(drive, &bytes, &opts, common);
         }
@@ -602,6 +603,18 @@ impl firmware::Progress for CliProgress {
     }
 }
 
+/// A flag Ctrl-C or SIGTERM sets: the update stops at its next safe point (between download chunks, before the
+/// commit) instead of the process dying mid-transfer; after the commit it runs to a known state.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("nvme-flash: stopping the update at its next safe point");
+        f.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    flag
+}
+
 fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common) -> CmdResult {
     let mut progress = CliProgress {
         bar: terminal_bar(image.len() as u64, "download"),
@@ -618,7 +631,7 @@ fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common
             (UpdateResult::Updated | UpdateResult::Staged, _) => ExitCode::Passed,
             (_, Some(FailureKind::BadInput)) => ExitCode::Usage,
             (_, Some(FailureKind::Unreachable)) => ExitCode::Infrastructure,
-            (_, Some(FailureKind::Timeout)) => ExitCode::TimedOut,
+            (_, Some(FailureKind::Timeout | FailureKind::Cancelled)) => ExitCode::TimedOut,
             _ => ExitCode::Failed,
         },
     )

@@ -55,6 +55,12 @@ pub enum DeviceError {
     /// A command failed while finding the drive.
     #[error(transparent)]
     Nvme(#[from] NvmeError),
+    /// The caller stopped the wait.
+    #[error("stopped waiting for {addr}")]
+    Stopped {
+        /// The address.
+        addr: String,
+    },
     /// The drive did not come back in time.
     #[error("{addr} did not come back within {}: {last}", humantime::format_duration(*waited))]
     NotBack {
@@ -207,9 +213,23 @@ impl Drive {
     /// Waits until the drive is found and answers Identify Controller, reopening it as needed (it may have
     /// re-enumerated under another name). Errors other than absence end the wait at once.
     pub fn wait_ready(&mut self, within: Duration) -> Result<(), DeviceError> {
+        self.wait_ready_until(within, &|| false)
+    }
+
+    /// [`Drive::wait_ready`], ending early with [`DeviceError::Stopped`] once `stop` says so.
+    pub fn wait_ready_until(
+        &mut self,
+        within: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), DeviceError> {
         let start = Instant::now();
         let mut last: String;
         loop {
+            if stop() {
+                return Err(DeviceError::Stopped {
+                    addr: self.locator.addr.to_string(),
+                });
+            }
             let attempt = self.reopen().and_then(|()| {
                 self.ctrl
                     .identify_controller()

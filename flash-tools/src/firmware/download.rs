@@ -45,6 +45,18 @@ impl Updater<'_> {
         let ctrl = self.drive.controller().clone();
         let mut offset = 0u64;
         while offset < total {
+            if self.cancelled() {
+                return Err(self.fail(
+                    UpdateStep::Download,
+                    FailureKind::Cancelled,
+                    format!("cancelled after {offset} of {total} bytes were downloaded"),
+                    None,
+                    format!(
+                        "unchanged: still running {} from slot {}; nothing was committed, the partial download is discarded at the next download or reset",
+                        self.report.previous_revision, self.report.previous_slot
+                    ),
+                ));
+            }
             let end = (offset + chunk).min(total);
             let piece = &image[offset as usize..end as usize];
             let mut attempt = 0;

@@ -120,6 +120,14 @@ impl Updater<'_> {
         }
     }
 
+    /// Whether the caller asked the update to stop.
+    pub(super) fn cancelled(&self) -> bool {
+        self.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     pub(super) fn untouched(&self) -> String {
         format!(
             "unchanged: still running {} from slot {}, nothing committed",
@@ -191,7 +199,19 @@ impl Updater<'_> {
         // 3. Download.
         self.download(&id, image)?;
 
-        // 4. Commit.
+        // 4. Commit: the last point where a cancel stops the update; after it the update runs to a known state.
+        if self.cancelled() {
+            return Err(self.fail(
+                UpdateStep::Commit,
+                FailureKind::Cancelled,
+                "cancelled after the download, before the commit".into(),
+                None,
+                format!(
+                    "unchanged: still running {} from slot {}; nothing was committed",
+                    self.report.previous_revision, self.report.previous_slot
+                ),
+            ));
+        }
         let action = match self.opts.activation {
             Activation::Now => CommitAction::ActivateNow,
             _ => CommitAction::ReplaceActivateOnReset,

@@ -1,6 +1,8 @@
 //! What the update flow takes and reports: its options, its steps, how it ended, why it failed, what it did.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,6 +29,9 @@ pub struct UpdateOptions {
     pub come_back_timeout: Duration,
     /// Roll back to the previous slot when verification fails.
     pub rollback: bool,
+    /// Set to stop the update at its next safe point: between download chunks or before the commit. Once the
+    /// commit is sent the update runs to the end (activation and verification), so the drive's state is known.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for UpdateOptions {
@@ -40,6 +45,7 @@ impl Default for UpdateOptions {
             max_chunk: 128 * 1024,
             come_back_timeout: Duration::from_secs(60),
             rollback: true,
+            cancel: None,
         }
     }
 }
@@ -109,6 +115,8 @@ pub enum FailureKind {
     Unreachable,
     /// A command got no answer in time.
     Timeout,
+    /// The caller stopped the update before the commit.
+    Cancelled,
 }
 
 /// Why an update failed, where, and what state it left the drive in.

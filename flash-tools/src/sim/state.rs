@@ -228,13 +228,11 @@ pub struct SelfTestState {
 #[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Power {
     /// Powered and answering.
-    /// Powered and answering.
     On {
         /// Since when (Unix ms).
         since_ms: u64,
     },
     /// Powered, firmware booting until `until_ms`.
-    /// Powered, booting until `until_ms`.
     Booting {
         /// Since when (Unix ms).
         since_ms: u64,

@@ -42,6 +42,7 @@ pub(super) fn run(
         expect_revision: fw.revision.clone(),
         rollback,
         come_back_timeout: wait_timeout.min(left),
+        cancel: Some(ctx.opts.cancel.clone()),
         ..UpdateOptions::default()
     };
     let report = firmware::update(&mut drive, &fw.bytes, &opts, &mut Forward { log });
@@ -68,6 +69,7 @@ pub(super) fn run(
     let outcome = match kind {
         FailureKind::Rejected | FailureKind::Verification => Outcome::Failed,
         FailureKind::Timeout => Outcome::TimedOut,
+        FailureKind::Cancelled => Outcome::Cancelled,
         // The image cannot be used on this drive: the submitter's to fix, not the rig's fault.
         FailureKind::BadInput => Outcome::Invalid,
         FailureKind::Unreachable => Outcome::Error,

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use flash_tools::wait::{self, Bounds, SanitizeEnd};
+use std::sync::atomic::Ordering;
+
+use flash_tools::wait::{self, Bounds, SanitizeEnd, Stopped};
 use nvfarm_model::plan::SanitizeKind;
 use nvfarm_model::Outcome;
 use nvme_spec::command::sanitize_action;
@@ -21,12 +23,13 @@ pub(super) fn run(
         SanitizeKind::CryptoErase => sanitize_action::CRYPTO_ERASE,
         SanitizeKind::Overwrite => sanitize_action::OVERWRITE,
     };
+    let cancel = ctx.opts.cancel.clone();
     let end = wait::sanitize(
         d.controller(),
         a,
         Bounds {
             deadline,
-            cancelled: &|| false,
+            cancelled: &|| cancel.load(Ordering::Relaxed),
             progress: &mut |pct| log.line(format!("sanitize in progress ({pct}%)")),
         },
     )
@@ -37,9 +40,19 @@ pub(super) fn run(
             "sanitize ({action:?}) failed (SSTAT {:#x})",
             st.sstat
         ))),
+        SanitizeEnd::Stopped {
+            why: Stopped::Cancelled,
+            status,
+        } => Err(Fail::new(
+            Outcome::Cancelled,
+            format!(
+                "cancelled while the drive sanitizes ({}% done; a sanitize cannot be aborted and goes on)",
+                status.sprog as u64 * 100 / 65536
+            ),
+        )),
         SanitizeEnd::Stopped { .. } => Err(Fail::new(
             Outcome::TimedOut,
-            "sanitize did not complete in time",
+            "sanitize did not complete in time (it goes on in the drive)",
         )),
     }
 }
