@@ -9,6 +9,8 @@
 //! heartbeat_interval = "2s"        # what agents are told
 //! agent_timeout = "10s"            # no heartbeat for this long: the agent's rigs go offline, its jobs end as error
 //! quarantine_after = 3             # consecutive infrastructure errors before a rig is quarantined
+//! stop_grace = "60s"               # a cancelled or timed-out job's agent must confirm it stopped within this; the
+//!                                  # rig stays held meanwhile, and gets a health check if it never does
 //! health_check_plan = "plans/health.toml"   # run after an infrastructure error (default: wait for drive + SMART)
 //!
 //! [queue]
@@ -96,6 +98,7 @@ struct RawHealth {
     heartbeat_interval: Option<String>,
     agent_timeout: Option<String>,
     quarantine_after: Option<u32>,
+    stop_grace: Option<String>,
     health_check_plan: Option<PathBuf>,
 }
 
@@ -160,6 +163,9 @@ pub struct Config {
     pub agent_timeout: Duration,
     /// Consecutive infrastructure errors before a rig is quarantined.
     pub quarantine_after: u32,
+    /// How long a cancelled or timed-out job's agent has to confirm it stopped before its rig is freed anyway
+    /// (with a health check).
+    pub stop_grace: Duration,
     /// The health-check plan (TOML) run after an infrastructure error.
     pub health_check_plan: String,
     /// A CI request waiting this long is served like an interactive one.
@@ -179,6 +185,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
             quarantine_after: 3,
+            stop_grace: Duration::from_secs(60),
             health_check_plan: DEFAULT_HEALTH_CHECK.to_string(),
             aging: Duration::from_secs(300),
             tls: None,
@@ -244,6 +251,7 @@ impl Config {
                     .into(),
             ));
         }
+        c.stop_grace = dur("health.stop_grace", &raw.health.stop_grace, c.stop_grace)?;
         if let Some(q) = raw.health.quarantine_after {
             if q == 0 {
                 return Err(invalid(

@@ -5,7 +5,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use nvfarm_model::ExitCode;
-use nvfarm_proto::client::{controller_endpoint, BearerAuth};
+use nvfarm_proto::client::{controller_endpoint, BearerAuth, CONNECT_TIMEOUT};
 use nvfarm_proto::convert::WireError;
 use nvfarm_proto::v1::farm_client::FarmClient;
 
@@ -54,9 +54,22 @@ impl From<Status> for CliError {
             Code::ResourceExhausted => "no capacity",
             _ => "controller refused",
         };
+        // Transport failures carry their cause (a refused connection, a keep-alive timeout) in the source chain.
+        let mut message = s.message().to_string();
+        let mut cause = std::error::Error::source(&s);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = c.source();
+        }
+        if s.code() == Code::Unavailable {
+            message.push_str(" (is the controller running and answering at --controller?)");
+        }
         CliError {
             code,
-            message: format!("{what}: {}", s.message()),
+            message: format!("{what}: {message}"),
         }
     }
 }
@@ -78,9 +91,19 @@ pub type Client = FarmClient<InterceptedService<Channel, BearerAuth>>;
 /// Connects to `url` (http:// or https://).
 pub async fn connect(url: &str, token: Option<&str>) -> Result<Client> {
     let ep = controller_endpoint(url).map_err(|e| CliError::usage(format!("--controller: {e}")))?;
-    let channel = ep.connect().await.map_err(|e| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         CliError::infra(format!("cannot reach the controller at {url}: {e} (is farm-controller running? set --controller or FARM_CONTROLLER)"))
-    })?;
+    };
+    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, ep.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(unreachable(&e)),
+        Err(_) => {
+            return Err(unreachable(&format_args!(
+                "no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+    };
     let user = std::env::var("USER").ok();
     let auth = BearerAuth::new(token, user.as_deref()).map_err(CliError::usage)?;
     Ok(FarmClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20))

@@ -1,5 +1,6 @@
 //! Following a job: its log lines (each with its step's number) and state changes, until it ends, reconnecting
-//! across a controller restart and resuming after the last line seen. Ctrl-C cancels the job when asked to.
+//! across a controller restart and resuming after the last line seen. Ctrl-C cancels the job when asked to and
+//! waits (bounded) for its agent to confirm the stop, so the report holds the steps that ran.
 
 use std::time::Duration;
 
@@ -41,12 +42,26 @@ pub struct Follow<'a> {
     pub cancel_on_interrupt: bool,
 }
 
-/// Follows job `id` from log line `from` until it ends.
+/// How long `run` waits after Ctrl-C for the agent to stop the job (the controller gives up on its own sooner,
+/// after its `stop_grace`).
+const STOP_WAIT: Duration = Duration::from_secs(120);
+
+/// Sleeps until `t` (forever without one).
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows job `id` until it ends: a job stopped by a cancel or timeout ends once its agent confirmed the stop.
 pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followed> {
     let mut lines: Vec<LogLine> = vec![];
     let mut last_state: Option<JobState> = None;
     let mut from_line = 0u64;
     let mut reconnects = 0;
+    // Set once Ctrl-C cancelled the job: how long to wait for its agent to confirm the stop.
+    let mut stopping: Option<tokio::time::Instant> = None;
     let ended = loop {
         let stream = c
             .watch_job(pb::WatchJobRequest {
@@ -68,6 +83,7 @@ pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followe
             Err(e) => return Err(e.into()),
         };
         let mut ended: Option<Job> = None;
+        let mut stop_waiting = false;
         loop {
             let ev = tokio::select! {
                 ev = s.next() => ev,
@@ -75,14 +91,25 @@ pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followe
                     if !how.cancel_on_interrupt {
                         return Err(CliError { code: ExitCode::TimedOut, message: format!("interrupted; job {id} goes on") });
                     }
-                    note(format!("interrupted: cancelling job {id}"));
-                    let cancelled = c.cancel_job(pb::CancelJobRequest { id: id.to_string() }).await;
-                    let state = cancelled
-                        .ok()
-                        .and_then(|r| nvfarm_proto::convert::job_state_opt(r.get_ref().state, "Job.state").ok().flatten())
-                        .map(|s| s.as_str())
-                        .unwrap_or("unknown");
-                    return Err(CliError { code: ExitCode::TimedOut, message: format!("job {id} cancelled (now {state}); its rig is released") });
+                    if stopping.is_some() {
+                        note(format!("stopped waiting for job {id}'s agent; the report shows what is known now"));
+                        stop_waiting = true;
+                        break;
+                    }
+                    note(format!(
+                        "interrupted: cancelling job {id}; waiting up to {}s for its agent to stop it (Ctrl-C again to stop waiting)",
+                        STOP_WAIT.as_secs()
+                    ));
+                    if let Err(e) = c.cancel_job(pb::CancelJobRequest { id: id.to_string() }).await {
+                        note(format!("could not cancel job {id}: {}", e.message()));
+                    }
+                    stopping = Some(tokio::time::Instant::now() + STOP_WAIT);
+                    continue;
+                }
+                _ = sleep_until(stopping), if stopping.is_some() => {
+                    note(format!("job {id}'s agent did not confirm the stop within {}s; the report shows what is known now", STOP_WAIT.as_secs()));
+                    stop_waiting = true;
+                    break;
                 }
             };
             match ev {
@@ -103,10 +130,16 @@ pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followe
                                 .as_ref()
                                 .map(|r| format!(" on {r}"))
                                 .unwrap_or_default();
-                            note(format!("job {id} {}{where_}", job.state));
+                            let waiting = if job.state.is_terminal() && !job.settled {
+                                "; waiting for its agent to confirm the stop"
+                            } else {
+                                ""
+                            };
+                            note(format!("job {id} {}{where_}{waiting}", job.state));
                             last_state = Some(job.state);
                         }
-                        if job.state.is_terminal() {
+                        // A stopped job ends for us once its agent confirmed: the steps it ran come with that.
+                        if job.state.is_terminal() && job.settled {
                             ended = Some(job);
                         }
                     } else {
@@ -122,6 +155,13 @@ pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followe
                     }
                 }
             }
+        }
+        if stop_waiting {
+            let job = c
+                .get_job(pb::GetJobRequest { id: id.to_string() })
+                .await?
+                .into_inner();
+            break Job::try_from(job)?;
         }
         if let Some(job) = ended {
             break job;

@@ -73,8 +73,14 @@ pub struct Rig {
     pub drive_serial: String,
     /// The drive's model.
     pub drive_model: String,
-    /// The firmware revision the drive runs, as last read from it.
+    /// The firmware revision the drive runs, as last read from it (at registration and after every job).
     pub firmware_revision: String,
+    /// The firmware slot it runs from (0: not read yet).
+    #[serde(default)]
+    pub active_slot: u8,
+    /// What each firmware slot holds, slot 1 first (`None`: empty), as last read.
+    #[serde(default)]
+    pub firmware_slots: Vec<Option<String>>,
     /// Why it is offline / quarantined / in maintenance.
     pub reason: String,
     /// The lease holding it, when leased.
@@ -98,6 +104,8 @@ impl Rig {
             drive_serial: String::new(),
             drive_model: String::new(),
             firmware_revision: String::new(),
+            active_slot: 0,
+            firmware_slots: vec![],
             reason: String::new(),
             lease_id: None,
             consecutive_infra_errors: 0,
@@ -146,6 +154,10 @@ pub struct Lease {
     pub granted_ms: u64,
     /// Reservations: when the lease ends. Jobs: renewed by the agent's heartbeats.
     pub expires_ms: u64,
+    /// The job was cancelled or timed out and its agent has not yet confirmed it stopped (`cancelled`,
+    /// `timed out`): the rig stays held until it does.
+    #[serde(default)]
+    pub stopping: Option<String>,
 }
 
 /// How urgently work wants a rig: interactive > ci > nightly; `system` (the controller's health checks) goes
@@ -328,20 +340,41 @@ impl Job {
         }
     }
 
-    /// The job as a run report (for JUnit): its steps, or, when it ended before any step ran (no rig, agent
-    /// lost), one pseudo-step saying why.
+    /// The job as a run report (for JUnit): the steps it ran; when it ended for a reason no step shows (a
+    /// cancel or timeout its agent has not confirmed, no rig, a lost agent), one pseudo-step `job` saying why;
+    /// and the plan's steps that never ran, skipped.
     pub fn run_report(&self) -> RunReport {
         let outcome = self.state.outcome().unwrap_or(Outcome::Error);
         let mut steps = self.steps.clone();
-        if steps.is_empty() && self.state.is_terminal() && outcome != Outcome::Passed {
-            steps.push(StepReport {
-                number: 0,
-                name: "job".into(),
-                kind: "job".into(),
-                outcome,
-                message: self.message.clone(),
-                ..StepReport::default()
-            });
+        if self.state.is_terminal() {
+            let explained = steps.iter().any(|s| s.outcome.is_problem());
+            if outcome != Outcome::Passed && !explained {
+                steps.push(StepReport {
+                    number: 0,
+                    name: "job".into(),
+                    kind: "job".into(),
+                    outcome,
+                    message: self.message.clone(),
+                    ..StepReport::default()
+                });
+            }
+            if outcome != Outcome::Passed {
+                let plan =
+                    crate::plan::Plan::parse(&self.plan_toml, std::path::Path::new("<plan>"));
+                for p in plan.iter().flat_map(|p| &p.steps) {
+                    if !steps.iter().any(|s| s.number == p.number) {
+                        steps.push(StepReport {
+                            number: p.number,
+                            name: p.name.clone(),
+                            kind: p.kind.name().into(),
+                            outcome: Outcome::Skipped,
+                            message: format!("not run: the job {}", self.state),
+                            ..StepReport::default()
+                        });
+                    }
+                }
+            }
+            steps.sort_by_key(|s| s.number);
         }
         RunReport {
             plan: self.plan_name.clone(),
@@ -498,6 +531,25 @@ pub struct Job {
     pub health_check: bool,
     /// Number of log lines stored.
     pub log_lines: u64,
+    /// The rig let go of the job: it ended on its agent (or never ran, or its agent was given up on). A cancelled
+    /// job is decided at once but settles only when its agent confirms it stopped.
+    #[serde(default = "yes")]
+    pub settled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a drive runs, read from it (Identify and the Firmware Slot log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveFirmware {
+    /// The running revision.
+    pub revision: String,
+    /// The slot it runs from.
+    pub active_slot: u8,
+    /// What each slot holds, slot 1 first (`None`: empty).
+    pub slots: Vec<Option<String>>,
 }
 
 /// A stored firmware build.
@@ -667,5 +719,66 @@ mod tests {
         assert_eq!(v["state"], "offline");
         assert!(v["lease"].is_null());
         assert_eq!(serde_json::from_value::<RigStatus>(v).unwrap(), s);
+    }
+
+    fn cancelled_job(steps: Vec<StepReport>) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "id": "job-000001", "state": "cancelled", "rig": "r1",
+            "selector": {"rig": "r1", "labels": {}}, "plan_name": "p",
+            "plan_toml": "name = \"p\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"smart\"\n",
+            "artifact_sha256": "", "firmware_name": "", "firmware_revision": "",
+            "priority": "ci", "submitter": "alice", "created_ms": 1, "started_ms": 2, "finished_ms": 3,
+            "timeout_ms": 60000, "message": "cancelled by alice", "steps": steps,
+            "lease_id": null, "fencing_token": 1, "sweep_id": null, "attempt": 0, "health_check": false,
+            "log_lines": 0
+        }))
+        .unwrap()
+    }
+
+    fn step(number: u32, outcome: Outcome) -> StepReport {
+        StepReport {
+            number,
+            name: format!("{number}-smart"),
+            kind: "smart".into(),
+            outcome,
+            ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn a_cancelled_job_with_only_passed_steps_is_not_green_and_the_rest_is_skipped() {
+        let r = cancelled_job(vec![step(1, Outcome::Passed)]).run_report();
+        let got: Vec<(u32, Outcome)> = r.steps.iter().map(|s| (s.number, s.outcome)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Outcome::Cancelled),
+                (1, Outcome::Passed),
+                (2, Outcome::Skipped),
+                (3, Outcome::Skipped)
+            ]
+        );
+        let x = crate::junit::document(&[(&r, "p@r1".into())]);
+        assert!(x.contains(r#"type="cancelled""#), "{x}");
+        assert_eq!(x.matches("<skipped ").count(), 2, "{x}");
+    }
+
+    #[test]
+    fn a_cancelled_job_its_agent_confirmed_keeps_the_agents_steps() {
+        let r = cancelled_job(vec![
+            step(1, Outcome::Passed),
+            step(2, Outcome::Cancelled),
+            step(3, Outcome::Skipped),
+        ])
+        .run_report();
+        let got: Vec<(u32, Outcome)> = r.steps.iter().map(|s| (s.number, s.outcome)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Outcome::Passed),
+                (2, Outcome::Cancelled),
+                (3, Outcome::Skipped)
+            ]
+        );
     }
 }

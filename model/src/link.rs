@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::farm::JobState;
+use crate::farm::{DriveFirmware, JobState};
 use crate::outcome::Outcome;
 use crate::report::{LogLine, StepReport};
 
@@ -89,10 +89,13 @@ pub struct JobResult {
     pub message: String,
     /// Every step's result.
     pub steps: Vec<StepReport>,
-    /// The revision the drive runs afterwards, if read.
+    /// The revision of the build the job flashed, as verified (empty if it flashed nothing or did not verify).
     pub firmware_revision: String,
     /// Wall time of the run.
     pub duration_ms: u64,
+    /// What the drive runs after the job, read whatever the outcome (None: the drive did not answer).
+    #[serde(default)]
+    pub drive: Option<DriveFirmware>,
 }
 
 impl JobResult {
@@ -106,6 +109,7 @@ impl JobResult {
             steps: vec![],
             firmware_revision: String::new(),
             duration_ms: 0,
+            drive: None,
         }
     }
 }

@@ -71,6 +71,11 @@ impl Outcome {
             .unwrap_or(Outcome::Passed)
     }
 
+    /// Anything but passed or skipped: a JUnit failure or error.
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Outcome::Passed | Outcome::Skipped)
+    }
+
     /// A failure of some kind (failed, error, timed out): what a sweep compares across runs.
     pub fn is_bad(self) -> bool {
         matches!(self, Outcome::Failed | Outcome::Error | Outcome::TimedOut)

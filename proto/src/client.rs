@@ -6,15 +6,41 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
+/// How long connecting may take, and how long a connected controller may leave a keep-alive ping unanswered
+/// before the connection counts as dead (so a controller that accepts but never answers, or stops answering,
+/// fails within seconds, not minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The controller's URL with its scheme: `host:port` means `http://host:port`; other schemes are refused.
+pub fn controller_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(
+            "the controller address is empty: give http://HOST:PORT (default port 7700)".into(),
+        );
+    }
+    match url.split_once("://") {
+        None => Ok(format!("http://{url}")),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(url.to_string()),
+        Some((scheme, _)) => Err(format!(
+            "'{url}': unsupported scheme {scheme}:// (use http://HOST:PORT, https://HOST:PORT or HOST:PORT)"
+        )),
+    }
+}
+
 /// The controller endpoint a client connects to: timeouts and keep-alives, and for `https://` URLs TLS trusting
-/// the system roots plus the lab CA in the PEM file named by `FARM_CA`. The error says which part of the setup
-/// is wrong.
+/// the system roots plus the lab CA in the PEM file named by `FARM_CA`. `url` may leave out `http://`. The error
+/// says which part of the setup is wrong.
 pub fn controller_endpoint(url: &str) -> Result<Endpoint, String> {
-    let mut ep = Endpoint::from_shared(url.to_string())
+    let url = controller_url(url)?;
+    let mut ep = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("invalid controller URL '{url}': {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if url.starts_with("https://") {
         // A lab's controller usually has a certificate from the lab's own CA.
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
@@ -60,5 +86,22 @@ impl tonic::service::Interceptor for BearerAuth {
             req.metadata_mut().insert("x-nvfarm-user", u.clone());
         }
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_controller_address_without_a_scheme_is_http() {
+        assert_eq!(controller_url("farm:7700").unwrap(), "http://farm:7700");
+        assert_eq!(
+            controller_url("https://farm:7700").unwrap(),
+            "https://farm:7700"
+        );
+        let e = controller_url("grpc://farm:7700").unwrap_err();
+        assert!(e.contains("unsupported scheme grpc://"), "{e}");
+        assert!(controller_endpoint("127.0.0.1:7700").is_ok());
     }
 }

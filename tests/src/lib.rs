@@ -46,6 +46,15 @@ pub mod lab {
     }
 
     impl Out {
+        /// Runs `cmd` to its end.
+        pub fn of(mut cmd: Command) -> Out {
+            let o = cmd.output().unwrap();
+            Out {
+                code: o.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&o.stdout).into(),
+                stderr: String::from_utf8_lossy(&o.stderr).into(),
+            }
+        }
         pub fn json(&self) -> serde_json::Value {
             serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
                 panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
@@ -214,21 +223,27 @@ critical_warning = 0
         }
 
         pub fn farmctl_cmd(&self, args: &[&str]) -> Command {
+            self.farmctl_cmd_at(&self.url(), args)
+        }
+
+        /// farmctl pointed at `controller` (any address, right or wrong).
+        pub fn farmctl_cmd_at(&self, controller: &str, args: &[&str]) -> Command {
             let mut c = Command::new(bin("farmctl"));
-            c.args(["--controller", &self.url()])
+            c.args(["--controller", controller])
                 .args(args)
+                .current_dir(self.dir.path())
                 .env_remove("FARM_TOKEN")
                 .env_remove("FARM_CONTROLLER");
             c
         }
 
         pub fn farmctl(&self, args: &[&str]) -> Out {
-            let o = self.farmctl_cmd(args).output().unwrap();
-            Out {
-                code: o.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&o.stdout).into(),
-                stderr: String::from_utf8_lossy(&o.stderr).into(),
-            }
+            Out::of(self.farmctl_cmd(args))
+        }
+
+        /// farmctl pointed at `controller`, run to its end.
+        pub fn farmctl_at(&self, controller: &str, args: &[&str]) -> Out {
+            Out::of(self.farmctl_cmd_at(controller, args))
         }
 
         pub fn image(&self, rev: &str, behaviour: &str) -> String {

@@ -264,6 +264,7 @@ async fn run_job(
         Ok(None) => return error(format!("rig {} left this agent's rig file", a.rig)),
         Err(e) => return error(format!("the runner crashed: {e}")),
     };
+    let drive = drive_firmware(shared, &a.rig).await;
     JobResult {
         job_id: a.job_id.clone(),
         fencing_token: a.fencing_token,
@@ -279,5 +280,22 @@ async fn run_job(
             .collect(),
         firmware_revision: report.firmware.and_then(|f| f.revision).unwrap_or_default(),
         duration_ms: report.duration_ms,
+        drive,
     }
+}
+
+/// What the rig's drive runs after a job, whatever its outcome (bounded: a hung drive answers `None`).
+async fn drive_firmware(
+    shared: &Arc<Shared>,
+    rig: &str,
+) -> Option<nvfarm_model::farm::DriveFirmware> {
+    let rig = shared.inventory.rig(rig).ok()?.clone();
+    let (file, sysfs) = (shared.inventory.file.clone(), shared.cfg.sysfs.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        rig.read_firmware(&file, &sysfs, Duration::from_secs(5))
+    });
+    tokio::time::timeout(Duration::from_secs(8), read)
+        .await
+        .ok()?
+        .ok()?
 }

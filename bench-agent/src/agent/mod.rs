@@ -29,7 +29,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use flash_tools::device::{Drive, Sysfs};
-use nvfarm_model::link::{AgentRig, FromAgent, Heartbeat, HeldJob, Registration, ToAgent};
+use nvfarm_model::link::{AgentRig, FromAgent, Heartbeat, HeldJob, Refusal, Registration, ToAgent};
 use nvfarm_proto::client::{controller_endpoint, BearerAuth};
 use nvfarm_proto::v1 as pb;
 use nvfarm_proto::v1::agent_link_client::AgentLinkClient;
@@ -390,7 +390,16 @@ fn handle(
                 tracing::info!(job = job_id, "cancel requested by the controller");
                 j.cancel.store(true, Ordering::Relaxed);
             }
-            _ => tracing::info!(job = job_id, "cancel for a job not running here"),
+            _ => {
+                // Through the outbox, behind the job's result if it just ended: the controller settles on
+                // whichever comes first and the result keeps its steps.
+                tracing::info!(job = job_id, "cancel for a job not running here");
+                let _ = shared.outbox.send(FromAgent::Refused(Refusal {
+                    job_id,
+                    fencing_token,
+                    reason: "not running on this agent".into(),
+                }));
+            }
         },
         ToAgent::Stored { job_id } => shared.spool.forget_result(&job_id),
         ToAgent::Registered { .. } => {}

@@ -347,6 +347,27 @@ impl Rig {
             .map(|d| d.join(flash_tools::sim::NAMESPACE_FILE))
     }
 
+    /// What the rig's drive runs now (Identify and the Firmware Slot log), or `None` if it does not answer
+    /// within `timeout`.
+    pub fn read_firmware(
+        &self,
+        file: &Path,
+        sysfs: &Sysfs,
+        timeout: Duration,
+    ) -> Option<nvfarm_model::farm::DriveFirmware> {
+        let loc = self.locator(file, sysfs).ok()?;
+        let d = flash_tools::device::Drive::open(loc, Some(timeout)).ok()?;
+        let id = d.controller().identify_controller().ok()?;
+        let log = d.controller().firmware_slot_log().ok()?;
+        Some(nvfarm_model::farm::DriveFirmware {
+            revision: id.firmware_revision().to_string(),
+            active_slot: log.active_slot(),
+            slots: (1..=id.firmware_slots().max(1))
+                .map(|s| log.revision(s).map(str::to_string))
+                .collect(),
+        })
+    }
+
     /// Starts capturing the rig's console, if it has one.
     pub fn open_console(&self) -> Result<Option<Console>, String> {
         Ok(match &self.console {

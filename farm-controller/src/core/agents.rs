@@ -10,7 +10,7 @@ use nvfarm_model::farm::{JobState, Rig, RigState};
 use nvfarm_model::link::{Heartbeat, JobProgress, JobResult, Refusal, Registration, ToAgent};
 use nvfarm_model::time::now_ms;
 
-use super::jobs::{apply_result, finish};
+use super::jobs::{apply_result, finish, give_up, record_drive, settle, stopping};
 use super::leases::assignment;
 use super::state::AgentSession;
 use super::{Effects, Farm, FarmError, FarmEvent};
@@ -128,6 +128,27 @@ impl Farm {
                 .get(&j.job_id)
                 .filter(|job| !job.state.is_terminal() && job.fencing_token == j.fencing_token)
                 .cloned();
+            if stopping(&st, &j.job_id, j.fencing_token) {
+                // We stopped it; the agent either finished stopping while disconnected or is still at it.
+                match &j.result {
+                    Some(result) => {
+                        record_drive(&mut st, result, &mut fx);
+                        settle(&mut st, &j.job_id, Some(result.steps.clone()), now, &mut fx);
+                        fx.send(agent, stored(&j.job_id));
+                    }
+                    None => {
+                        reported_running.push(j.job_id.clone());
+                        fx.send(
+                            agent,
+                            ToAgent::Cancel {
+                                job_id: j.job_id.clone(),
+                                fencing_token: j.fencing_token,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
             match (&j.result, current) {
                 (Some(result), Some(_)) => {
                     apply_result(&mut st, result, now, &mut fx);
@@ -158,6 +179,17 @@ impl Farm {
             })
             .map(|j| (j.id.clone(), j.state))
             .collect();
+        // Jobs we stopped on this agent's rigs that it no longer has: it restarted before confirming.
+        let lost_stops: Vec<String> = st
+            .leases
+            .values()
+            .filter(|l| l.stopping.is_some() && names.contains(&l.rig))
+            .filter_map(|l| l.job_id.clone())
+            .filter(|j| !reported_running.contains(j))
+            .collect();
+        for job in lost_stops {
+            give_up(&mut st, &job, now, &mut fx);
+        }
         for (job, state) in ours {
             if state == JobState::Assigned {
                 if let Some(msg) = assignment(&st, &job, now) {
@@ -209,7 +241,8 @@ impl Farm {
         let expires = now + self.cfg.agent_timeout.as_millis() as u64;
         for j in &hb.running_job_ids {
             if let Some(lease) = st.jobs.get(j).and_then(|j| j.lease_id.clone()) {
-                if let Some(l) = st.leases.get_mut(&lease) {
+                // A stopping job keeps its deadline: being alive is not confirming the stop.
+                if let Some(l) = st.leases.get_mut(&lease).filter(|l| l.stopping.is_none()) {
                     l.expires_ms = expires;
                 }
             }
@@ -261,6 +294,10 @@ impl Farm {
             .is_some_and(|j| !j.state.is_terminal() && j.fencing_token == r.fencing_token);
         if current {
             apply_result(&mut st, &r, now, &mut fx);
+        } else if stopping(&st, &r.job_id, r.fencing_token) {
+            tracing::info!(agent, job = r.job_id, "the agent confirmed the job stopped");
+            record_drive(&mut st, &r, &mut fx);
+            settle(&mut st, &r.job_id, Some(r.steps.clone()), now, &mut fx);
         } else {
             tracing::info!(
                 agent,
@@ -291,6 +328,9 @@ impl Farm {
                 now_ms(),
                 &mut fx,
             );
+        } else if stopping(&st, &r.job_id, r.fencing_token) {
+            // Stopped before it started: nothing ran, the rig is free.
+            settle(&mut st, &r.job_id, None, now_ms(), &mut fx);
         }
         self.reschedule(&mut st, fx).await
     }

@@ -66,6 +66,7 @@ pub(crate) fn new_job(
         attempt: 0,
         health_check: false,
         log_lines: 0,
+        settled: true,
     }
 }
 
@@ -98,25 +99,8 @@ pub(crate) fn parse_plan(plan_toml: &str) -> Result<Plan, FarmError> {
         .map_err(|e| FarmError::InvalidArgument(format!("invalid plan: {e}")))
 }
 
-/// The cancel message for a job running on a rig, if it runs somewhere.
-pub(crate) fn cancel_running(st: &State, job: &Job, fx: &mut Effects) {
-    if job.lease_id.is_none() {
-        return;
-    }
-    if let Some(agent) = job.rig.as_deref().and_then(|r| st.agent_of(r)) {
-        fx.send(
-            &agent,
-            ToAgent::Cancel {
-                job_id: job.id.clone(),
-                fencing_token: job.fencing_token,
-            },
-        );
-    }
-}
-
-/// Ends a job: records the outcome, frees its lease and rig, and does the rig's health bookkeeping. A failed
-/// sweep job with retries left is queued again on the same rig.
-pub(crate) fn finish(
+/// Records a job's end (outcome, message, steps) and withdraws its request; `false` if it had already ended.
+fn decide(
     st: &mut State,
     job_id: &str,
     state: JobState,
@@ -124,22 +108,21 @@ pub(crate) fn finish(
     steps: Option<Vec<StepReport>>,
     now: u64,
     fx: &mut Effects,
-) {
+) -> bool {
     let Some(job) = st.jobs.get_mut(job_id) else {
-        return;
+        return false;
     };
     if job.state.is_terminal() {
-        return;
+        return false;
     }
     job.state = state;
-    job.message = message.clone();
+    job.message = message;
     job.finished_ms = now;
     if let Some(s) = steps {
         job.steps = s;
     }
     fx.tx.job(job);
-    let job = job.clone();
-    fx.event(FarmEvent::Job(job.id.clone()));
+    fx.event(FarmEvent::Job(job_id.to_string()));
     if let Some(req) = st
         .requests
         .values()
@@ -149,6 +132,21 @@ pub(crate) fn finish(
         st.requests.remove(&req);
         fx.tx.drop_request(&req);
     }
+    true
+}
+
+/// Lets go of an ended job's rig: the lease goes, the rig is free again (after its health bookkeeping), the job
+/// is settled, and a failed sweep job with retries left is queued again.
+fn release(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
+    let Some(job) = st.jobs.get_mut(job_id) else {
+        return;
+    };
+    if !job.settled {
+        job.settled = true;
+        fx.tx.job(job);
+        fx.event(FarmEvent::Job(job_id.to_string()));
+    }
+    let job = job.clone();
     if let Some(lease_id) = &job.lease_id {
         if st.leases.remove(lease_id).is_some() {
             fx.tx.drop_lease(lease_id);
@@ -160,13 +158,123 @@ pub(crate) fn finish(
                     rig.state = RigState::Idle;
                 }
             }
-            health::after_job(rig, &job, state, &message, st.quarantine_after);
+            health::after_job(rig, &job, job.state, &job.message, st.quarantine_after);
             fx.tx.rig(rig);
             fx.event(FarmEvent::Rig(rig.name.clone()));
         }
     }
-    if state == JobState::Failed {
+    if job.state == JobState::Failed {
         retry_in_sweep(st, &job, now, fx);
+    }
+}
+
+/// Ends a job whose agent is done with it (it reported the end, refused it, lost it, or it never got a rig).
+pub(crate) fn finish(
+    st: &mut State,
+    job_id: &str,
+    state: JobState,
+    message: String,
+    steps: Option<Vec<StepReport>>,
+    now: u64,
+    fx: &mut Effects,
+) {
+    if decide(st, job_id, state, message, steps, now, fx) {
+        release(st, job_id, now, fx);
+    }
+}
+
+/// Ends a job the controller decided to stop (cancel, timeout). A job running on a connected agent is told to
+/// stop, and its rig stays held (`stopping`) until the agent confirms, or until `hold_until`; the queue says so.
+pub(crate) fn stop(
+    st: &mut State,
+    job_id: &str,
+    state: JobState,
+    message: String,
+    now: u64,
+    hold_until: u64,
+    fx: &mut Effects,
+) {
+    let Some(job) = st.jobs.get(job_id).cloned() else {
+        return;
+    };
+    if !decide(st, job_id, state, message, None, now, fx) {
+        return;
+    }
+    let agent = job.rig.as_deref().and_then(|r| st.agent_of(r));
+    let held = match (&job.lease_id, agent) {
+        (Some(lease_id), Some(agent)) if st.connected(&agent) => {
+            fx.send(
+                &agent,
+                ToAgent::Cancel {
+                    job_id: job.id.clone(),
+                    fencing_token: job.fencing_token,
+                },
+            );
+            match st.leases.get_mut(lease_id) {
+                Some(l) => {
+                    l.stopping = Some(
+                        if state == JobState::TimedOut {
+                            "timed-out"
+                        } else {
+                            "cancelled"
+                        }
+                        .into(),
+                    );
+                    l.expires_ms = hold_until;
+                    fx.tx.lease(l);
+                    true
+                }
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    if held {
+        if let Some(j) = st.jobs.get_mut(job_id) {
+            j.settled = false;
+            fx.tx.job(j);
+        }
+    } else {
+        release(st, job_id, now, fx);
+    }
+}
+
+/// Whether `job_id` was stopped by the controller and its agent has not confirmed yet (with this token).
+pub(crate) fn stopping(st: &State, job_id: &str, token: u64) -> bool {
+    st.jobs
+        .get(job_id)
+        .filter(|j| !j.settled && j.fencing_token == token)
+        .and_then(|j| j.lease_id.as_ref())
+        .and_then(|l| st.leases.get(l))
+        .is_some_and(|l| l.stopping.is_some())
+}
+
+/// The agent confirmed a stopped job ended: keep the steps it ran (the outcome stays as decided) and free the rig.
+pub(crate) fn settle(
+    st: &mut State,
+    job_id: &str,
+    steps: Option<Vec<StepReport>>,
+    now: u64,
+    fx: &mut Effects,
+) {
+    if let (Some(job), Some(steps)) = (st.jobs.get_mut(job_id), steps) {
+        if !steps.is_empty() {
+            job.steps = steps;
+            fx.tx.job(job);
+            fx.event(FarmEvent::Job(job_id.to_string()));
+        }
+    }
+    release(st, job_id, now, fx);
+}
+
+/// A stopped job whose agent never confirmed: free the rig, but only after a health check.
+pub(crate) fn give_up(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
+    let rig = st.jobs.get(job_id).and_then(|j| j.rig.clone());
+    release(st, job_id, now, fx);
+    if let Some(r) = rig.and_then(|r| st.rigs.get_mut(&r)) {
+        r.health_check_pending = true;
+        r.reason = format!("its agent did not confirm that {job_id} stopped");
+        fx.tx.rig(r);
     }
 }
 
@@ -204,33 +312,38 @@ fn retry_in_sweep(st: &mut State, job: &Job, now: u64, fx: &mut Effects) {
     }
 }
 
+/// What the rig's drive runs, from an agent's result (read after every job, whatever its outcome).
+pub(crate) fn record_drive(st: &mut State, r: &JobResult, fx: &mut Effects) {
+    let (Some(drive), Some(rig)) = (&r.drive, st.jobs.get(&r.job_id).and_then(|j| j.rig.clone()))
+    else {
+        return;
+    };
+    if let Some(rr) = st.rigs.get_mut(&rig) {
+        rr.firmware_revision = drive.revision.clone();
+        rr.active_slot = drive.active_slot;
+        rr.firmware_slots = drive.slots.clone();
+        fx.tx.rig(rr);
+        fx.event(FarmEvent::Rig(rig));
+    }
+}
+
 /// Applies an agent's result to a current job: its outcome and steps, and what the rig runs now.
 pub(crate) fn apply_result(st: &mut State, r: &JobResult, now: u64, fx: &mut Effects) {
-    let state = JobState::ended(r.outcome);
     if let Some(job) = st.jobs.get_mut(&r.job_id) {
         if !r.firmware_revision.is_empty() {
             job.firmware_revision = r.firmware_revision.clone();
         }
     }
+    record_drive(st, r, fx);
     finish(
         st,
         &r.job_id,
-        state,
+        JobState::ended(r.outcome),
         r.message.clone(),
         Some(r.steps.clone()),
         now,
         fx,
     );
-    // What the rig runs now.
-    let rig = st.jobs.get(&r.job_id).and_then(|j| j.rig.clone());
-    if let (Some(rig), false) = (rig, r.firmware_revision.is_empty()) {
-        if matches!(state, JobState::Passed | JobState::Failed) {
-            if let Some(rr) = st.rigs.get_mut(&rig) {
-                rr.firmware_revision = r.firmware_revision.clone();
-                fx.tx.rig(rr);
-            }
-        }
-    }
 }
 
 impl Farm {
@@ -294,14 +407,14 @@ impl Farm {
             return Ok(job);
         }
         let mut fx = Effects::default();
-        cancel_running(&st, &job, &mut fx);
-        finish(
+        let now = now_ms();
+        stop(
             &mut st,
             id,
             JobState::Cancelled,
             format!("cancelled by {}", caller.name),
-            None,
-            now_ms(),
+            now,
+            now.saturating_add(self.cfg.stop_grace.as_millis() as u64),
             &mut fx,
         );
         self.reschedule(&mut st, fx).await?;

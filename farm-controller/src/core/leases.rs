@@ -88,6 +88,7 @@ pub(crate) fn grant_waiting(st: &mut State, now: u64, aging: Duration, fx: &mut 
             job_id: req.job_id.clone(),
             granted_ms: now,
             expires_ms,
+            stopping: None,
         };
         fx.tx.lease(&lease);
         st.leases.insert(lease_id.clone(), lease);

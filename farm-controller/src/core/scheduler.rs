@@ -132,6 +132,12 @@ pub fn waiting_because(
                         UNIX_EPOCH + Duration::from_millis(l.expires_ms)
                     )
                 ),
+                Some(l) if l.stopping.is_some() => format!(
+                    "{} finishing {} job {} (waiting for its agent to confirm the stop)",
+                    r.name,
+                    l.stopping.as_deref().unwrap_or("stopped"),
+                    l.job_id.as_deref().unwrap_or("?"),
+                ),
                 Some(l) => format!(
                     "{} running job {} for {}",
                     r.name,
@@ -299,6 +305,7 @@ mod tests {
                 job_id: None,
                 granted_ms: 0,
                 expires_ms: 3_600_000,
+                stopping: None,
             },
         )]
         .into();
@@ -313,6 +320,35 @@ mod tests {
         assert_eq!(
             waiting_because(&r, &leases, &nothing, &nothing["z"], 10, AGING),
             "no rig matches model=Z"
+        );
+    }
+
+    #[test]
+    fn a_rig_whose_stopped_job_has_not_confirmed_says_so() {
+        let mut leased = rig("x1", "X");
+        leased.state = RigState::Leased;
+        leased.lease_id = Some("lease-1".into());
+        let r = rigs(&[leased]);
+        let leases: BTreeMap<String, Lease> = [(
+            "lease-1".to_string(),
+            Lease {
+                id: "lease-1".into(),
+                rig: "x1".into(),
+                holder: "alice".into(),
+                fencing_token: 1,
+                kind: LeaseKind::Job,
+                job_id: Some("job-000007".into()),
+                granted_ms: 0,
+                expires_ms: 60_000,
+                stopping: Some("cancelled".into()),
+            },
+        )]
+        .into();
+        let q = reqs(&[req("b", Priority::Ci, 1, model("X"))]);
+        let why = waiting_because(&r, &leases, &q, &q["b"], 10, AGING);
+        assert!(
+            why.contains("x1 finishing cancelled job job-000007"),
+            "{why}"
         );
     }
 }

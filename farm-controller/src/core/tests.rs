@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use nvfarm_model::farm::{Job, JobState, Priority, RigState, Selector};
-use nvfarm_model::link::{AgentRig, JobResult, Registration, ToAgent};
+use nvfarm_model::farm::{DriveFirmware, Job, JobState, Priority, RigState, Selector};
+use nvfarm_model::link::{AgentRig, HeldJob, JobResult, Registration, ToAgent};
 use nvfarm_model::time::now_ms;
-use nvfarm_model::Outcome;
+use nvfarm_model::{Outcome, StepReport};
 
 use super::*;
 use crate::auth::Caller;
@@ -292,8 +292,169 @@ async fn stale_results_do_not_change_a_decided_job() {
     assert_eq!(
         f.rig("r1").await.unwrap().rig.state,
         RigState::Idle,
-        "cancelling freed the rig"
+        "the agent's confirmation freed the rig"
     );
+}
+
+fn finished_step(number: u32, outcome: Outcome) -> StepReport {
+    StepReport {
+        number,
+        name: format!("{number}-smart"),
+        kind: "smart".into(),
+        outcome,
+        duration_ms: 5,
+        message: String::new(),
+        log: vec![],
+        metrics: Default::default(),
+    }
+}
+
+/// Drains what the agent was sent so far.
+fn sent(rx: &mut mpsc::UnboundedReceiver<ToAgent>) -> Vec<ToAgent> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_cancelled_job_holds_its_rig_until_its_agent_confirms_and_keeps_what_ran() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, mut rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let alice = who("alice");
+    let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+    let j2 = f.submit_job(&alice, job_request()).await.unwrap();
+    sent(&mut rx);
+    let c = f.cancel_job(&alice, &j1.id).await.unwrap();
+    assert_eq!(c.state, JobState::Cancelled);
+    assert!(!c.settled, "the agent has not confirmed yet");
+    assert!(
+        sent(&mut rx)
+            .iter()
+            .any(|m| matches!(m, ToAgent::Cancel { job_id, .. } if *job_id == j1.id)),
+        "the agent is told to stop"
+    );
+    assert_eq!(f.job(&j2.id).await.unwrap().state, JobState::Queued);
+    let why = &f.queue().await[0].waiting_because;
+    assert!(
+        why.contains(&format!("r1 finishing cancelled job {}", j1.id)),
+        "{why}"
+    );
+    // The agent stops after step 1 passed and step 2 was cut short; the drive runs 2.0.0 from slot 2.
+    let mut r = result(&j1, Outcome::Cancelled);
+    r.steps = vec![
+        finished_step(1, Outcome::Passed),
+        finished_step(2, Outcome::Cancelled),
+    ];
+    r.drive = Some(DriveFirmware {
+        revision: "2.0.0".into(),
+        active_slot: 2,
+        slots: vec![Some("1.0.0".into()), Some("2.0.0".into())],
+    });
+    f.agent_result("a", r).await.unwrap();
+    let j1 = f.job(&j1.id).await.unwrap();
+    assert_eq!(j1.state, JobState::Cancelled, "the decided outcome stands");
+    assert!(j1.settled);
+    assert_eq!(j1.steps.len(), 2, "the steps that ran are kept");
+    let rig = f.rig("r1").await.unwrap().rig;
+    assert_eq!(rig.firmware_revision, "2.0.0");
+    assert_eq!(rig.active_slot, 2);
+    assert_eq!(
+        f.job(&j2.id).await.unwrap().state,
+        JobState::Assigned,
+        "the next job runs only once the rig is confirmed free"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_its_agent_never_confirms_frees_the_rig_only_through_a_health_check() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        stop_grace: Duration::ZERO,
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let conn = f.agent_connected("a", tx).await;
+    f.agent_register(
+        "a",
+        conn,
+        Registration {
+            agent: "a".into(),
+            rigs: vec![AgentRig {
+                name: "r1".into(),
+                ..Default::default()
+            }],
+            jobs: vec![],
+            version: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let alice = who("alice");
+    let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+    f.cancel_job(&alice, &j1.id).await.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Leased);
+    f.tick().await.unwrap();
+    let hc = f
+        .jobs(&JobFilter::default())
+        .await
+        .into_iter()
+        .find(|j| j.health_check)
+        .expect("a health check before anything else runs on the rig");
+    assert_eq!(hc.state, JobState::Assigned);
+    assert!(f.job(&j1.id).await.unwrap().settled);
+}
+
+#[tokio::test]
+async fn a_timed_out_job_is_stopped_and_settles_when_its_agent_reconnects_with_the_result() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let alice = who("alice");
+    let j = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                timeout: Duration::from_millis(1),
+                ..job_request()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    f.tick().await.unwrap();
+    let stopped = f.job(&j.id).await.unwrap();
+    assert_eq!(stopped.state, JobState::TimedOut);
+    assert!(!stopped.settled);
+    // The agent restarts and reports the job it finished stopping while disconnected.
+    let (tx, _rx2) = mpsc::unbounded_channel();
+    let conn = f.agent_connected("a", tx).await;
+    let mut r = result(&j, Outcome::Cancelled);
+    r.steps = vec![finished_step(1, Outcome::Cancelled)];
+    f.agent_register(
+        "a",
+        conn,
+        Registration {
+            agent: "a".into(),
+            rigs: vec![AgentRig {
+                name: "r1".into(),
+                labels: [("model".to_string(), "X".to_string())].into(),
+                ..Default::default()
+            }],
+            jobs: vec![HeldJob {
+                job_id: j.id.clone(),
+                rig: "r1".into(),
+                fencing_token: j.fencing_token,
+                result: Some(r),
+            }],
+            version: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let settled = f.job(&j.id).await.unwrap();
+    assert_eq!(settled.state, JobState::TimedOut);
+    assert!(settled.settled);
+    assert_eq!(settled.steps.len(), 1);
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Idle);
 }
 
 #[tokio::test]

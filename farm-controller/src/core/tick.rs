@@ -1,12 +1,13 @@
 //! The periodic work: agents silent too long lose their rigs and running jobs, reservations expire, jobs past
-//! their overall timeout end; then whatever was freed is scheduled.
+//! their overall timeout are stopped, stopped jobs whose agent never confirmed free their rig (after a health
+//! check); then whatever was freed is scheduled.
 
 use std::time::{Duration, SystemTime};
 
 use nvfarm_model::farm::{JobState, Lease, LeaseKind, RigState};
 use nvfarm_model::time::now_ms;
 
-use super::jobs::{cancel_running, finish};
+use super::jobs::{finish, give_up, stop};
 use super::leases::drop_reservation;
 use super::state::State;
 use super::{Effects, Farm, FarmError, FarmEvent};
@@ -44,6 +45,9 @@ fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effe
                 })
                 .map(|j| j.id.clone())
                 .collect();
+            for j in unconfirmed_stops(st, rig) {
+                give_up(st, &j, now, fx);
+            }
             for j in jobs {
                 finish(
                     st,
@@ -92,7 +96,7 @@ fn expire_reservations(st: &mut State, now: u64, fx: &mut Effects) {
 }
 
 /// Ends jobs past their overall timeout (queueing included); a running one's agent is told to stop.
-fn time_out_jobs(st: &mut State, now: u64, fx: &mut Effects) {
+fn time_out_jobs(st: &mut State, stop_grace: Duration, now: u64, fx: &mut Effects) {
     let timed_out: Vec<String> = st
         .jobs
         .values()
@@ -103,7 +107,6 @@ fn time_out_jobs(st: &mut State, now: u64, fx: &mut Effects) {
         let Some(job) = st.jobs.get(&id).cloned() else {
             continue;
         };
-        cancel_running(st, &job, fx);
         let what = if job.state == JobState::Queued {
             "no rig became free within the job timeout of"
         } else {
@@ -113,19 +116,54 @@ fn time_out_jobs(st: &mut State, now: u64, fx: &mut Effects) {
             "{what} {}",
             humantime::format_duration(Duration::from_millis(job.timeout_ms))
         );
-        finish(st, &id, JobState::TimedOut, msg, None, now, fx);
+        stop(
+            st,
+            &id,
+            JobState::TimedOut,
+            msg,
+            now,
+            now.saturating_add(stop_grace.as_millis() as u64),
+            fx,
+        );
+    }
+}
+
+/// Stopped jobs on `rig` whose agent has not confirmed yet.
+fn unconfirmed_stops(st: &State, rig: &str) -> Vec<String> {
+    st.leases
+        .values()
+        .filter(|l| l.rig == rig && l.stopping.is_some())
+        .filter_map(|l| l.job_id.clone())
+        .collect()
+}
+
+/// Frees the rigs of stopped jobs whose agent did not confirm within the grace period (after a health check).
+fn give_up_on_stops(st: &mut State, now: u64, fx: &mut Effects) {
+    let overdue: Vec<String> = st
+        .leases
+        .values()
+        .filter(|l| l.stopping.is_some() && l.expires_ms <= now)
+        .filter_map(|l| l.job_id.clone())
+        .collect();
+    for job in overdue {
+        tracing::warn!(
+            job,
+            "its agent did not confirm the job stopped in time; the rig gets a health check"
+        );
+        give_up(st, &job, now, fx);
     }
 }
 
 impl Farm {
-    /// Periodic work: silent agents, expired reservations, job timeouts, then scheduling.
+    /// Periodic work: silent agents, expired reservations, job timeouts, unconfirmed stops, then scheduling.
     pub async fn tick(&self) -> Result<(), FarmError> {
         let mut st = self.state.lock().await;
         let now = now_ms();
         let mut fx = Effects::default();
         lose_silent_agents(&mut st, self.cfg.agent_timeout, now, &mut fx);
         expire_reservations(&mut st, now, &mut fx);
-        time_out_jobs(&mut st, now, &mut fx);
+        time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
+        give_up_on_stops(&mut st, now, &mut fx);
         self.reschedule(&mut st, fx).await
     }
 }

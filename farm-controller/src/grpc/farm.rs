@@ -395,7 +395,7 @@ impl FarmApi for FarmService {
                 let Ok(job) = farm.job(&r.id).await else {
                     return;
                 };
-                let snapshot = (job.state, job.steps.len(), job.rig.clone());
+                let snapshot = (job.state, job.steps.len(), job.rig.clone(), job.settled);
                 if last_state.as_ref() != Some(&snapshot) {
                     last_state = Some(snapshot);
                     let ev = pb::JobEvent {
@@ -406,7 +406,9 @@ impl FarmApi for FarmService {
                         return;
                     }
                 }
-                if !r.follow || job.state.is_terminal() {
+                // A stopped job's stream goes on until its agent confirmed (or the controller gave up on it):
+                // the steps it ran arrive with the confirmation.
+                if !r.follow || (job.state.is_terminal() && job.settled) {
                     return;
                 }
                 loop {

@@ -29,5 +29,65 @@ pub fn router(farm: Arc<Farm>) -> Router {
         .route("/api/sweeps/{id}", get(api::sweep))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn_with_state(
+            farm.config().listen,
+            grpc_on_the_wrong_port,
+        ))
         .with_state(farm)
+}
+
+/// A gRPC call (farmctl, an agent) sent to this HTTP port gets a gRPC error that names the gRPC port, rather
+/// than a bare 404 the client cannot explain.
+async fn grpc_on_the_wrong_port(
+    axum::extract::State(grpc): axum::extract::State<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !is_grpc {
+        return next.run(req).await;
+    }
+    // Where the client reached us, with the gRPC port (a wildcard listen address means "this host").
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
+        })
+        .unwrap_or_else(|| grpc.ip().to_string());
+    let message = wrong_port_message(&host, grpc.port());
+    axum::response::Response::builder()
+        .status(axum::http::StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", "3") // INVALID_ARGUMENT: the client's address is wrong
+        .header("grpc-message", percent_encode(&message))
+        .body(axum::body::Body::empty())
+        .unwrap_or_default()
+}
+
+fn wrong_port_message(host: &str, grpc_port: u16) -> String {
+    format!(
+        "this is the controller's HTTP port (dashboard, /api, /metrics); farmctl and agents use its gRPC port: --controller http://{host}:{grpc_port}"
+    )
+}
+
+/// grpc-message is percent-encoded: everything outside printable ASCII, and '%'.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -6,15 +6,16 @@ mod rigs;
 mod run;
 mod sweep;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nvfarm_model::farm::{parse_labels, Priority, Selector};
 use nvfarm_model::plan::Plan;
-use nvfarm_model::ExitCode;
+use nvfarm_model::{junit, ExitCode};
 use nvfarm_proto::v1 as pb;
 
 use crate::cli::{Cli, Command};
 use crate::client::{connect, CliError, Result};
+use crate::render::note;
 
 /// A rig-or-labels selector from the flags; `required` refuses an empty one.
 fn selector(rig: &Option<String>, labels: &Option<String>, required: bool) -> Result<Selector> {
@@ -47,8 +48,53 @@ fn load_plan(path: &Path) -> Result<(String, String)> {
     Ok((text, plan.name))
 }
 
-/// Runs the command.
+/// Runs the command. `run` and `sweep` with `--junit` always leave a JUnit file: when they end without a job
+/// report (bad input, no controller, no rig), one test case whose `<error>` says why.
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let junit = junit_target(&cli);
+    let r = command(cli).await;
+    if let (Err(e), Some((path, suite))) = (&r, junit) {
+        let kind = match e.code {
+            ExitCode::Usage => "invalid",
+            ExitCode::TimedOut => "timeout",
+            _ => "infrastructure",
+        };
+        let x = junit::single_error(&suite, "farmctl", kind, &e.message);
+        if let Err(w) = std::fs::write(&path, x) {
+            note(format!("cannot write JUnit report {}: {w}", path.display()));
+        }
+    }
+    r
+}
+
+/// Where `run` or `sweep` writes JUnit, and the suite name an error report uses (`plan@rig`).
+fn junit_target(cli: &Cli) -> Option<(PathBuf, String)> {
+    let (junit, plan, target) = match &cli.command {
+        Command::Run {
+            junit,
+            plan,
+            rig,
+            labels,
+            ..
+        } => (junit, plan, rig.clone().or(labels.clone())),
+        Command::Sweep {
+            junit,
+            plan,
+            labels,
+            ..
+        } => (junit, plan, labels.clone()),
+        _ => return None,
+    };
+    let name = std::fs::read_to_string(plan)
+        .ok()
+        .and_then(|t| Plan::parse(&t, plan).ok())
+        .map(|p| p.name)
+        .unwrap_or_else(|| plan.display().to_string());
+    let target = target.unwrap_or_else(|| "all rigs".into());
+    Some((junit.clone()?, format!("{name}@{target}")))
+}
+
+async fn command(cli: Cli) -> Result<ExitCode> {
     // Local validation first: bad input never needs the controller.
     if let Command::Run { plan, .. } | Command::Sweep { plan, .. } = &cli.command {
         load_plan(plan)?;

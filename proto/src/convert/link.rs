@@ -1,13 +1,16 @@
 //! The agent link's messages on the wire: registration, heartbeats, progress, results, refusals, and what the
 //! controller sends back.
 
+use nvfarm_model::farm::DriveFirmware;
 use nvfarm_model::link::{
     AgentRig, Assignment, FromAgent, Heartbeat, HeldJob, JobProgress, JobResult, Refusal,
     Registration, ToAgent,
 };
 use nvfarm_model::{LogLine, Outcome, StepReport};
 
-use super::{bad, job_state_opt, job_state_pb, map, outcome, outcome_pb, steps, WireError};
+use super::{
+    bad, job_state_opt, job_state_pb, map, outcome, outcome_pb, slots, slots_pb, steps, WireError,
+};
 use crate::v1 as pb;
 
 impl From<&JobResult> for pb::JobResult {
@@ -20,6 +23,11 @@ impl From<&JobResult> for pb::JobResult {
             steps: r.steps.iter().map(pb::StepResult::from).collect(),
             firmware_revision: r.firmware_revision.clone(),
             duration_ms: r.duration_ms,
+            drive: r.drive.as_ref().map(|d| pb::DriveFirmware {
+                revision: d.revision.clone(),
+                active_slot: d.active_slot as u32,
+                slots: slots_pb(&d.slots),
+            }),
         }
     }
 }
@@ -39,6 +47,21 @@ impl TryFrom<pb::JobResult> for JobResult {
             steps: steps(r.steps)?,
             firmware_revision: r.firmware_revision,
             duration_ms: r.duration_ms,
+            drive: r
+                .drive
+                .map(|d| {
+                    Ok::<_, WireError>(DriveFirmware {
+                        revision: d.revision,
+                        active_slot: u8::try_from(d.active_slot).map_err(|_| {
+                            bad(
+                                "DriveFirmware.active_slot",
+                                format!("{} is not a slot", d.active_slot),
+                            )
+                        })?,
+                        slots: slots(d.slots),
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -261,6 +261,16 @@ impl From<pb::LogLine> for LogLine {
     }
 }
 
+/// Firmware slots on the wire: slot 1 first, "" for an empty slot.
+pub(crate) fn slots_pb(s: &[Option<String>]) -> Vec<String> {
+    s.iter().map(|r| r.clone().unwrap_or_default()).collect()
+}
+
+/// Firmware slots from the wire.
+pub(crate) fn slots(s: Vec<String>) -> Vec<Option<String>> {
+    s.into_iter().map(opt).collect()
+}
+
 pub(crate) fn steps(v: Vec<pb::StepResult>) -> Result<Vec<StepReport>, WireError> {
     v.into_iter().map(StepReport::try_from).collect()
 }
@@ -330,6 +340,11 @@ mod tests {
                 steps: vec![step()],
                 firmware_revision: "2.0.0".into(),
                 duration_ms: 3,
+                drive: Some(nvfarm_model::farm::DriveFirmware {
+                    revision: "2.0.0".into(),
+                    active_slot: 2,
+                    slots: vec![Some("1.0.0".into()), Some("2.0.0".into()), None],
+                }),
             }),
         ];
         for m in msgs {

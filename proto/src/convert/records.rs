@@ -7,8 +7,8 @@ use nvfarm_model::farm::{
 
 use super::{
     bad, change, change_pb, job_state_opt, job_state_pb, map, opt, outcome_opt, outcome_pb,
-    priority, priority_pb, rig_state, rig_state_pb, steps, sweep_outcome, sweep_outcome_pb,
-    WireError,
+    priority, priority_pb, rig_state, rig_state_pb, slots, slots_pb, steps, sweep_outcome,
+    sweep_outcome_pb, WireError,
 };
 use crate::v1 as pb;
 
@@ -49,6 +49,7 @@ impl From<&Lease> for pb::Lease {
                 LeaseKind::Job => "job".into(),
             },
             job_id: l.job_id.clone().unwrap_or_default(),
+            stopping: l.stopping.clone().unwrap_or_default(),
         }
     }
 }
@@ -74,6 +75,7 @@ impl TryFrom<pb::Lease> for Lease {
             job_id: opt(l.job_id),
             granted_ms: l.granted_ms,
             expires_ms: l.expires_ms,
+            stopping: opt(l.stopping),
         })
     }
 }
@@ -106,6 +108,8 @@ impl From<&RigStatus> for pb::Rig {
             health_check_pending: r.health_check_pending,
             lease: s.lease.as_ref().map(pb::Lease::from),
             last_seen_ms: r.last_seen_ms,
+            active_slot: r.active_slot as u32,
+            firmware_slots: slots_pb(&r.firmware_slots),
         }
     }
 }
@@ -127,6 +131,13 @@ impl TryFrom<pb::Rig> for RigStatus {
                 consecutive_infra_errors: r.consecutive_infra_errors,
                 health_check_pending: r.health_check_pending,
                 last_seen_ms: r.last_seen_ms,
+                active_slot: u8::try_from(r.active_slot).map_err(|_| {
+                    bad(
+                        "Rig.active_slot",
+                        format!("{} is not a slot", r.active_slot),
+                    )
+                })?,
+                firmware_slots: slots(r.firmware_slots),
             },
             lease: r.lease.map(Lease::try_from).transpose()?,
         })
@@ -159,6 +170,7 @@ impl From<&Job> for pb::Job {
             plan_toml: j.plan_toml.clone(),
             health_check: j.health_check,
             log_lines: j.log_lines,
+            settled: j.settled,
         }
     }
 }
@@ -191,6 +203,7 @@ impl TryFrom<pb::Job> for Job {
             attempt: j.attempt,
             health_check: j.health_check,
             log_lines: j.log_lines,
+            settled: j.settled,
         })
     }
 }

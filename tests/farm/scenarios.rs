@@ -1,31 +1,13 @@
-//! One test file for the farm's end-to-end scenarios: each test is a scenario over the same lab harness, and
-//! they share its helpers.
-//!
-//! The farm end to end, real processes on loopback: farm-controller, bench-agent daemons with simulated rigs,
-//! farmctl. Each test builds its own lab (ports, data dir, rigs).
+//! The farm's main paths end to end: the CI stage, sweeps, leases, restarts, TLS, tokens.
 
 use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nvfarm_tests::lab::Lab;
 
-fn lab_with_agent(rigs: usize) -> Lab {
-    let mut lab = Lab::new("");
-    lab.start_controller();
-    let file = lab.rigs("bench", rigs);
-    lab.start_agent("bench", &file, None);
-    lab.wait(
-        "the agent's rigs to be idle",
-        Duration::from_secs(20),
-        || {
-            let r = lab.rigs_json();
-            r.len() == rigs && r.iter().all(|x| x["state"] == "idle")
-        },
-    );
-    lab
-}
+use crate::{http_get, http_json, lab_with_agent, long_plan, wait_child};
+use nvfarm_tests::lab::Lab;
 
 #[test]
 fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit() {
@@ -203,44 +185,6 @@ fn a_firmware_file_the_drive_cannot_take_is_bad_input_and_never_quarantines_the_
     assert_eq!(rig["health_check_pending"], false, "{rig}");
 }
 
-/// The body of `GET path` as JSON (chunked or not).
-fn http_json(port: u16, path: &str) -> serde_json::Value {
-    let resp = http_get(port, path);
-    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn two_clients_racing_for_one_rig_get_it_one_after_the_other() {
     let lab = lab_with_agent(1);
@@ -324,20 +268,6 @@ fn two_clients_racing_for_one_rig_get_it_one_after_the_other() {
         .is_empty());
 }
 
-fn wait_child(c: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            start.elapsed() < within,
-            "process did not finish in {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_reservation_expires_and_frees_the_rig() {
     let lab = lab_with_agent(1);
@@ -360,12 +290,6 @@ fn a_reservation_expires_and_frees_the_rig() {
         "{}",
         o.all()
     );
-}
-
-fn long_plan(lab: &Lab, secs: u32) -> String {
-    let p = lab.path("long.toml");
-    std::fs::write(&p, format!("name = \"long\"\n[[step]]\nname = \"flash\"\nkind = \"flash\"\n[[step]]\nname = \"soak\"\nkind = \"script\"\ncommand = \"sleep {secs}\"\n[[step]]\nname = \"health\"\nkind = \"smart\"\n")).unwrap();
-    p.display().to_string()
 }
 
 #[test]
@@ -629,108 +553,6 @@ fn tokens_are_required_and_roles_enforced() {
     });
     let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
     assert!(log.contains("needs role agent"), "{log}");
-}
-
-#[test]
-fn ctrl_c_cancels_the_job_frees_the_rig_and_the_next_job_waits_for_the_old_one() {
-    let lab = lab_with_agent(1);
-    let fw = lab.image("2.0.0", "ok");
-    let plan = long_plan(&lab, 60);
-    let mut run = lab
-        .farmctl_cmd(&[
-            "run",
-            "--firmware",
-            &fw,
-            "--plan",
-            &plan,
-            "--rig",
-            "bench-r1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    lab.wait("the soak step", Duration::from_secs(30), || {
-        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
-    });
-    let id = lab.farmctl(&["--json", "jobs"]).json()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).unwrap();
-    let st = wait_child(&mut run, Duration::from_secs(20));
-    let mut err = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(st.code(), Some(4), "{err}");
-    assert!(err.contains(&format!("job {id} cancelled")), "{err}");
-    let job = lab.job(&id);
-    assert_eq!(job["state"], "cancelled");
-    assert_eq!(
-        lab.rig_state("bench-r1"),
-        "idle",
-        "the lease was freed at once"
-    );
-    // The next job on the rig starts only after the agent stopped the cancelled one (its script is killed).
-    let quick = lab.path("quick.toml");
-    let o = lab.farmctl(&[
-        "--json",
-        "run",
-        "--firmware",
-        &fw,
-        "--plan",
-        quick.to_str().unwrap(),
-        "--rig",
-        "bench-r1",
-    ]);
-    assert_eq!(o.code, 0, "{}", o.all());
-    let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
-    assert!(log.contains("cancel requested by the controller"), "{log}");
-}
-
-#[test]
-fn an_agent_stopped_with_sigterm_reports_its_job_as_cancelled() {
-    let mut lab = lab_with_agent(1);
-    let fw = lab.image("2.0.0", "ok");
-    let plan = long_plan(&lab, 60);
-    let mut run = lab
-        .farmctl_cmd(&[
-            "--json",
-            "run",
-            "--firmware",
-            &fw,
-            "--plan",
-            &plan,
-            "--rig",
-            "bench-r1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.wait("the soak step", Duration::from_secs(30), || {
-        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
-    });
-    let t0 = Instant::now();
-    lab.stop_agent("bench", Signal::SIGTERM);
-    assert!(
-        t0.elapsed() < Duration::from_secs(20),
-        "the agent took {:?} to stop",
-        t0.elapsed()
-    );
-    let st = wait_child(&mut run, Duration::from_secs(20));
-    let mut out = String::new();
-    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert_eq!(st.code(), Some(4), "{out}");
-    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(job["state"], "cancelled", "{job}");
-    let soak = job["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "soak")
-        .cloned()
-        .unwrap();
-    assert_eq!(soak["outcome"], "cancelled", "{job}");
 }
 
 #[test]

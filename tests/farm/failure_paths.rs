@@ -1,0 +1,217 @@
+//! Failure paths end to end: cancels and stops, unusable rigs, input mistakes, and what the CI stage says.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::{lab_with_agent, long_plan, wait_child};
+use nvfarm_tests::lab::Lab;
+
+#[test]
+fn ctrl_c_cancels_the_job_and_the_junit_shows_what_ran_what_was_cut_and_what_never_ran() {
+    let lab = lab_with_agent(1);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = long_plan(&lab, 60);
+    let junit = lab.path("cancelled.xml");
+    let mut run = lab
+        .farmctl_cmd(&[
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            &plan,
+            "--rig",
+            "bench-r1",
+            "--junit",
+            junit.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lab.wait("the soak step", Duration::from_secs(30), || {
+        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
+    });
+    let id = lab.farmctl(&["--json", "jobs"]).json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).unwrap();
+    let st = wait_child(&mut run, Duration::from_secs(60));
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("job {id} cancelled")), "{err}");
+    // farmctl waited for the agent: the report has the steps that ran, the one cut short, and the rest.
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(r#"tests="3" failures="0" errors="1" skipped="1""#),
+        "{x}"
+    );
+    assert!(x.contains(r#"type="cancelled""#), "{x}");
+    let job = lab.job(&id);
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(job["settled"], true, "{job}");
+    // The agent read the drive after the cancel: the rig shows what it runs now.
+    let rig = lab
+        .rigs_json()
+        .into_iter()
+        .find(|r| r["name"] == "bench-r1")
+        .unwrap();
+    assert_eq!(rig["state"], "idle", "{rig}");
+    assert_eq!(rig["firmware_revision"], "2.0.0", "{rig}");
+    assert!(rig["active_slot"].as_u64().unwrap() >= 1, "{rig}");
+    let quick = lab.path("quick.toml");
+    let o = lab.farmctl(&[
+        "--json",
+        "run",
+        "--firmware",
+        &fw,
+        "--plan",
+        quick.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
+    assert!(log.contains("cancel requested by the controller"), "{log}");
+}
+
+#[test]
+fn an_agent_stopped_with_sigterm_reports_its_job_as_cancelled() {
+    let mut lab = lab_with_agent(1);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = long_plan(&lab, 60);
+    let mut run = lab
+        .farmctl_cmd(&[
+            "--json",
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            &plan,
+            "--rig",
+            "bench-r1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.wait("the soak step", Duration::from_secs(30), || {
+        lab.farmctl(&["--json", "jobs"]).json()[0]["state"] == "testing"
+    });
+    let t0 = Instant::now();
+    lab.stop_agent("bench", Signal::SIGTERM);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the agent took {:?} to stop",
+        t0.elapsed()
+    );
+    let st = wait_child(&mut run, Duration::from_secs(20));
+    let mut out = String::new();
+    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(st.code(), Some(4), "{out}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let soak = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "soak")
+        .cloned()
+        .unwrap();
+    assert_eq!(soak["outcome"], "cancelled", "{job}");
+}
+
+#[test]
+fn the_controller_address_is_forgiving_and_its_mistakes_are_explained() {
+    let mut lab = Lab::new("");
+    lab.start_controller();
+    // host:port without a scheme is http://host:port.
+    let o = lab.farmctl_at(&format!("127.0.0.1:{}", lab.grpc), &["rigs"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    // The dashboard's port answers a gRPC call by naming the gRPC port: a usage mistake.
+    let o = lab.farmctl_at(&format!("http://127.0.0.1:{}", lab.http), &["rigs"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stderr.contains("this is the controller's HTTP port")
+            && o.stderr
+                .contains(&format!("--controller http://127.0.0.1:{}", lab.grpc)),
+        "{}",
+        o.all()
+    );
+    // A server that accepts connections but never answers: an infrastructure error, not a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", silent.local_addr().unwrap());
+    let o = lab.farmctl_at(&addr, &["rigs"]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr.contains("keep-alive timed out") || o.stderr.contains("no answer within"),
+        "{}",
+        o.all()
+    );
+    let o = lab.farmctl_at("grpc://127.0.0.1:1", &["rigs"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stderr.contains("unsupported scheme grpc://"),
+        "{}",
+        o.all()
+    );
+}
+
+#[test]
+fn the_ci_stage_writes_junit_even_when_it_never_got_to_run() {
+    let lab = Lab::new("");
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.path("quick.toml");
+    let junit = lab.path("unreachable.xml");
+    // No controller listens on port 1.
+    let o = lab.farmctl_at(
+        "http://127.0.0.1:1",
+        &[
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            plan.to_str().unwrap(),
+            "--rig",
+            "bench-r1",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(r#"<testsuite name="quick@bench-r1""#)
+            && x.contains(r#"type="infrastructure""#)
+            && x.contains("cannot reach the controller"),
+        "{x}"
+    );
+    // A plan that does not parse: invalid input, in the JUnit too.
+    let bad = lab.path("bad.toml");
+    std::fs::write(&bad, "name = \"bad\"\n[[step]]\nkind = \"warp-drive\"\n").unwrap();
+    let junit = lab.path("invalid.xml");
+    let o = lab.farmctl_at(
+        "http://127.0.0.1:1",
+        &[
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            bad.to_str().unwrap(),
+            "--rig",
+            "bench-r1",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 2, "{}", o.all());
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(r#"type="invalid""#) && x.contains("warp-drive"),
+        "{x}"
+    );
+}
