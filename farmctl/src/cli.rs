@@ -9,12 +9,12 @@ use nvme_spec::units::parse_duration;
 /// farmctl: flash and test firmware on real drives, reserve rigs, run sweeps.
 ///
 /// Exit codes of `run` and `sweep` (and of every command on error): 0 passed, 1 a test failed, 2 bad input or
-/// usage, 3 infrastructure error (no matching rig, agent lost, rig unusable, controller unreachable), 4 timed
-/// out or cancelled.
+/// usage (including a rig or label no rig has), 3 infrastructure error (every matching rig quarantined, in
+/// maintenance or offline; agent lost; controller unreachable), 4 timed out or cancelled.
 #[derive(Parser, Debug)]
 #[command(name = "farmctl", version)]
 pub struct Cli {
-    /// The farm-controller's gRPC address.
+    /// The farm-controller's gRPC address: HOST:PORT, http://HOST:PORT or https://HOST:PORT.
     #[arg(
         long,
         global = true,
@@ -53,7 +53,8 @@ pub enum Command {
         /// How long (e.g. 2h; at most 7 days).
         #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
         duration: Duration,
-        /// Queue and wait until a rig is free.
+        /// Queue and wait until a rig is free (also when every matching rig is quarantined, in maintenance or
+        /// offline; without it, that is exit 3 at once with each rig's reason).
         #[arg(long)]
         wait: bool,
         /// interactive, ci or nightly.
@@ -96,6 +97,10 @@ pub enum Command {
         /// interactive, ci or nightly.
         #[arg(long, default_value = "ci")]
         priority: String,
+        /// Queue even when every matching rig is quarantined, in maintenance or offline (without it, that is
+        /// exit 3 at once, with each rig's reason).
+        #[arg(long)]
+        wait: bool,
     },
     /// Run one plan on every matching rig and compare with the previous sweep of the same name.
     Sweep {

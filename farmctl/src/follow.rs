@@ -58,6 +58,7 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followed> {
     let mut lines: Vec<LogLine> = vec![];
     let mut last_state: Option<JobState> = None;
+    let mut last_why = String::new();
     let mut from_line = 0u64;
     let mut reconnects = 0;
     // Set once Ctrl-C cancelled the job: how long to wait for its agent to confirm the stop.
@@ -124,6 +125,13 @@ pub async fn follow(c: &mut Client, id: &str, how: Follow<'_>) -> Result<Followe
                 Some(Ok(ev)) => {
                     if let Some(job) = ev.job {
                         let job = Job::try_from(job)?;
+                        if !ev.waiting_because.is_empty() && ev.waiting_because != last_why {
+                            note(format!(
+                                "job {id} queued (position {}): {}",
+                                ev.position, ev.waiting_because
+                            ));
+                            last_why = ev.waiting_because.clone();
+                        }
                         if last_state != Some(job.state) {
                             let where_ = job
                                 .rig

@@ -142,6 +142,10 @@ pub fn sweep(r: &SweepReport) {
     out(header);
     for rig in &r.rigs {
         let mut row = format!("{rig:<14}");
+        if let Some(k) = r.sweep.skipped.iter().find(|k| &k.rig == rig) {
+            out(format!("{row} skipped, {}", k.reason));
+            continue;
+        }
         for s in &steps {
             let cell = r.cells.iter().find(|c| &c.rig == rig && &c.step == s);
             let text = match cell {

@@ -586,6 +586,18 @@ pub struct Sweep {
     pub plan_name: String,
     /// Who submitted it.
     pub submitter: String,
+    /// Matching rigs it did not run on, because they could not take work (quarantined, maintenance, offline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedRig>,
+}
+
+/// A rig a sweep matched but did not run on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRig {
+    /// The rig.
+    pub rig: String,
+    /// Why (`quarantined: ...`).
+    pub reason: String,
 }
 
 /// How a sweep cell changed against the previous sweep.

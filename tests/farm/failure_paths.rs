@@ -215,3 +215,138 @@ fn the_ci_stage_writes_junit_even_when_it_never_got_to_run() {
         "{x}"
     );
 }
+
+#[test]
+fn an_unusable_rig_is_refused_at_once_with_its_reason_and_input_mistakes_say_what_would_work() {
+    let lab = lab_with_agent(2);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.path("quick.toml");
+    let plan = plan.to_str().unwrap();
+    let o = lab.farmctl(&[
+        "rig",
+        "quarantine",
+        "bench-r2",
+        "--reason",
+        "drive smells of smoke",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let junit = lab.path("quarantined.xml");
+    let run = |target: &[&str], extra: &[&str]| {
+        let mut args = vec!["run", "--firmware", &fw, "--plan", plan];
+        args.extend_from_slice(target);
+        args.extend_from_slice(extra);
+        lab.farmctl(&args)
+    };
+    // A quarantined rig: exit 3 with the reason, never "busy"; the JUnit says so too.
+    let o = run(
+        &["--rig", "bench-r2"],
+        &["--junit", junit.to_str().unwrap()],
+    );
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("bench-r2 quarantined: drive smells of smoke")
+            && !o.stderr.contains("busy"),
+        "{}",
+        o.all()
+    );
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(r#"type="infrastructure""#) && x.contains("drive smells of smoke"),
+        "{x}"
+    );
+    let o = lab.farmctl(&["reserve", "--rig", "bench-r2"]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(o.stderr.contains("quarantined"), "{}", o.all());
+    // Every rig with the labels unusable: 3; one usable: it runs there.
+    let o = lab.farmctl(&["rig", "maintenance", "bench-r1", "--reason", "recabling"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let o = run(&["--labels", "model=X1"], &[]);
+    assert_eq!(o.code, 3, "{}", o.all());
+    assert!(
+        o.stderr.contains("bench-r1 in maintenance: recabling")
+            && o.stderr.contains("bench-r2 quarantined"),
+        "{}",
+        o.all()
+    );
+    // Asked to wait, it queues and says why; it times out in the queue.
+    let o = run(&["--rig", "bench-r2"], &["--wait", "--timeout", "2s"]);
+    assert_eq!(o.code, 4, "{}", o.all());
+    assert!(
+        o.stderr.contains("queued (position 1)") && o.stderr.contains("bench-r2 quarantined"),
+        "{}",
+        o.all()
+    );
+    // Names and labels that no rig has: usage errors with what would work.
+    let o = run(&["--rig", "bench-rl"], &[]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains("no rig named 'bench-rl' (did you mean 'bench-r1'?)")
+            && o.stderr.contains("rigs: bench-r1, bench-r2"),
+        "{}",
+        o.all()
+    );
+    let o = run(&["--labels", "modle=X1"], &[]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("did you mean 'model'?"), "{}", o.all());
+    let o = run(&["--labels", "model=X9"], &[]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("values of model: X1"), "{}", o.all());
+    // A sweep runs where it can and reports the rest as skipped, with why.
+    let o = lab.farmctl(&["rig", "restore", "bench-r1"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let junit = lab.path("sweep.xml");
+    let o = lab.farmctl(&[
+        "--json",
+        "sweep",
+        "--firmware",
+        &fw,
+        "--plan",
+        plan,
+        "--labels",
+        "model=X1",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let r = o.json();
+    assert_eq!(
+        r["rigs"],
+        serde_json::json!(["bench-r1", "bench-r2"]),
+        "{r:#}"
+    );
+    let skipped = r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rig"] == "bench-r2")
+        .cloned()
+        .unwrap();
+    assert_eq!(skipped["outcome"], "skipped", "{r:#}");
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined: drive smells of smoke"),
+        "{r:#}"
+    );
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains(r#"<testsuite name="quick@bench-r2""#)
+            && x.contains("<skipped message=\"not run: quarantined"),
+        "{x}"
+    );
+    // Nothing to cancel on a finished job.
+    let id = lab.farmctl(&["--json", "jobs"]).json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = lab.farmctl(&["cancel", &id]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stderr.contains("had already finished (passed"),
+        "{}",
+        o.all()
+    );
+}

@@ -99,7 +99,8 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
         "no job job-999999"
     );
 
-    // No rig matches: an infrastructure error (3). A broken plan: bad input (2), caught before anything is sent.
+    // No rig could ever match: bad input (2), naming what would. A broken plan: bad input (2), caught before
+    // anything is sent.
     let o = lab.farmctl(&[
         "run",
         "--firmware",
@@ -109,9 +110,9 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
         "--labels",
         "model=NOPE",
     ]);
-    assert_eq!(o.code, 3, "{}", o.all());
+    assert_eq!(o.code, 2, "{}", o.all());
     assert!(
-        o.stderr.contains("no rig matches model=NOPE"),
+        o.stderr.contains("no rig has model=NOPE; values of model: X1"),
         "{}",
         o.all()
     );
@@ -507,6 +508,12 @@ fn a_sweep_shows_the_rig_that_regressed_as_a_new_failure() {
     let x = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(x.matches("<testsuite ").count(), 4, "{x}");
     assert_eq!(x.matches("<failure ").count(), 1, "{x}");
+    // Each step carries its own log: every testcase of every suite has output.
+    assert_eq!(
+        x.matches("<system-out>").count(),
+        x.matches("<testcase ").count(),
+        "{x}"
+    );
 }
 
 #[test]

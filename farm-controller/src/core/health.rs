@@ -103,6 +103,7 @@ pub(crate) fn plan_health_checks(st: &mut State, health_plan: &str, now: u64, fx
             timeout: std::time::Duration::from_secs(5 * 60),
             priority: Priority::System,
             sweep_id: None,
+            wait: true,
         };
         let mut job = new_job(id, &request, "health-check", "farm-controller", now);
         job.health_check = true;

@@ -11,6 +11,7 @@ use nvfarm_model::plan::Plan;
 use nvfarm_model::time::now_ms;
 use nvfarm_model::StepReport;
 
+use super::matching::{all_unusable, matching};
 use super::state::State;
 use super::{health, Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
@@ -32,6 +33,8 @@ pub struct JobRequest {
     pub priority: Priority,
     /// The sweep it belongs to.
     pub sweep_id: Option<String>,
+    /// Queue even when every matching rig is quarantined, in maintenance or offline.
+    pub wait: bool,
 }
 
 /// A queued job, not yet stored.
@@ -372,11 +375,14 @@ impl Farm {
                 r.artifact_sha256
             )));
         }
-        if !st.rigs.values().any(|rig| r.selector.matches(rig)) {
-            return Err(FarmError::FailedPrecondition(format!(
-                "no rig matches {}",
-                r.selector.describe()
-            )));
+        let rigs = matching(&st.rigs, &r.selector).map_err(FarmError::InvalidArgument)?;
+        if !r.wait {
+            if let Some(why) = all_unusable(&rigs) {
+                return Err(FarmError::FailedPrecondition(format!(
+                    "no rig matching {} can take work now: {why} (--wait queues the job until one can)",
+                    r.selector.describe()
+                )));
+            }
         }
         let now = now_ms();
         let mut fx = Effects::default();
@@ -404,7 +410,15 @@ impl Farm {
             )));
         }
         if job.state.is_terminal() {
-            return Ok(job);
+            return Err(FarmError::InvalidArgument(format!(
+                "job {id} had already finished ({}{}): nothing to cancel",
+                job.state,
+                if job.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", job.message)
+                }
+            )));
         }
         let mut fx = Effects::default();
         let now = now_ms();

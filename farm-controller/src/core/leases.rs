@@ -7,6 +7,7 @@ use nvfarm_model::farm::{JobState, Lease, LeaseKind, Priority, Request, RigState
 use nvfarm_model::link::{Assignment, ToAgent};
 use nvfarm_model::time::now_ms;
 
+use super::matching::{all_unusable, matching};
 use super::state::State;
 use super::{scheduler, Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
@@ -152,11 +153,14 @@ impl Farm {
             ));
         }
         let mut st = self.state.lock().await;
-        if !st.rigs.values().any(|rig| r.selector.matches(rig)) {
-            return Err(FarmError::FailedPrecondition(format!(
-                "no rig matches {}",
-                r.selector.describe()
-            )));
+        let rigs = matching(&st.rigs, &r.selector).map_err(FarmError::InvalidArgument)?;
+        if !r.wait {
+            if let Some(why) = all_unusable(&rigs) {
+                return Err(FarmError::FailedPrecondition(format!(
+                    "no rig matching {} can be reserved: {why} (--wait queues until one can)",
+                    r.selector.describe()
+                )));
+            }
         }
         let now = now_ms();
         let mut fx = Effects::default();

@@ -7,6 +7,7 @@
 //! a restart rebuilds exactly the acknowledged state.
 //!
 //! - [`state`]: the in-memory state; [`scheduler`]: who gets which rig (pure functions);
+//! - [`matching`]: what a selector can match, and rigs that cannot take work now;
 //! - [`leases`]: reservations and grants; [`jobs`]: a job's life; [`health`]: rig health and operator states;
 //! - [`agents`]: agent sessions; [`tick`]: the periodic work; [`sweeps`]: sweeps and their reports;
 //! - [`queries`]: read-only views for the services and the dashboard.
@@ -15,6 +16,7 @@ mod agents;
 mod health;
 mod jobs;
 mod leases;
+mod matching;
 mod queries;
 pub mod scheduler;
 mod state;
@@ -51,7 +53,7 @@ pub enum FarmError {
     /// The request itself is wrong (a plan, a duration, a value out of range).
     #[error("{0}")]
     InvalidArgument(String),
-    /// The request is fine but the farm is not in a state to do it (no rig matches, the rig is leased).
+    /// The request is fine but the farm is not in a state to do it (every matching rig is unusable, the rig is leased).
     #[error("{0}")]
     FailedPrecondition(String),
     /// Nothing is free now and the caller did not ask to wait.

@@ -139,6 +139,27 @@ impl Farm {
         queue(&st, now_ms(), self.cfg.aging)
     }
 
+    /// A queued job's place in the queue and why it waits (`None` once it has a rig or ended).
+    pub async fn job_waiting(&self, job_id: &str) -> Option<(u32, String)> {
+        let st = self.state.lock().await;
+        let now = now_ms();
+        let req = st
+            .requests
+            .values()
+            .find(|r| r.job_id.as_deref() == Some(job_id))?;
+        Some((
+            scheduler::position(&st.requests, &req.id, now, self.cfg.aging),
+            scheduler::waiting_because(
+                &st.rigs,
+                &st.leases,
+                &st.requests,
+                req,
+                now,
+                self.cfg.aging,
+            ),
+        ))
+    }
+
     /// Where a waiting request stands.
     pub async fn request_status(&self, id: &str) -> RequestStatus {
         let st = self.state.lock().await;

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nvfarm_model::farm::{
-    Change, Job, JobState, Priority, Selector, Sweep, SweepCell, SweepOutcome, SweepReport,
+    Change, Job, JobState, Priority, Rig, Selector, SkippedRig, Sweep, SweepCell, SweepOutcome,
+    SweepReport,
 };
 use nvfarm_model::time::now_ms;
 use nvfarm_model::Outcome;
 
 use super::jobs::{enqueue, new_job, parse_plan, JobRequest};
+use super::matching::{all_unusable, matching, unusable};
 use super::state::State;
 use super::{Effects, Farm, FarmError};
 use crate::auth::Caller;
@@ -185,6 +187,16 @@ pub(crate) fn report(st: &State, s: &Sweep, threshold_pct: f64) -> SweepReport {
             });
         }
     }
+    for k in &s.skipped {
+        cells.push(SweepCell {
+            rig: k.rig.clone(),
+            step: JOB_STEP.into(),
+            outcome: Some(Outcome::Skipped),
+            previous_outcome: None,
+            change: None,
+            detail: format!("not run: {}", k.reason),
+        });
+    }
     let done = done(st, s);
     let outcome = if !done {
         SweepOutcome::Running
@@ -198,7 +210,11 @@ pub(crate) fn report(st: &State, s: &Sweep, threshold_pct: f64) -> SweepReport {
     SweepReport {
         sweep: s.clone(),
         done,
-        rigs: now.keys().cloned().collect(),
+        rigs: now
+            .keys()
+            .cloned()
+            .chain(s.skipped.iter().map(|k| k.rig.clone()))
+            .collect(),
         steps,
         cells,
         jobs: s
@@ -227,18 +243,24 @@ impl Farm {
         }
         let mut st = self.state.lock().await;
         let sel = Selector::labels(r.labels.clone());
-        let rigs: Vec<String> = st
-            .rigs
-            .values()
-            .filter(|rig| sel.matches(rig))
-            .map(|rig| rig.name.clone())
-            .collect();
-        if rigs.is_empty() {
+        let matched = matching(&st.rigs, &sel).map_err(FarmError::InvalidArgument)?;
+        if let Some(why) = all_unusable(&matched) {
             return Err(FarmError::FailedPrecondition(format!(
-                "no rig matches {}",
+                "no rig matching {} can take work now: {why}",
                 sel.describe()
             )));
         }
+        // Rigs that cannot take work are reported as skipped rather than waited for.
+        let (rigs, skipped): (Vec<&Rig>, Vec<&Rig>) =
+            matched.into_iter().partition(|rig| unusable(rig).is_none());
+        let rigs: Vec<String> = rigs.into_iter().map(|rig| rig.name.clone()).collect();
+        let skipped: Vec<SkippedRig> = skipped
+            .into_iter()
+            .map(|rig| SkippedRig {
+                rig: rig.name.clone(),
+                reason: unusable(rig).unwrap_or_default(),
+            })
+            .collect();
         if !r.artifact_sha256.is_empty() && !st.artifacts.contains_key(&r.artifact_sha256) {
             return Err(FarmError::FailedPrecondition(format!(
                 "artifact {} is not stored: upload it first",
@@ -264,6 +286,7 @@ impl Farm {
             retries: r.retries,
             plan_name: plan.name.clone(),
             submitter: caller.name.clone(),
+            skipped,
         };
         for rig in rigs {
             let jid = st.next_id("job", &mut fx.tx);
@@ -275,6 +298,7 @@ impl Farm {
                 timeout: r.timeout,
                 priority: r.priority,
                 sweep_id: Some(id.clone()),
+                wait: true,
             };
             let job = new_job(jid.clone(), &request, &plan.name, &caller.name, now);
             enqueue(&mut st, job, &mut fx);

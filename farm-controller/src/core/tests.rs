@@ -204,8 +204,70 @@ async fn only_the_holder_or_an_admin_releases_and_unknown_selectors_are_refused(
         )
         .await
         .unwrap_err();
+    assert!(matches!(e, FarmError::InvalidArgument(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("no rig has model=Y; values of model: X"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_quarantined_rig_is_refused_at_once_with_its_reason_unless_the_caller_waits() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let admin = Caller {
+        name: "admin".into(),
+        role: Role::Admin,
+    };
+    f.set_rig_state(
+        &admin,
+        "r1",
+        RigAction::Quarantine,
+        "smoke from the drive bay",
+    )
+    .await
+    .unwrap();
+    let alice = who("alice");
+    let e = f.submit_job(&alice, job_request()).await.unwrap_err();
     assert!(matches!(e, FarmError::FailedPrecondition(_)), "{e:?}");
-    assert!(e.to_string().contains("no rig matches model=Y"));
+    assert!(
+        e.to_string()
+            .contains("r1 quarantined: smoke from the drive bay"),
+        "{e}"
+    );
+    let minute = Duration::from_secs(60);
+    let e = f
+        .reserve(
+            &alice,
+            reservation(Selector::rig("r1"), Priority::Interactive, minute, false),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FarmError::FailedPrecondition(_)), "{e:?}");
+    assert!(e.to_string().contains("quarantined"), "{e}");
+    // Asked to wait, it queues and says why.
+    let j = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                wait: true,
+                ..job_request()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(j.state, JobState::Queued);
+    let why = &f.queue().await[0].waiting_because;
+    assert!(why.contains("r1 quarantined"), "{why}");
+    // Nothing to cancel on a finished job.
+    f.cancel_job(&alice, &j.id).await.unwrap();
+    let e = f.cancel_job(&alice, &j.id).await.unwrap_err();
+    assert!(matches!(e, FarmError::InvalidArgument(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("had already finished (cancelled"),
+        "{e}"
+    );
 }
 
 fn result(job: &Job, outcome: Outcome) -> JobResult {
@@ -221,6 +283,7 @@ fn job_request() -> JobRequest {
         timeout: Duration::from_secs(600),
         priority: Priority::Ci,
         sweep_id: None,
+        wait: false,
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use nvfarm_model::farm::{Artifact, Priority};
+use nvfarm_model::farm::{Artifact, JobState, Priority};
 use nvfarm_model::time::now_ms;
 use nvfarm_proto::convert::{self, sweep_pb};
 use nvfarm_proto::v1 as pb;
@@ -315,6 +315,7 @@ impl FarmApi for FarmService {
                     timeout: duration_ms(r.timeout_ms, Duration::from_secs(3600)),
                     priority: priority(r.priority, "SubmitJobRequest.priority", Priority::Ci)?,
                     sweep_id: (!r.sweep_id.is_empty()).then_some(r.sweep_id),
+                    wait: r.wait,
                 },
             )
             .await?;
@@ -379,8 +380,8 @@ impl FarmApi for FarmService {
                             let ev = pb::JobEvent {
                                 line_no: n,
                                 line: line.text,
-                                job: None,
                                 step: line.step,
+                                ..Default::default()
                             };
                             if tx.send(Ok(ev)).await.is_err() {
                                 return;
@@ -395,11 +396,25 @@ impl FarmApi for FarmService {
                 let Ok(job) = farm.job(&r.id).await else {
                     return;
                 };
-                let snapshot = (job.state, job.steps.len(), job.rig.clone(), job.settled);
+                let waiting = if job.state == JobState::Queued {
+                    farm.job_waiting(&job.id).await
+                } else {
+                    None
+                };
+                let snapshot = (
+                    job.state,
+                    job.steps.len(),
+                    job.rig.clone(),
+                    job.settled,
+                    waiting,
+                );
                 if last_state.as_ref() != Some(&snapshot) {
+                    let (position, waiting_because) = snapshot.4.clone().unwrap_or_default();
                     last_state = Some(snapshot);
                     let ev = pb::JobEvent {
                         job: Some(summary(pb::Job::from(&job))),
+                        position,
+                        waiting_because,
                         ..Default::default()
                     };
                     if tx.send(Ok(ev)).await.is_err() {

@@ -127,6 +127,7 @@ async fn command(cli: Cli) -> Result<ExitCode> {
             junit,
             timeout,
             priority: p,
+            wait,
         } => {
             let args = run::RunArgs {
                 firmware,
@@ -135,6 +136,7 @@ async fn command(cli: Cli) -> Result<ExitCode> {
                 junit,
                 timeout,
                 priority: priority(&p)?,
+                wait,
             };
             run::run(&mut c, &cli.controller, cli.token.as_deref(), j, args).await
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nvfarm_model::farm::{Job, Selector};
-use nvfarm_model::{junit, ExitCode};
+use nvfarm_model::{junit, ExitCode, RunReport};
 use nvfarm_proto::v1 as pb;
 
 use super::{load_plan, selector_pb};
@@ -22,11 +22,17 @@ pub(super) struct RunArgs {
     pub junit: Option<PathBuf>,
     pub timeout: Duration,
     pub priority: i32,
+    pub wait: bool,
 }
 
 /// Writes a JUnit document for the jobs' run reports (one suite each).
 pub(super) fn write_junit(path: &std::path::Path, jobs: &[Job]) -> Result<()> {
     let reports: Vec<_> = jobs.iter().map(Job::run_report).collect();
+    write_reports(path, &reports)
+}
+
+/// Writes a JUnit document for run reports (one suite each, named `plan@rig`).
+pub(super) fn write_reports(path: &std::path::Path, reports: &[RunReport]) -> Result<()> {
     let runs: Vec<_> = reports
         .iter()
         .map(|r| (r, format!("{}@{}", r.plan, r.rig)))
@@ -55,6 +61,7 @@ pub(super) async fn run(
             priority: a.priority,
             submitter: String::new(),
             sweep_id: String::new(),
+            wait: a.wait,
         })
         .await?
         .into_inner();

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nvfarm_model::farm::{Job, JobState, SweepOutcome, SweepReport};
-use nvfarm_model::ExitCode;
+use nvfarm_model::{ExitCode, Outcome, RunReport, StepReport};
 use nvfarm_proto::v1 as pb;
 
 use super::load_plan;
-use super::run::write_junit;
+use super::run::write_reports;
 use crate::client::{CliError, Client, Result};
 use crate::follow;
 use crate::render::{self, note};
@@ -74,6 +74,9 @@ pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<Ex
         for jb in &r.jobs {
             *counts.entry(jb.state.as_str()).or_insert(0) += 1;
         }
+        if !r.sweep.skipped.is_empty() {
+            counts.insert("skipped", r.sweep.skipped.len());
+        }
         let line = counts
             .iter()
             .map(|(k, v)| format!("{v} {k}"))
@@ -102,13 +105,33 @@ pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<Ex
                 finals.insert(rig, jb);
             }
         }
-        let mut jobs = vec![];
+        let mut reports = vec![];
         for jb in finals.values() {
             let mut job = (*jb).clone();
             job.attach_logs(&follow::all_lines(c, &job.id).await?);
-            jobs.push(job);
+            reports.push(job.run_report());
         }
-        write_junit(path, &jobs)?;
+        // A rig the sweep could not use is a suite with one skipped case saying why.
+        for k in &report.sweep.skipped {
+            reports.push(RunReport {
+                plan: report.sweep.plan_name.clone(),
+                rig: k.rig.clone(),
+                firmware: None,
+                outcome: Outcome::Skipped,
+                started_at_ms: report.sweep.created_ms,
+                duration_ms: 0,
+                steps: vec![StepReport {
+                    number: 0,
+                    name: "rig".into(),
+                    kind: "rig".into(),
+                    outcome: Outcome::Skipped,
+                    message: format!("not run: {}", k.reason),
+                    ..StepReport::default()
+                }],
+                console: vec![],
+            });
+        }
+        write_reports(path, &reports)?;
     }
     let any = |s: &[JobState]| report.jobs.iter().any(|jb| s.contains(&jb.state));
     Ok(match report.outcome {

@@ -1,8 +1,8 @@
 //! The farm's records on the wire: selectors, leases, rigs, jobs, queue entries, sweeps and their reports.
 
 use nvfarm_model::farm::{
-    Job, Lease, LeaseKind, Priority, QueueEntry, Request, Rig, RigStatus, Selector, Sweep,
-    SweepCell, SweepReport,
+    Job, Lease, LeaseKind, Priority, QueueEntry, Request, Rig, RigStatus, Selector, SkippedRig,
+    Sweep, SweepCell, SweepReport,
 };
 
 use super::{
@@ -257,6 +257,14 @@ pub fn sweep_pb(s: &Sweep, done: bool) -> pb::Sweep {
         retries: s.retries,
         plan_name: s.plan_name.clone(),
         submitter: s.submitter.clone(),
+        skipped: s
+            .skipped
+            .iter()
+            .map(|k| pb::SkippedRig {
+                rig: k.rig.clone(),
+                reason: k.reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -272,6 +280,14 @@ impl From<pb::Sweep> for Sweep {
             retries: s.retries,
             plan_name: s.plan_name,
             submitter: s.submitter,
+            skipped: s
+                .skipped
+                .into_iter()
+                .map(|k| SkippedRig {
+                    rig: k.rig,
+                    reason: k.reason,
+                })
+                .collect(),
         }
     }
 }
