@@ -1,5 +1,5 @@
-//! Serial console capture: always on while a rig is in use, every line timestamped, searchable by
-//! `console_expect`.
+//! Serial console capture: always on while a rig is in use, every line timestamped (and bounded, see
+//! [`crate::lines`]), searchable by `console_expect`.
 //!
 //! A real rig's console is a serial port (opened with `serialport`; a pseudo-terminal works the same way, which is
 //! how the tests drive it); a simulated drive's console is its `console.log`, followed as it grows.
@@ -56,28 +56,19 @@ pub enum ConsoleError {
 }
 
 struct LineSplitter {
-    partial: Vec<u8>,
+    lines: crate::lines::Lines,
     started: Instant,
 }
 
 impl LineSplitter {
     fn feed(&mut self, bytes: &[u8], shared: &(Mutex<Shared>, Condvar)) {
-        let mut new = vec![];
-        for &b in bytes {
-            match b {
-                b'\n' => {
-                    let text = String::from_utf8_lossy(&self.partial)
-                        .trim_end_matches('\r')
-                        .to_string();
-                    self.partial.clear();
-                    new.push(ConsoleLine {
-                        at_ms: self.started.elapsed().as_millis() as u64,
-                        text,
-                    });
-                }
-                _ => self.partial.push(b),
-            }
-        }
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let new: Vec<ConsoleLine> = self
+            .lines
+            .feed(bytes)
+            .into_iter()
+            .map(|text| ConsoleLine { at_ms, text })
+            .collect();
         if !new.is_empty() {
             let (lock, cv) = shared;
             lock.lock().expect("console lock").lines.extend(new);
@@ -162,7 +153,7 @@ impl Console {
                     &st2,
                     &s2,
                     LineSplitter {
-                        partial: vec![],
+                        lines: crate::lines::Lines::default(),
                         started,
                     },
                 )

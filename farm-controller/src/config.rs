@@ -16,6 +16,9 @@
 //! [queue]
 //! aging = "5m"                     # a CI request waiting this long is served like an interactive one
 //!
+//! [limits]
+//! job_log = "64M"                  # a job's stored log stops here, with a "truncated" line saying so
+//!
 //! [tls]                            # optional: serve gRPC over TLS (rustls)
 //! cert = "/etc/nvfarm/tls.crt"
 //! key = "/etc/nvfarm/tls.key"
@@ -108,6 +111,12 @@ struct RawQueue {
     aging: Option<String>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    job_log: Option<String>,
+}
+
 /// TLS for the gRPC side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +137,8 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     queue: RawQueue,
+    #[serde(default)]
+    limits: RawLimits,
     tls: Option<TlsConfig>,
     #[serde(default)]
     token: Vec<TokenEntry>,
@@ -170,6 +181,8 @@ pub struct Config {
     pub health_check_plan: String,
     /// A CI request waiting this long is served like an interactive one.
     pub aging: Duration,
+    /// The most log a job stores, in bytes; past it, one line says the log was truncated.
+    pub job_log_cap: u64,
     /// Serve gRPC over TLS with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Bearer tokens; empty: no authentication, loopback only.
@@ -188,6 +201,7 @@ impl Default for Config {
             stop_grace: Duration::from_secs(60),
             health_check_plan: DEFAULT_HEALTH_CHECK.to_string(),
             aging: Duration::from_secs(300),
+            job_log_cap: 64 << 20,
             tls: None,
             tokens: vec![],
         }
@@ -278,6 +292,16 @@ impl Config {
             c.health_check_plan = text;
         }
         c.aging = dur("queue.aging", &raw.queue.aging, c.aging)?;
+        if let Some(v) = &raw.limits.job_log {
+            c.job_log_cap = nvme_spec::units::parse_size(v)
+                .ok()
+                .filter(|n| *n >= 4096)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "key 'limits.job_log': '{v}' is not a size of at least 4K (e.g. \"64M\")"
+                    ))
+                })?;
+        }
         c.tls = raw.tls;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in raw.token.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Durable storage behind a small interface, so the scheduler does not care what engine keeps its records.
 //!
-//! Today the engine is sled: one tree of records under prefixed keys (`rig/`, `lease/`, `req/`, `job/`, `art/`,
-//! `sweep/`, `meta/`) and one tree of job log lines. A state transition is one [`Tx`] applied as a single sled
+//! Today the engine is sled: one tree of records under prefixed keys (`rig/`, `lease/`, `req/`, `job/`,
+//! `step/<job>/<n>`, `art/`, `sweep/`, `meta/`) and one tree of job log lines. A state transition is one [`Tx`] applied as a single sled
 //! batch (atomic) and flushed to disk before the caller acknowledges anything, so a crash (kill -9) loses no
 //! acknowledged change and never shows half of one. Artifact bytes live as files named by their sha256.
 
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use nvfarm_model::farm::{Artifact, Job, Lease, Request, Rig, Sweep};
-use nvfarm_model::LogLine;
+use nvfarm_model::{LogLine, StepReport};
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +124,27 @@ impl Tx {
     pub fn drop_request(&mut self, id: &str) {
         self.del(format!("req/{id}"))
     }
-    /// Writes a job.
+    /// Writes a job's record, without its steps: steps are records of their own ([`Tx::step`]), so a job with
+    /// 10,000 steps is not rewritten whole as each one ends.
     pub fn job(&mut self, j: &Job) {
-        self.put(format!("job/{}", j.id), j)
+        #[derive(Serialize)]
+        struct WithoutSteps<'a> {
+            #[serde(flatten)]
+            job: &'a Job,
+        }
+        let mut v = serde_json::to_value(WithoutSteps { job: j }).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("steps".into(), serde_json::Value::Array(vec![]));
+        }
+        self.put(format!("job/{}", j.id), &v)
+    }
+    /// Writes one step of a job.
+    pub fn step(&mut self, job_id: &str, s: &StepReport) {
+        self.put(step_key(job_id, s.number), s)
+    }
+    /// Deletes one step of a job (replaced by a result without it).
+    pub fn drop_step(&mut self, job_id: &str, number: u32) {
+        self.del(step_key(job_id, number))
     }
     /// Writes an artifact's record.
     pub fn artifact(&mut self, a: &Artifact) {
@@ -202,13 +220,39 @@ impl Store {
         }
     }
 
+    /// Every job with its steps (records written before steps had their own keep them inline).
+    fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut jobs: Vec<Job> = self.scan("job/")?;
+        let mut steps: std::collections::HashMap<String, Vec<StepReport>> = Default::default();
+        for kv in self.main.scan_prefix(b"step/") {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let job = key
+                .strip_prefix("step/")
+                .and_then(|r| r.rsplit_once('/'))
+                .map(|(j, _)| j.to_string())
+                .unwrap_or_default();
+            let step = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            steps.entry(job).or_default().push(step);
+        }
+        for j in &mut jobs {
+            if let Some(s) = steps.remove(&j.id) {
+                j.steps = s; // keys sort by step number
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Everything the store holds.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
             rigs: self.scan("rig/")?,
             leases: self.scan("lease/")?,
             requests: self.scan("req/")?,
-            jobs: self.scan("job/")?,
+            jobs: self.jobs()?,
             artifacts: self.scan("art/")?,
             sweeps: self.scan("sweep/")?,
             fencing: self.meta("fencing")?,
@@ -275,6 +319,11 @@ impl Store {
     pub fn artifacts_dir(&self) -> &Path {
         &self.blobs
     }
+}
+
+/// `step/<job>/<number, 10 digits>`: a job's steps sort by number.
+fn step_key(job_id: &str, number: u32) -> String {
+    format!("step/{job_id}/{number:010}")
 }
 
 fn log_key(job_id: &str, n: u64) -> Vec<u8> {

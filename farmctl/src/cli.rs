@@ -76,9 +76,9 @@ pub enum Command {
     },
     /// Flash a firmware build and run a test plan on a rig (the CI stage). Blocks, streams the log.
     Run {
-        /// The firmware image.
+        /// The firmware image (needed when the plan flashes; a plan without a flash step may leave it out).
         #[arg(long)]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
         /// The test plan (TOML).
         #[arg(long)]
         plan: PathBuf,
@@ -104,9 +104,9 @@ pub enum Command {
     },
     /// Run one plan on every matching rig and compare with the previous sweep of the same name.
     Sweep {
-        /// The firmware image.
+        /// The firmware image (needed when the plan flashes; a plan without a flash step may leave it out).
         #[arg(long)]
-        firmware: PathBuf,
+        firmware: Option<PathBuf>,
         /// The test plan (TOML).
         #[arg(long)]
         plan: PathBuf,

@@ -17,6 +17,21 @@ pub struct Uploaded {
     pub name: String,
 }
 
+/// The build a plan runs with: uploads `path` if given (nothing is sent when the controller already has it); a
+/// plan that flashes needs one.
+pub async fn build(c: &mut Client, path: Option<&Path>, plan_flashes: bool) -> Result<Uploaded> {
+    match path {
+        Some(p) => firmware(c, p).await,
+        None if plan_flashes => Err(CliError::usage(
+            "the plan flashes firmware: give --firmware FILE",
+        )),
+        None => Ok(Uploaded {
+            sha256: String::new(),
+            name: String::new(),
+        }),
+    }
+}
+
 /// Uploads the image at `path` (nothing is sent when the controller already has it).
 pub async fn firmware(c: &mut Client, path: &Path) -> Result<Uploaded> {
     let bytes = std::fs::read(path)

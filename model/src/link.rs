@@ -61,7 +61,7 @@ pub struct Heartbeat {
     pub running_job_ids: Vec<String>,
 }
 
-/// Progress of a running job: its phase, new log lines, and a step result when a step ends.
+/// Progress of a running job, batched: its phase, new log lines, and the steps that ended since the last batch.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobProgress {
     /// The job.
@@ -72,8 +72,8 @@ pub struct JobProgress {
     pub phase: Option<JobState>,
     /// New log lines, in order, each with its step's number.
     pub lines: Vec<LogLine>,
-    /// A step that just ended.
-    pub step: Option<StepReport>,
+    /// Steps that ended, in order.
+    pub steps: Vec<StepReport>,
 }
 
 /// How a job ended on the agent.

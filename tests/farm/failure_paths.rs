@@ -350,3 +350,124 @@ fn an_unusable_rig_is_refused_at_once_with_its_reason_and_input_mistakes_say_wha
         o.all()
     );
 }
+
+/// A lab whose controller stores at most `job_log` of each job's log.
+fn lab_with_log_cap(job_log: &str) -> Lab {
+    let mut lab = Lab::new(&format!("[limits]\njob_log = \"{job_log}\""));
+    lab.start_controller();
+    let file = lab.rigs("bench", 1);
+    lab.start_agent("bench", &file, None);
+    lab.wait("the rig to be idle", Duration::from_secs(20), || {
+        lab.rig_state("bench-r1") == "idle"
+    });
+    lab
+}
+
+#[test]
+fn huge_output_is_bounded_on_its_way_and_in_the_store_and_the_job_still_passes() {
+    let lab = lab_with_log_cap("256K");
+    let plan = lab.path("noisy.toml");
+    std::fs::write(
+        &plan,
+        r#"name = "noisy"
+[[step]]
+name = "one-huge-line"
+kind = "script"
+command = "head -c 10000000 /dev/zero | tr '\\0' x; echo; echo after-the-line"
+[[step]]
+name = "many-lines"
+kind = "script"
+command = "seq 1 100000"
+[[step]]
+name = "health"
+kind = "smart"
+"#,
+    )
+    .unwrap();
+    let o = lab.farmctl(&[
+        "--json",
+        "run",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let job = o.json();
+    assert_eq!(job["steps"].as_array().unwrap().len(), 3, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let logs = lab.farmctl(&["logs", id]);
+    assert_eq!(logs.code, 0, "{}", logs.all());
+    assert!(
+        logs.stdout
+            .contains("[line truncated: 9991808 more bytes dropped]")
+            && logs.stdout.contains("after-the-line"),
+        "{}",
+        &logs.stdout[..logs.stdout.len().min(2000)]
+    );
+    assert!(
+        logs.stdout
+            .contains("[log truncated: this job's stored log reached"),
+        "{}",
+        &logs.stdout[logs.stdout.len().saturating_sub(2000)..]
+    );
+    assert!(
+        logs.stdout.len() < 300 * 1024,
+        "{} bytes",
+        logs.stdout.len()
+    );
+    // The agent stayed connected throughout.
+    assert_eq!(lab.rig_state("bench-r1"), "idle");
+}
+
+#[test]
+fn a_ten_thousand_step_plan_runs_through_the_farm_with_its_agent_alive_and_a_proportionate_store() {
+    let lab = lab_with_agent(1);
+    let plan = lab.path("tenk.toml");
+    let mut text = String::from("name = \"tenk\"\n");
+    for _ in 0..10_000 {
+        text.push_str("[[step]]\nkind = \"smart\"\n");
+    }
+    std::fs::write(&plan, text).unwrap();
+    let o = lab.farmctl(&[
+        "--json",
+        "run",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+        "--timeout",
+        "10m",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let job = o.json();
+    assert_eq!(job["state"], "passed", "{}", job["message"]);
+    assert_eq!(job["steps"].as_array().unwrap().len(), 10_000);
+    let ctl_log = std::fs::read_to_string(lab.path("controller.log")).unwrap();
+    assert!(
+        !ctl_log.contains("no heartbeat"),
+        "the agent was declared lost"
+    );
+    // The store holds the job's steps and log once, not a copy per step.
+    let store = dir_size(&lab.path("ctl"));
+    assert!(store < 100 << 20, "{store} bytes of store for one job");
+    // A restart reads every step back.
+    let mut lab = lab;
+    lab.stop_controller(Signal::SIGKILL);
+    lab.start_controller();
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(lab.job(id)["steps"].as_array().unwrap().len(), 10_000);
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() {
+            dir_size(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}

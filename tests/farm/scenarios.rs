@@ -112,7 +112,8 @@ fn a_ci_run_passes_and_a_failing_build_fails_with_the_right_exit_codes_and_junit
     ]);
     assert_eq!(o.code, 2, "{}", o.all());
     assert!(
-        o.stderr.contains("no rig has model=NOPE; values of model: X1"),
+        o.stderr
+            .contains("no rig has model=NOPE; values of model: X1"),
         "{}",
         o.all()
     );

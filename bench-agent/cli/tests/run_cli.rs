@@ -426,3 +426,103 @@ fn a_file_that_is_not_a_firmware_image_is_invalid_input_not_a_test_failure() {
     );
     assert!(junit.contains(r#"type="invalid""#), "{junit}");
 }
+
+#[test]
+fn script_output_of_any_shape_never_fails_a_passing_script() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    // Bytes that are not UTF-8 followed by more output than a pipe holds; then a 4 MB line without a break;
+    // braces that are shell syntax, not placeholders.
+    let plan = lab.plan(
+        "p.toml",
+        r#"name = "noisy"
+[[step]]
+name = "bad-bytes"
+kind = "script"
+command = "printf 'bad \\377\\376 bytes\\n'; seq 1 100000; echo done"
+[[step]]
+name = "endless-line"
+kind = "script"
+command = "head -c 4000000 /dev/zero | tr '\\0' x; echo; echo after"
+[[step]]
+name = "braces"
+kind = "script"
+command = "echo 1 2 | awk '{print $2}'; echo ${NVFARM_RIG}"
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let log = |i: usize| -> Vec<String> {
+        report["steps"][i]["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // "[  0.020s] text" → "text"
+            .map(|l| {
+                let l = l.as_str().unwrap();
+                l.split_once("] ").map_or(l, |(_, t)| t).to_string()
+            })
+            .collect()
+    };
+    let bad = log(0);
+    assert!(
+        bad.iter().any(|l| l == "bad \u{fffd}\u{fffd} bytes"),
+        "{:?}",
+        &bad[..3]
+    );
+    assert_eq!(bad.last().map(String::as_str), Some("done"));
+    let endless = log(1);
+    let long = endless
+        .iter()
+        .find(|l| l.starts_with("xxxx"))
+        .expect("the long line");
+    assert!(
+        long.len() < 10_000 && long.ends_with("[line truncated: 3991808 more bytes dropped]"),
+        "{}",
+        &long[long.len().saturating_sub(80)..]
+    );
+    assert_eq!(endless.last().map(String::as_str), Some("after"));
+    assert_eq!(log(2)[1..], ["2".to_string(), "r1".to_string()]);
+}
+
+#[test]
+fn values_from_the_drive_are_data_never_code() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    // A placeholder in shell text is refused before the drive is touched, with the variable to use instead.
+    let plan = lab.plan(
+        "p.toml",
+        "name = \"splice\"\n[[step]]\nkind = \"script\"\ncommand = \"echo {drive.model}\"\n",
+    );
+    let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("read $NVFARM_DRIVE_MODEL instead"), "{err}");
+    // Through the environment the value arrives as data; in a console pattern it matches itself.
+    let plan = lab.plan(
+        "q.toml",
+        r#"name = "env"
+[[step]]
+kind = "script"
+command = 'test "$NVFARM_DRIVE_SERIAL" = TST0001 && test "$SN" = TST0001 && echo "model: $NVFARM_DRIVE_MODEL"'
+env = { SN = "{drive.serial}" }
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    // A revision with a regex metacharacter matches itself in a console pattern (unescaped, `0+` would not).
+    let rigs = lab.rigs("console = { sim = true }");
+    let fw = lab.image("2.0+b1", "ok");
+    let plan = lab.plan(
+        "r.toml",
+        r#"name = "console"
+[[step]]
+kind = "flash"
+[[step]]
+kind = "console_expect"
+pattern = 'activating firmware {firmware.revision} from slot \d'
+timeout = "5s"
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, Some(&fw));
+    assert_eq!(code, 0, "{err}\n{report:#}");
+}

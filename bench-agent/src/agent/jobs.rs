@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use nvfarm_model::farm::JobState;
-use nvfarm_model::link::{Assignment, FromAgent, JobProgress, JobResult, Refusal};
+use nvfarm_model::link::{Assignment, FromAgent, JobResult, Refusal};
 use nvfarm_model::plan::{Plan, Step, StepKind};
 use nvfarm_model::{LogLine, Outcome, StepReport};
 
+use super::progress::{self, Event};
 use super::{artifacts, Client, Shared};
 use crate::runner::{self, Firmware, Observer, RunOptions};
 
@@ -133,27 +134,14 @@ pub(super) fn assign(
     });
 }
 
-/// Streams a running plan's progress to the controller.
+/// Hands a running plan's phase, log lines and finished steps to the job's batcher ([`progress`]).
 struct Forward {
-    shared: Arc<Shared>,
-    job_id: String,
-    token: u64,
-    lines: Vec<LogLine>,
+    events: progress::Events,
 }
 
 impl Forward {
-    fn send(&mut self, phase: JobState, step: Option<StepReport>) {
-        let lines = std::mem::take(&mut self.lines);
-        let _ = self.shared.outbox.send(FromAgent::Progress(JobProgress {
-            job_id: self.job_id.clone(),
-            fencing_token: self.token,
-            phase: Some(phase),
-            lines,
-            step,
-        }));
-    }
-    fn push(&mut self, step: u32, text: String) {
-        self.lines.push(LogLine { step, text });
+    fn send(&self, ev: Event) {
+        let _ = self.events.send(ev);
     }
 }
 
@@ -167,23 +155,26 @@ fn phase(step: &Step) -> JobState {
 
 impl Observer for Forward {
     fn step_started(&mut self, step: &Step) {
-        self.push(
-            step.number,
-            format!("== step {} {}", step.number, step.title()),
-        );
-        self.send(phase(step), None);
+        self.send(Event::Phase(phase(step)));
+        self.send(Event::Line(LogLine {
+            step: step.number,
+            text: format!("== step {} {}", step.number, step.title()),
+        }));
     }
     fn log(&mut self, step: &Step, line: &str) {
-        self.push(step.number, line.to_string());
-        if self.lines.len() >= 20 {
-            self.send(phase(step), None);
-        }
+        self.send(Event::Line(LogLine {
+            step: step.number,
+            text: line.to_string(),
+        }));
     }
     fn step_finished(&mut self, step: &Step, r: &StepReport) {
-        self.push(step.number, format!("== {}", r.status_line()));
+        self.send(Event::Line(LogLine {
+            step: step.number,
+            text: format!("== {}", r.status_line()),
+        }));
         let mut report = r.clone();
         report.log.clear(); // the lines went ahead, one by one
-        self.send(phase(step), Some(report));
+        self.send(Event::Step(report));
     }
 }
 
@@ -234,18 +225,15 @@ async fn run_job(
     }
     let shared2 = shared.clone();
     let a2 = a.clone();
+    let (events, batcher) =
+        progress::batch(shared.outbox.clone(), a.job_id.clone(), a.fencing_token);
     let run = tokio::task::spawn_blocking(move || {
         let rig = shared2.inventory.rig(&a2.rig).ok()?.clone();
         let opts = RunOptions {
             sysfs: shared2.cfg.sysfs.clone(),
             cancel,
         };
-        let mut fwd = Forward {
-            shared: shared2.clone(),
-            job_id: a2.job_id.clone(),
-            token: a2.fencing_token,
-            lines: vec![],
-        };
+        let mut fwd = Forward { events };
         let r = runner::run_plan(
             &plan,
             &shared2.inventory,
@@ -254,11 +242,15 @@ async fn run_job(
             &opts,
             &mut fwd,
         );
-        fwd.push(0, r.summary());
-        fwd.send(JobState::Testing, None);
+        fwd.send(Event::Line(LogLine {
+            step: 0,
+            text: r.summary(),
+        }));
         Some(r)
     })
     .await;
+    // Every line and step goes out before the result.
+    let _ = batcher.await;
     let report = match run {
         Ok(Some(r)) => r,
         Ok(None) => return error(format!("rig {} left this agent's rig file", a.rig)),

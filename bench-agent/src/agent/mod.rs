@@ -9,11 +9,12 @@
 //! A result is written to disk before it is sent and forgotten only when the controller confirms storing it.
 //!
 //! - this module: the daemon's lifetime and the session with the controller;
-//! - [`jobs`]: accepting assignments and running them;
+//! - [`jobs`]: accepting assignments and running them; [`progress`]: batching their progress;
 //! - [`artifacts`]: the firmware cache; [`spool`]: what must survive a restart.
 
 mod artifacts;
 mod jobs;
+pub mod progress;
 pub mod spool;
 
 use std::collections::HashMap;

@@ -9,8 +9,9 @@ use tokio::sync::mpsc;
 use nvfarm_model::farm::{JobState, Rig, RigState};
 use nvfarm_model::link::{Heartbeat, JobProgress, JobResult, Refusal, Registration, ToAgent};
 use nvfarm_model::time::now_ms;
+use nvfarm_model::LogLine;
 
-use super::jobs::{apply_result, finish, give_up, record_drive, settle, stopping};
+use super::jobs::{apply_result, finish, give_up, record_drive, record_steps, settle, stopping};
 use super::leases::assignment;
 use super::state::AgentSession;
 use super::{Effects, Farm, FarmError, FarmEvent};
@@ -249,42 +250,49 @@ impl Farm {
         }
     }
 
-    /// A running job's progress: log lines, its phase, a finished step.
-    pub async fn agent_progress(&self, _agent: &str, p: JobProgress) -> Result<(), FarmError> {
+    /// A running job's progress: log lines (up to the job's log cap), its phase, the steps that ended. A job
+    /// stopped by the controller still takes its agent's lines and steps until the agent confirms the stop.
+    pub async fn agent_progress(&self, agent: &str, p: JobProgress) -> Result<(), FarmError> {
         let mut st = self.state.lock().await;
+        st.alive(agent);
+        let cap = self.cfg.job_log_cap;
+        let used = st.log_bytes.get(&p.job_id).copied().unwrap_or(0);
         let Some(job) = st.jobs.get_mut(&p.job_id) else {
             return Ok(());
         };
-        if job.fencing_token != p.fencing_token || job.state.is_terminal() {
+        if job.fencing_token != p.fencing_token || (job.state.is_terminal() && job.settled) {
             return Ok(()); // fenced off or already decided
         }
         let mut fx = Effects::default();
-        if !p.lines.is_empty() {
+        let (lines, used) = within_cap(p.lines, used, cap);
+        if !lines.is_empty() {
             let first = job.log_lines;
-            self.store.append_logs(&p.job_id, first, &p.lines).await?;
-            job.log_lines += p.lines.len() as u64;
+            self.store.append_logs(&p.job_id, first, &lines).await?;
+            job.log_lines += lines.len() as u64;
             fx.event(FarmEvent::Log(p.job_id.clone()));
         }
         if let Some(s) = p.phase {
-            if matches!(s, JobState::Flashing | JobState::Testing) && s != job.state {
+            if matches!(s, JobState::Flashing | JobState::Testing)
+                && s != job.state
+                && !job.state.is_terminal()
+            {
                 job.state = s;
                 fx.tx.job(job);
                 fx.event(FarmEvent::Job(job.id.clone()));
             }
         }
-        if let Some(step) = p.step {
-            job.steps.retain(|s| s.number != step.number);
-            job.steps.push(step);
-            job.steps.sort_by_key(|s| s.number);
-            fx.tx.job(job);
+        if !p.steps.is_empty() {
+            record_steps(job, p.steps, &mut fx.tx);
             fx.event(FarmEvent::Job(job.id.clone()));
         }
+        st.log_bytes.insert(p.job_id, used);
         self.commit(&st, fx).await
     }
 
     /// A job's result; stored if it is the current job, confirmed to the agent either way.
     pub async fn agent_result(&self, agent: &str, r: JobResult) -> Result<(), FarmError> {
         let mut st = self.state.lock().await;
+        st.alive(agent);
         let now = now_ms();
         let mut fx = Effects::default();
         fx.event(FarmEvent::Job(r.job_id.clone()));
@@ -350,5 +358,64 @@ impl Farm {
 fn stored(job_id: &str) -> ToAgent {
     ToAgent::Stored {
         job_id: job_id.to_string(),
+    }
+}
+
+/// The lines that fit in a job's log of `cap` bytes with `used` taken, and the new total. The first line that
+/// does not fit is replaced by one saying the log was truncated; nothing is kept after it.
+fn within_cap(lines: Vec<LogLine>, used: u64, cap: u64) -> (Vec<LogLine>, u64) {
+    if used >= cap {
+        return (vec![], used);
+    }
+    let mut total = used;
+    let mut out = Vec::with_capacity(lines.len());
+    for l in lines {
+        let n = l.text.len() as u64 + 1;
+        if total + n > cap {
+            out.push(LogLine {
+                step: l.step,
+                text: format!(
+                    "[log truncated: this job's stored log reached the controller's limit of {cap} bytes (limits.job_log); later lines were dropped]"
+                ),
+            });
+            return (out, cap);
+        }
+        total += n;
+        out.push(l);
+    }
+    (out, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            step: 3,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_job_log_stops_at_its_cap_with_one_line_saying_so() {
+        let (kept, used) = within_cap(vec![line("aaaa"), line("bbbb")], 0, 100);
+        assert_eq!((kept.len(), used), (2, 10));
+        let (kept, used) = within_cap(
+            vec![line("cccc"), line(&"d".repeat(200)), line("e")],
+            10,
+            100,
+        );
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].text, "cccc");
+        assert!(
+            kept[1].text.starts_with("[log truncated"),
+            "{}",
+            kept[1].text
+        );
+        assert_eq!(kept[1].step, 3);
+        assert_eq!(used, 100);
+        let (kept, _) = within_cap(vec![line("f")], used, 100);
+        assert!(kept.is_empty(), "nothing after the marker");
     }
 }

@@ -15,6 +15,7 @@ use super::matching::{all_unusable, matching};
 use super::state::State;
 use super::{health, Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
+use crate::store::Tx;
 
 /// A job as a client submits it.
 #[derive(Clone, Debug)]
@@ -122,7 +123,7 @@ fn decide(
     job.message = message;
     job.finished_ms = now;
     if let Some(s) = steps {
-        job.steps = s;
+        replace_steps(job, s, &mut fx.tx);
     }
     fx.tx.job(job);
     fx.event(FarmEvent::Job(job_id.to_string()));
@@ -136,6 +137,31 @@ fn decide(
         fx.tx.drop_request(&req);
     }
     true
+}
+
+/// Replaces a job's steps with the agent's final list (each step is its own record in the store).
+fn replace_steps(job: &mut Job, steps: Vec<StepReport>, tx: &mut Tx) {
+    for old in &job.steps {
+        if !steps.iter().any(|s| s.number == old.number) {
+            tx.drop_step(&job.id, old.number);
+        }
+    }
+    for s in &steps {
+        tx.step(&job.id, s);
+    }
+    job.steps = steps;
+    job.steps.sort_by_key(|s| s.number);
+}
+
+/// Records steps that just ended (in place by number; a step reported again replaces the earlier report).
+pub(crate) fn record_steps(job: &mut Job, steps: Vec<StepReport>, tx: &mut Tx) {
+    for s in steps {
+        tx.step(&job.id, &s);
+        match job.steps.binary_search_by_key(&s.number, |x| x.number) {
+            Ok(i) => job.steps[i] = s,
+            Err(i) => job.steps.insert(i, s),
+        }
+    }
 }
 
 /// Lets go of an ended job's rig: the lease goes, the rig is free again (after its health bookkeeping), the job
@@ -262,8 +288,7 @@ pub(crate) fn settle(
 ) {
     if let (Some(job), Some(steps)) = (st.jobs.get_mut(job_id), steps) {
         if !steps.is_empty() {
-            job.steps = steps;
-            fx.tx.job(job);
+            replace_steps(job, steps, &mut fx.tx);
             fx.event(FarmEvent::Job(job_id.to_string()));
         }
     }

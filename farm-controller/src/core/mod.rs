@@ -115,12 +115,14 @@ impl Farm {
     pub async fn open(cfg: Config) -> Result<Arc<Farm>, FarmError> {
         let store = Store::open(&cfg.data_dir)?;
         let snap = store.load()?;
-        let mut log_lines = std::collections::HashMap::new();
+        let mut logs = std::collections::HashMap::new();
         for j in &snap.jobs {
-            log_lines.insert(j.id.clone(), store.logs(&j.id, 0)?.len() as u64);
+            let lines = store.logs(&j.id, 0)?;
+            let bytes = lines.iter().map(|(_, l)| l.text.len() as u64 + 1).sum();
+            logs.insert(j.id.clone(), (lines.len() as u64, bytes));
         }
         let now = now_ms();
-        let (st, tx) = State::restore(snap, &log_lines, &cfg, now);
+        let (st, tx) = State::restore(snap, &logs, &cfg, now);
         // The restart's own bookkeeping is on disk before anything is served.
         store.commit(tx).await?;
         tracing::info!(

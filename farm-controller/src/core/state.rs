@@ -39,6 +39,8 @@ pub(crate) struct State {
     /// Consecutive infrastructure errors that quarantine a rig.
     pub quarantine_after: u32,
     pub next_conn: u64,
+    /// Bytes of log stored per job (for the log cap).
+    pub log_bytes: HashMap<String, u64>,
 }
 
 impl State {
@@ -46,7 +48,7 @@ impl State {
     /// until its agent registers again; job leases get a fresh grace period for their agent to come back.
     pub fn restore(
         snap: Snapshot,
-        log_lines: &HashMap<String, u64>,
+        logs: &HashMap<String, (u64, u64)>,
         cfg: &Config,
         now: u64,
     ) -> (State, Tx) {
@@ -76,7 +78,9 @@ impl State {
             st.requests.insert(r.id.clone(), r);
         }
         for mut j in snap.jobs {
-            j.log_lines = log_lines.get(&j.id).copied().unwrap_or(0);
+            let (lines, bytes) = logs.get(&j.id).copied().unwrap_or((0, 0));
+            j.log_lines = lines;
+            st.log_bytes.insert(j.id.clone(), bytes);
             st.jobs.insert(j.id.clone(), j);
         }
         for a in snap.artifacts {
@@ -105,6 +109,13 @@ impl State {
     /// The agent owning `rig`.
     pub fn agent_of(&self, rig: &str) -> Option<String> {
         self.rigs.get(rig).map(|r| r.agent.clone())
+    }
+
+    /// Any message from `agent` shows it is alive (heartbeats can queue behind job traffic).
+    pub fn alive(&mut self, agent: &str) {
+        if let Some(s) = self.agents.get_mut(agent).filter(|s| !s.lost) {
+            s.last_heartbeat = Instant::now();
+        }
     }
 
     /// Whether `agent` has a live session.

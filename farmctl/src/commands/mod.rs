@@ -41,11 +41,11 @@ fn priority(s: &str) -> Result<i32> {
 }
 
 /// Reads and validates a plan locally (bad input never needs the controller).
-fn load_plan(path: &Path) -> Result<(String, String)> {
+fn load_plan(path: &Path) -> Result<(String, Plan)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read plan {}: {e}", path.display())))?;
     let plan = Plan::parse(&text, path).map_err(CliError::usage)?;
-    Ok((text, plan.name))
+    Ok((text, plan))
 }
 
 /// Runs the command. `run` and `sweep` with `--junit` always leave a JUnit file: when they end without a job
@@ -96,8 +96,16 @@ fn junit_target(cli: &Cli) -> Option<(PathBuf, String)> {
 
 async fn command(cli: Cli) -> Result<ExitCode> {
     // Local validation first: bad input never needs the controller.
-    if let Command::Run { plan, .. } | Command::Sweep { plan, .. } = &cli.command {
-        load_plan(plan)?;
+    if let Command::Run { plan, firmware, .. } | Command::Sweep { plan, firmware, .. } =
+        &cli.command
+    {
+        let (_, p) = load_plan(plan)?;
+        if p.flash_step().is_some() && firmware.is_none() {
+            return Err(CliError::usage(format!(
+                "plan {} flashes firmware: give --firmware FILE",
+                plan.display()
+            )));
+        }
     }
     let mut c = connect(&cli.controller, cli.token.as_deref()).await?;
     let j = cli.json;

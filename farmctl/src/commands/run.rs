@@ -16,7 +16,7 @@ use crate::upload;
 
 /// What `run` was asked to do.
 pub(super) struct RunArgs {
-    pub firmware: PathBuf,
+    pub firmware: Option<PathBuf>,
     pub plan: PathBuf,
     pub selector: Selector,
     pub junit: Option<PathBuf>,
@@ -48,8 +48,9 @@ pub(super) async fn run(
     json: bool,
     a: RunArgs,
 ) -> Result<ExitCode> {
-    let (plan_toml, plan_name) = load_plan(&a.plan)?;
-    let fw = upload::firmware(c, &a.firmware).await?;
+    let (plan_toml, plan) = load_plan(&a.plan)?;
+    let plan_name = plan.name.clone();
+    let fw = upload::build(c, a.firmware.as_deref(), plan.flash_step().is_some()).await?;
     let job = c
         .submit_job(pb::SubmitJobRequest {
             selector: Some(selector_pb(&a.selector)),

@@ -18,7 +18,7 @@ use crate::upload;
 
 /// What `sweep` was asked to do.
 pub(super) struct SweepArgs {
-    pub firmware: PathBuf,
+    pub firmware: Option<PathBuf>,
     pub plan: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub name: Option<String>,
@@ -30,8 +30,9 @@ pub(super) struct SweepArgs {
 }
 
 pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<ExitCode> {
-    let (plan_toml, plan_name) = load_plan(&a.plan)?;
-    let fw = upload::firmware(c, &a.firmware).await?;
+    let (plan_toml, plan) = load_plan(&a.plan)?;
+    let plan_name = plan.name.clone();
+    let fw = upload::build(c, a.firmware.as_deref(), plan.flash_step().is_some()).await?;
     let name = a.name.unwrap_or_else(|| plan_name.clone());
     let sweep = c
         .submit_sweep(pb::SubmitSweepRequest {

@@ -22,8 +22,10 @@
 //! ```
 //!
 //! Every step takes `name`, `timeout` and `on_failure` ("stop" or "continue") besides its own keys. Strings in
-//! `identify.expect`, `console_expect.pattern` and `script.command` may use the placeholders listed in
-//! [`placeholders`]. An error names the plan file, the step number and the key.
+//! `identify.expect`, `console_expect.pattern` (where values are filled in regex-escaped) and `script.env` may
+//! use the placeholders listed in [`placeholders`]. A `script.command` never has values spliced into its shell
+//! text: it reads them from its environment (`$NVFARM_FIRMWARE_REV`, `$NVFARM_DRIVE_MODEL`, ...; see
+//! [`placeholders::env_name`]). An error names the plan file, the step number and the key.
 //!
 //! - this module: the plan model;
 //! - [`parse`]: TOML to a validated [`Plan`], one function per step kind;
@@ -204,7 +206,7 @@ pub enum StepKind {
     },
     /// Run a shell command on the bench.
     Script {
-        /// The command (`sh -c`).
+        /// The command (`sh -c`), as written: values come from its environment.
         command: String,
         /// Extra environment variables (placeholders allowed in values).
         env: BTreeMap<String, String>,

@@ -12,7 +12,7 @@ use nvme_spec::Activation;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::placeholders::{placeholders, substitute};
+use super::placeholders::{env_name, known_in, placeholders, substitute};
 use super::{
     IoStep, IoTarget, IoThresholds, OnFailure, Plan, PlanError, SanitizeKind, SelfTestKind, Step,
     StepKind, KINDS,
@@ -487,7 +487,16 @@ fn script(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
     if r.command.trim().is_empty() {
         return Err(cx.invalid("command", "must not be empty"));
     }
-    cx.placeholders("command", &r.command)?;
+    // Values from the drive and the build are data, never shell text: a script reads them from its environment.
+    if let Some(name) = known_in(&r.command).first() {
+        return Err(cx.invalid(
+            "command",
+            format!(
+                "{{{name}}} is not spliced into shell text (a value from the drive could run as a command); read ${} instead, or set env.NAME = \"{{{name}}}\"",
+                env_name(name)
+            ),
+        ));
+    }
     for (k, v) in &r.env {
         cx.placeholders(&format!("env.{k}"), v)?;
     }
@@ -591,7 +600,8 @@ on_failure = "stop"
             ("name = \"x\"\n[[step]]\nkind = \"selftest\"\nwait = true", "step 1 (selftest)", "unknown field `wait`"),
             ("name = \"x\"\n[[step]]\nkind = \"flash\"\ntimeout = \"soon\"", "step 1 (flash) key 'timeout'", "soon"),
             ("name = \"x\"\n[[step]]\nkind = \"console_expect\"\npattern = \"boot (ok\"", "step 1 (console_expect) key 'pattern'", "regular expression"),
-            ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"echo {firmware.version}\"", "step 1 (script) key 'command'", "unknown placeholder {firmware.version}"),
+            ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"echo {drive.model}\"", "step 1 (script) key 'command'", "read $NVFARM_DRIVE_MODEL instead"),
+            ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"true\"\nenv = { V = \"{firmware.version}\" }", "step 1 (script) key 'env.V'", "unknown placeholder {firmware.version}"),
             ("name = \"x\"\n[[step]]\nkind = \"wait_for_drive\"\n[[step]]\nkind = \"format\"\nses = 7", "step 2 (format) key 'ses'", "secure erase"),
             ("[[step]]\nkind = \"flash\"", "key 'name'", "missing"),
             ("name = \"x\"", "[[step]]", "no steps"),

@@ -152,7 +152,7 @@ impl From<&FromAgent> for pb::AgentMessage {
                     .map(job_state_pb)
                     .unwrap_or(pb::JobState::Unspecified) as i32,
                 lines: p.lines.iter().map(pb::LogLine::from).collect(),
-                step: p.step.as_ref().map(pb::StepResult::from),
+                steps: p.steps.iter().map(pb::StepResult::from).collect(),
             }),
             FromAgent::Result(r) => Msg::Result(r.into()),
             FromAgent::Refused(r) => Msg::Refused(pb::Refused {
@@ -180,7 +180,11 @@ impl TryFrom<pb::AgentMessage> for FromAgent {
                 }),
                 Msg::Progress(p) => FromAgent::Progress(JobProgress {
                     phase: job_state_opt(p.state, "JobProgress.state")?,
-                    step: p.step.map(StepReport::try_from).transpose()?,
+                    steps: p
+                        .steps
+                        .into_iter()
+                        .map(StepReport::try_from)
+                        .collect::<Result<_, _>>()?,
                     job_id: p.job_id,
                     fencing_token: p.fencing_token,
                     lines: p.lines.into_iter().map(LogLine::from).collect(),

@@ -330,7 +330,7 @@ mod tests {
                     step: 1,
                     text: "downloading".into(),
                 }],
-                step: Some(step()),
+                steps: vec![step(), step()],
             }),
             FromAgent::Result(JobResult {
                 job_id: "job-1".into(),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use nvfarm_model::plan::placeholders::substitute;
+use nvfarm_model::plan::placeholders::substitute_with;
 use nvfarm_model::Outcome;
 use regex::Regex;
 
@@ -21,7 +21,9 @@ pub(super) fn run(
             ctx.rig.name
         )));
     };
-    let pat = substitute(pattern, &ctx.vars).map_err(|e| Fail::error(format!("pattern: {e}")))?;
+    // Values (a model name with `+` or `(`) match themselves: they are escaped, the pattern around them is not.
+    let pat = substitute_with(pattern, &ctx.vars, regex::escape)
+        .map_err(|e| Fail::error(format!("pattern: {e}")))?;
     let re = Regex::new(&pat).map_err(|e| Fail::error(format!("pattern /{pat}/: {e}")))?;
     // Wait in slices so a cancellation is noticed.
     loop {

@@ -1,24 +1,22 @@
-//! `script`: a shell command on the bench, with the rig, drive and build in its environment; killed at the
-//! deadline or on cancel (its whole process group), its output copied into the step's log.
+//! `script`: a shell command on the bench, with the rig, drive and build in its environment (values are never
+//! spliced into the shell text); killed at the deadline or on cancel (its whole process group), its output
+//! (any bytes, bounded lines) copied into the step's log.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use nvfarm_model::plan::placeholders::substitute;
+use nvfarm_model::plan::placeholders::{env_name, substitute};
 use nvfarm_model::Outcome;
 
 use super::super::context::{Ctx, Fail, StepLog, StepResult};
+use crate::lines::read_lines;
 
 /// The environment a script sees: the rig, its drive's device names, the build under test.
 fn environment(ctx: &Ctx<'_>, deadline: Instant) -> Vec<(String, String)> {
-    let mut env = vec![("NVFARM_RIG".to_string(), ctx.rig.name.clone())];
-    for (k, v) in &ctx.rig.labels {
-        env.push((format!("NVFARM_RIG_LABEL_{}", k.to_uppercase()), v.clone()));
-    }
+    let mut env = vec![];
     match ctx.rig.media_path() {
         Some(media) => {
             env.push(("NVFARM_DEVICE".into(), ctx.locator.addr.to_string()));
@@ -37,13 +35,11 @@ fn environment(ctx: &Ctx<'_>, deadline: Instant) -> Vec<(String, String)> {
             Err(_) => env.push(("NVFARM_DEVICE".into(), ctx.locator.addr.to_string())),
         },
     }
-    for (k, v) in [
-        ("firmware.revision", "NVFARM_FIRMWARE_REV"),
-        ("firmware.file", "NVFARM_FIRMWARE_FILE"),
-        ("firmware.sha256", "NVFARM_FIRMWARE_SHA256"),
-    ] {
-        if let Some(val) = ctx.vars.get(k) {
-            env.push((v.to_string(), val.clone()));
+    // Every placeholder's value (the build, the drive's serial and model, the rig's labels), as data.
+    for (k, v) in &ctx.vars {
+        let name = env_name(k);
+        if !env.iter().any(|(n, _)| *n == name) {
+            env.push((name, v.clone()));
         }
     }
     env
@@ -57,11 +53,10 @@ pub(super) fn run(
     deadline: Instant,
     log: &mut StepLog<'_>,
 ) -> StepResult {
-    let command =
-        substitute(command, &ctx.vars).map_err(|e| Fail::error(format!("command: {e}")))?;
+    // The command is the plan's text as written: values reach it only through the environment.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(&command)
+        .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -97,10 +92,12 @@ pub(super) fn run(
     ] {
         if let Some(s) = stream {
             let tx = tx.clone();
+            // Read to the end whatever comes (bytes that are not UTF-8, endless lines): a reader that stops
+            // early would kill the script with SIGPIPE.
             readers.push(std::thread::spawn(move || {
-                for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                read_lines(s, |line| {
                     let _ = tx.send(format!("{tag}{line}"));
-                }
+                });
             }));
         }
     }
