@@ -10,8 +10,21 @@ use nvme_spec::{SanitizeStatus, SelfTestResult, NSID_ALL};
 
 use crate::controller::{Controller, NvmeError};
 
-/// How often the drive is polled.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the drive is polled: quickly at first (short operations end soon), then at most every 200 ms.
+#[derive(Debug)]
+struct Poll(Duration);
+
+impl Poll {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_millis(200);
+    fn new() -> Self {
+        Poll(Self::FIRST)
+    }
+    fn sleep(&mut self) {
+        thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
 
 /// Why a wait ended before the operation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +70,8 @@ impl Bounds<'_> {
 pub enum SelfTestEnd {
     /// The drive finished it; this is its result (completed or the failure the drive logged).
     Finished(SelfTestResult),
+    /// The drive shows no self-test running yet has no result in its log: a firmware defect.
+    NoResult,
     /// The wait ended first; the self-test was aborted on the drive.
     Stopped {
         /// Why.
@@ -74,9 +89,9 @@ pub fn self_test(
     code: u8,
     bounds: Bounds<'_>,
 ) -> Result<SelfTestEnd, NvmeError> {
-    let before = ctrl.self_test_log()?;
     ctrl.device_self_test(nsid, code)?;
     let mut last = None;
+    let mut poll = Poll::new();
     loop {
         if let Some(why) = bounds.stopped() {
             // Best effort: the caller is told what happened either way.
@@ -87,18 +102,21 @@ pub fn self_test(
             });
         }
         let now = ctrl.self_test_log()?;
-        // Finished when nothing runs and a new result heads the log (the log holds at most 20, newest first).
-        let new_result = now.results.len() > before.results.len()
-            || now.results.first() != before.results.first();
-        if now.current_operation == 0 && new_result {
-            let r = now.results.first().cloned().expect("a new result");
-            return Ok(SelfTestEnd::Finished(r));
+        // The drive sets the current operation when it accepts the command and clears it when the test ends
+        // (NVMe base specification, Device Self-test): nothing running now means ours ended, and the newest entry
+        // is its result. The log's length or head need not change: a full log (20 entries, oldest dropped) of
+        // identical results looks the same before and after.
+        if now.current_operation == 0 {
+            return Ok(match now.results.first() {
+                Some(r) => SelfTestEnd::Finished(r.clone()),
+                None => SelfTestEnd::NoResult,
+            });
         }
         if last != Some(now.completion) {
             last = Some(now.completion);
             (bounds.progress)(now.completion);
         }
-        thread::sleep(POLL);
+        poll.sleep();
     }
 }
 
@@ -126,6 +144,7 @@ pub fn sanitize(
 ) -> Result<SanitizeEnd, NvmeError> {
     ctrl.sanitize(action, 0)?;
     let mut last = None;
+    let mut poll = Poll::new();
     loop {
         let st = ctrl.sanitize_status()?;
         match st.sstat & 0x7 {
@@ -141,6 +160,56 @@ pub fn sanitize(
             last = Some(pct);
             (bounds.progress)(pct);
         }
-        thread::sleep(POLL);
+        poll.sleep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sim::state::Timing;
+    use crate::sim::{SimConfig, SimController};
+    use nvme_spec::log_page::self_test_result;
+
+    #[test]
+    fn twenty_five_self_tests_in_a_row_each_end_with_their_result() {
+        let t = tempfile::tempdir().unwrap();
+        let sim = SimController::create(
+            &t.path().join("drive"),
+            &SimConfig {
+                timing: Timing {
+                    boot_ms: 10,
+                    self_test_short_ms: 30,
+                    self_test_extended_ms: 60,
+                },
+                ..SimConfig::default()
+            },
+        )
+        .unwrap();
+        let ctrl = Controller::new(Arc::new(sim)).with_timeout(Some(Duration::from_secs(5)));
+        while ctrl.identify_controller().is_err() {
+            thread::sleep(Duration::from_millis(5));
+        }
+        for n in 1..=25 {
+            let end = self_test(
+                &ctrl,
+                NSID_ALL,
+                self_test_code::SHORT,
+                Bounds {
+                    deadline: Instant::now() + Duration::from_secs(10),
+                    cancelled: &|| false,
+                    progress: &mut |_| {},
+                },
+            )
+            .unwrap();
+            match end {
+                SelfTestEnd::Finished(r) => assert_eq!(r.result, self_test_result::COMPLETED),
+                other => panic!("self-test {n} did not end with a result: {other:?}"),
+            }
+        }
+        // The log keeps the newest 20, as a drive's does.
+        assert_eq!(ctrl.self_test_log().unwrap().results.len(), 20);
     }
 }

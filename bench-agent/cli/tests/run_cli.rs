@@ -526,3 +526,38 @@ timeout = "5s"
     let (code, report, _, err) = lab.run_plan(&rigs, &plan, Some(&fw));
     assert_eq!(code, 0, "{err}\n{report:#}");
 }
+
+#[test]
+fn a_drive_lost_during_the_commit_is_power_cycled_and_read_back() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.plan(
+        "p.toml",
+        "name = \"f\"\n[[step]]\nkind = \"flash\"\nwait_timeout = \"2s\"\n",
+    );
+    // The agent creates the simulated drive on first use.
+    let smart = lab.plan("s.toml", "name = \"s\"\n[[step]]\nkind = \"smart\"\n");
+    let (code, _, _, err) = lab.run_plan(&rigs, &smart, None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(
+        &nvme_flash(),
+        &[
+            "sim",
+            "fault",
+            &lab.p("drive"),
+            "vanish",
+            "--opcode",
+            "fw-commit",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, Some(&fw));
+    assert_eq!(code, 3, "{err}\n{report:#}");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the drive was lost during Firmware Commit")
+            && msg.contains("after a recovery power cycle the drive runs 1.0.0 from slot 1"),
+        "{msg}"
+    );
+}

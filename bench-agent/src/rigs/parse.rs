@@ -26,6 +26,91 @@ struct RawRig {
     console: Option<ConsoleSpec>,
 }
 
+/// The first two rigs that name the same drive (serial, PCI address, device path, simulated drive directory),
+/// serial console or power relay channel, with what they share.
+fn shared_hardware(rigs: &[Rig]) -> Option<(String, String, String)> {
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for r in rigs {
+        let mut keys = vec![drive_identity(&r.drive)];
+        if let Some(ConsoleKind::Serial { path, .. }) = &r.console {
+            keys.push(format!("serial console {}", canonical(path).display()));
+        }
+        if let Some(PowerKind::UsbRelay(u)) = &r.power {
+            keys.push(format!(
+                "USB relay {:04x}:{:04x}{} channel {}",
+                u.vid,
+                u.pid,
+                u.serial
+                    .as_ref()
+                    .map(|s| format!(" serial {s}"))
+                    .unwrap_or_default(),
+                u.channel
+            ));
+        }
+        for k in keys {
+            if let Some(first) = owner.insert(k.clone(), &r.name) {
+                return Some((first.to_string(), r.name.clone(), k));
+            }
+        }
+    }
+    None
+}
+
+/// One name per physical (or simulated) drive: `/dev/nvme0n1`, `/dev/ng0n1` and `/dev/nvme0` are one controller.
+fn drive_identity(d: &DriveSelector) -> String {
+    match d {
+        DriveSelector::Sim { dir, .. } => {
+            format!("simulated drive directory {}", canonical(dir).display())
+        }
+        DriveSelector::Real(addr) => match addr.parse::<DeviceAddr>() {
+            Ok(DeviceAddr::Path(p)) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match controller_of(&name) {
+                    Some(n) => format!("drive nvme{n}"),
+                    None => format!("drive {}", canonical(&p).display()),
+                }
+            }
+            Ok(DeviceAddr::Serial(sn)) => format!("drive serial {sn}"),
+            Ok(DeviceAddr::Pci(pci)) => format!("drive at PCI {}", pci.to_ascii_lowercase()),
+            _ => format!("drive {addr}"),
+        },
+    }
+}
+
+/// `nvme3`, `nvme3n1`, `ng3n1` → 3.
+fn controller_of(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("nvme")
+        .or_else(|| name.strip_prefix("ng"))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let tail = &rest[digits.len()..];
+    let ns_ok = tail.is_empty()
+        || tail
+            .strip_prefix('n')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    (!digits.is_empty() && ns_ok).then(|| digits.parse().ok())?
+}
+
+/// The path with `.` and `..` resolved (through the filesystem when it exists).
+fn canonical(p: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| {
+        let mut out = std::path::PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    })
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -113,6 +198,12 @@ impl Inventory {
                 Self::validate_rig(raw, &label, work_dir)
                     .map_err(|(key, reason)| invalid(format!("{label} key '{key}'"), reason))?,
             );
+        }
+        if let Some((a, b, what)) = shared_hardware(&rigs) {
+            return Err(invalid(
+                format!("rigs '{a}' and '{b}'"),
+                format!("both use {what}; each drive, console and power channel belongs to one rig (two rigs on one drive would flash it twice at once)"),
+            ));
         }
         Ok(Inventory {
             file: file.to_path_buf(),
@@ -330,6 +421,53 @@ drive = { serial = "S6ABC123" }
 power = { usb_relay = { vid = 0x16c0, pid = 0x05df, channel = 2 } }
 console = { serial = "/dev/ttyUSB0" }
 "#;
+
+    #[test]
+    fn one_drive_named_by_two_rigs_is_refused_naming_both() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[agent]\nname = \"x\"\n[[rig]]\nname = \"r1\"\ndrive = {a}\n[[rig]]\nname = \"r2\"\ndrive = {b}\n"
+            )
+        };
+        for (a, b, what) in [
+            (
+                "{ serial = \"S1\" }",
+                "{ serial = \"S1\" }",
+                "drive serial S1",
+            ),
+            (
+                "{ pci = \"0000:3B:00.0\" }",
+                "{ pci = \"0000:3b:00.0\" }",
+                "drive at PCI 0000:3b:00.0",
+            ),
+            (
+                "{ path = \"/dev/nvme3\" }",
+                "{ path = \"/dev/ng3n1\" }",
+                "drive nvme3",
+            ),
+            (
+                "{ sim = \"sim/a\" }",
+                "{ sim = \"sim/../sim/a\" }",
+                "simulated drive directory /work/sim/a",
+            ),
+        ] {
+            let e = parse(&two(a, b)).unwrap_err();
+            assert!(
+                e.contains("rigs 'r1' and 'r2'") && e.contains(&format!("both use {what}")),
+                "{e}"
+            );
+        }
+        let shared_console = "[agent]\nname = \"x\"\n[[rig]]\nname = \"r1\"\ndrive = { serial = \"A\" }\nconsole = { serial = \"/dev/ttyUSB0\" }\n[[rig]]\nname = \"r2\"\ndrive = { serial = \"B\" }\nconsole = { serial = \"/dev/ttyUSB0\" }\n";
+        assert!(parse(shared_console)
+            .unwrap_err()
+            .contains("both use serial console /dev/ttyUSB0"));
+        // Different drives are fine.
+        assert!(parse(&two(
+            "{ path = \"/dev/nvme3\" }",
+            "{ path = \"/dev/nvme31\" }"
+        ))
+        .is_ok());
+    }
 
     #[test]
     fn parses_a_good_file() {

@@ -545,6 +545,12 @@ fn wait_self_test(
                 ExitCode::Failed
             })
         }
+        flash_tools::wait::SelfTestEnd::NoResult => Err(CmdError::new(
+            ExitCode::Failed,
+            anyhow::anyhow!(
+                "the drive shows no self-test running and no result in its self-test log"
+            ),
+        )),
         flash_tools::wait::SelfTestEnd::Stopped { last_percent, .. } => Err(CmdError::new(
             ExitCode::TimedOut,
             anyhow::anyhow!(

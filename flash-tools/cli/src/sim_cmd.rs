@@ -110,48 +110,67 @@ pub enum OnOff {
 pub enum FaultCommand {
     /// Add latency to matching commands.
     Latency {
+        /// How much longer each matching command takes (e.g. 50ms).
         #[arg(value_parser = parse_duration)]
         delay: Duration,
+        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
+        /// Fire this many times, then the fault removes itself (default: until cleared).
         #[arg(long)]
         count: Option<u32>,
     },
-    /// Make matching commands hang (never complete) until the fault is cleared.
+    /// Make matching commands hang (never complete; the host's command timeout fires) until the fault is cleared.
     Hang {
+        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
+        /// Fire this many times, then the fault removes itself (default: until cleared).
         #[arg(long)]
         count: Option<u32>,
     },
     /// Complete matching commands with an NVMe status (e.g. 0x4006).
     Status {
+        /// The status: (SCT << 8 | SC), with 0x4000 for Do Not Retry (e.g. 0x4006, 0x0106).
         #[arg(value_parser = parse_status)]
         status: u16,
+        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
+        /// Fire this many times, then the fault removes itself (default: until cleared).
         #[arg(long)]
         count: Option<u32>,
     },
     /// Lose power when a firmware download has received AFTER chunks.
     PowerLoss {
+        /// Chunks received before power is lost (the next one loses it).
         #[arg(long, default_value_t = 1)]
         after: u32,
     },
     /// Drop off the bus: until power-cycled, or for --for.
     Vanish {
+        /// Come back by itself after this long (default: only a power cycle brings it back).
         #[arg(long = "for", value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Drop off when a command with this opcode arrives (default: at once, on the next command).
+        #[arg(long)]
+        opcode: Option<OpcodeFilter>,
     },
     /// Make the next self-test(s) fail.
     SelfTestFailure {
+        /// How many self-tests fail.
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
     /// Fail reads of these blocks with Unrecovered Read Error.
     MediaError {
+        /// The first bad block.
         #[arg(long)]
         lba: u64,
+        /// How many blocks from --lba are bad.
         #[arg(long, default_value_t = 1)]
         blocks: u64,
     },
@@ -320,8 +339,9 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                     after: Some(after),
                     ..Fault::new(FaultKind::PowerLossDuringDownload)
                 },
-                FaultCommand::Vanish { duration } => Fault {
+                FaultCommand::Vanish { duration, opcode } => Fault {
                     ms: duration.map(|d| d.as_millis() as u64),
+                    opcode: op(opcode),
                     ..Fault::new(FaultKind::Vanish)
                 },
                 FaultCommand::SelfTestFailure { count } => Fault {

@@ -586,3 +586,40 @@ fn a_file_that_is_not_a_firmware_image_is_bad_input_and_nothing_is_sent() {
     assert_eq!(j["chunks"], 0, "nothing was downloaded: {j}");
     assert_eq!(running(&dev, &[]), "1.0.0");
 }
+
+#[test]
+fn a_command_that_times_out_leaves_the_state_unknown_until_it_is_recovered_and_read_back() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &[]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    for (opcode, step, command) in [
+        ("fw-commit", "commit", "Firmware Commit"),
+        ("fw-download", "download", "Firmware Image Download"),
+    ] {
+        ok(&[
+            "sim",
+            "fault",
+            &lab.path("d"),
+            "hang",
+            "--opcode",
+            opcode,
+            "--count",
+            "1",
+        ]);
+        let r = nvme_flash(&[&dev, "update", &img, "--timeout", "500ms", "--json"]);
+        assert_eq!(r.code, 4, "{}", r.all());
+        let f = &r.json()["failure"];
+        assert_eq!(f["step"], step, "{f}");
+        assert_eq!(f["kind"], "timeout", "{f}");
+        let state = f["drive_state"].as_str().unwrap();
+        assert!(
+            !state.starts_with("unchanged")
+                && state.contains(&format!("was unknown after {command} timed out"))
+                && state.contains("after a controller reset the drive runs 1.0.0 from slot 1"),
+            "{state}"
+        );
+    }
+    // Recovered for real: the next update goes through.
+    let r = ok(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.json()["outcome"], "updated");
+}

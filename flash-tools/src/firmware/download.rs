@@ -117,8 +117,10 @@ impl Updater<'_> {
                     ),
                     Err(e) => format!("the drive came back but Identify fails ({e}); nothing was committed"),
                 },
-                Err(e) => format!("the drive did not come back ({e}); nothing was committed; it may need a power cycle"),
+                Err(e) => format!("the drive did not come back ({e}); nothing was committed; it needs a power cycle"),
             }
+        } else if kind == FailureKind::Timeout {
+            self.recover_unknown_state(UpdateStep::Download, "Firmware Image Download timed out")
         } else {
             self.untouched()
         };
@@ -126,7 +128,7 @@ impl Updater<'_> {
     }
 
     pub(super) fn commit_failure(
-        &self,
+        &mut self,
         id: &IdentifyController,
         slot: u8,
         action: CommitAction,
@@ -149,6 +151,19 @@ impl Updater<'_> {
             }
             _ => String::new(),
         };
+        let drive_state = match kind {
+            FailureKind::Timeout => {
+                self.recover_unknown_state(UpdateStep::Commit, "Firmware Commit timed out")
+            }
+            FailureKind::Rejected => format!(
+                "unchanged: still running {} from slot {}; the downloaded image was discarded",
+                self.report.previous_revision, self.report.previous_slot
+            ),
+            _ => self.recover_unknown_state(
+                UpdateStep::Commit,
+                "the drive was lost during Firmware Commit",
+            ),
+        };
         self.fail(
             UpdateStep::Commit,
             kind,
@@ -158,10 +173,7 @@ impl Updater<'_> {
                 action.describe()
             ),
             status,
-            format!(
-                "unchanged: still running {} from slot {}; the downloaded image was discarded",
-                self.report.previous_revision, self.report.previous_slot
-            ),
+            drive_state,
         )
     }
 }

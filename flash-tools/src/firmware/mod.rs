@@ -19,10 +19,12 @@
 //!
 //! - [`report`]: what the flow reports (options, steps, outcome, failure, events);
 //! - `flow`: the run from check to commit and activation; `download`: the image transfer and the commit's
-//!   failures; `verify`: verification, the staged case, and rollback.
+//!   failures; `verify`: verification, the staged case, and rollback; `recover`: the drive's state after a
+//!   command timed out (reset, wait, read back).
 
 mod download;
 mod flow;
+mod recover;
 mod report;
 mod verify;
 

@@ -66,13 +66,69 @@ pub(super) fn run(
         .as_ref()
         .map(|f| f.kind)
         .unwrap_or(FailureKind::Verification);
-    let outcome = match kind {
+    // A drive the update left off the bus: the rig's power control is the recovery left; then read it back.
+    let needs_power = report
+        .failure
+        .as_ref()
+        .is_some_and(|f| f.drive_state.contains("needs a power cycle"));
+    if needs_power {
+        let found = power_cycle_and_read(ctx, deadline, log);
+        return Err(Fail::new(outcome_of(kind), format!("{report}; {found}")));
+    }
+    Err(Fail::new(outcome_of(kind), report.to_string()))
+}
+
+fn outcome_of(kind: FailureKind) -> Outcome {
+    match kind {
         FailureKind::Rejected | FailureKind::Verification => Outcome::Failed,
         FailureKind::Timeout => Outcome::TimedOut,
         FailureKind::Cancelled => Outcome::Cancelled,
         // The image cannot be used on this drive: the submitter's to fix, not the rig's fault.
         FailureKind::BadInput => Outcome::Invalid,
         FailureKind::Unreachable => Outcome::Error,
+    }
+}
+
+/// Power-cycles the rig (when it has power control), waits for the drive and says what it runs now.
+fn power_cycle_and_read(ctx: &mut Ctx<'_>, deadline: Instant, log: &mut StepLog<'_>) -> String {
+    let Some(p) = &ctx.power else {
+        return format!(
+            "rig {} has no power control: power-cycle it by hand, then restore it",
+            ctx.rig.name
+        );
     };
-    Err(Fail::new(outcome, report.to_string()))
+    log.line(format!(
+        "the drive is off the bus: power cycle via {}",
+        p.describe()
+    ));
+    let never = || false;
+    if let Err(e) = p.cycle(Duration::from_secs(2), &never) {
+        return format!("the recovery power cycle failed: {e}");
+    }
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(30));
+    match ctx.drive(Instant::now() + left).and_then(|mut d| {
+        d.wait_ready(left).map_err(|e| Fail::error(e.to_string()))?;
+        let id = d
+            .controller()
+            .identify_controller()
+            .map_err(|e| Fail::error(e.to_string()))?;
+        let slots = d
+            .controller()
+            .firmware_slot_log()
+            .map_err(|e| Fail::error(e.to_string()))?;
+        Ok((id.firmware_revision().to_string(), slots.active_slot()))
+    }) {
+        Ok((rev, slot)) => {
+            log.line(format!(
+                "after the power cycle the drive runs {rev} from slot {slot}"
+            ));
+            format!("after a recovery power cycle the drive runs {rev} from slot {slot}")
+        }
+        Err(f) => format!(
+            "after a recovery power cycle the drive still does not answer ({})",
+            f.message
+        ),
+    }
 }

@@ -52,6 +52,9 @@ pub(super) fn run(
                 r.result_text
             )))
         }
+        SelfTestEnd::NoResult => Err(Fail::failed(format!(
+            "{test:?} self-test: the drive shows no self-test running and no result in its log"
+        ))),
         SelfTestEnd::Stopped { why, last_percent } => {
             let (outcome, why) = match why {
                 Stopped::Cancelled => (Outcome::Cancelled, "cancelled; aborted"),
