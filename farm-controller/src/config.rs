@@ -19,6 +19,10 @@
 //! [limits]
 //! job_log = "64M"                  # a job's stored log stops here, with a "truncated" line saying so
 //!
+//! [scripts]
+//! roles = ["admin"]                # who may submit plans with `script` steps (they run shell commands on the
+//!                                  # bench as the agent's user): the default is admin only
+//!
 //! [tls]                            # optional: serve gRPC over TLS (rustls)
 //! cert = "/etc/nvfarm/tls.crt"
 //! key = "/etc/nvfarm/tls.key"
@@ -117,6 +121,12 @@ struct RawLimits {
     job_log: Option<String>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScripts {
+    roles: Option<Vec<Role>>,
+}
+
 /// TLS for the gRPC side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +149,8 @@ struct RawConfig {
     queue: RawQueue,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    scripts: RawScripts,
     tls: Option<TlsConfig>,
     #[serde(default)]
     token: Vec<TokenEntry>,
@@ -183,6 +195,8 @@ pub struct Config {
     pub aging: Duration,
     /// The most log a job stores, in bytes; past it, one line says the log was truncated.
     pub job_log_cap: u64,
+    /// The roles that may submit plans with `script` steps.
+    pub script_roles: Vec<Role>,
     /// Serve gRPC over TLS with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Bearer tokens; empty: no authentication, loopback only.
@@ -202,6 +216,7 @@ impl Default for Config {
             health_check_plan: DEFAULT_HEALTH_CHECK.to_string(),
             aging: Duration::from_secs(300),
             job_log_cap: 64 << 20,
+            script_roles: vec![Role::Admin],
             tls: None,
             tokens: vec![],
         }
@@ -302,6 +317,15 @@ impl Config {
                     ))
                 })?;
         }
+        if let Some(roles) = raw.scripts.roles {
+            if roles.contains(&Role::Agent) {
+                return Err(invalid(
+                    "key 'scripts.roles': agent tokens do not submit plans; use admin, user or ci"
+                        .into(),
+                ));
+            }
+            c.script_roles = roles;
+        }
         c.tls = raw.tls;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in raw.token.iter().enumerate() {
@@ -353,7 +377,19 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.agent_timeout, Duration::from_secs(6));
         assert_eq!(c.tokens[0].role, Role::Ci);
+        assert_eq!(
+            c.script_roles,
+            vec![Role::Admin],
+            "scripts: admin only by default"
+        );
         assert!(c.check_exposure().is_ok());
+        let c = Config::parse(
+            "[scripts]\nroles = [\"admin\", \"ci\"]\n[limits]\njob_log = \"1M\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.script_roles, vec![Role::Admin, Role::Ci]);
+        assert_eq!(c.job_log_cap, 1 << 20);
         let open = Config::parse("listen = \"0.0.0.0:9000\"\n", Path::new("c.toml")).unwrap();
         assert!(open
             .check_exposure()
@@ -371,6 +407,11 @@ mod tests {
             ("listen = \"here\"\n", "'listen'"),
             ("[health]\nagent_timeout = \"1s\"\n", "twice"),
             ("colour = 1\n", "colour"),
+            (
+                "[scripts]\nroles = [\"agent\"]\n",
+                "agent tokens do not submit plans",
+            ),
+            ("[limits]\njob_log = \"12\"\n", "at least 4K"),
         ] {
             let e = Config::parse(text, Path::new("c.toml"))
                 .unwrap_err()

@@ -471,3 +471,44 @@ fn dir_size(p: &std::path::Path) -> u64 {
     }
     n
 }
+
+#[test]
+fn a_plan_the_bench_refuses_is_invalid_input_through_the_farm_and_the_rig_stays_healthy() {
+    let lab = lab_with_agent(1);
+    let plan = lab.path("missing.toml");
+    std::fs::write(
+        &plan,
+        "name = \"m\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"script\"\ncommand = \"/opt/does-not-exist/check.sh\"\n",
+    )
+    .unwrap();
+    let junit = lab.path("missing.xml");
+    let o = lab.farmctl(&[
+        "--json",
+        "run",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    let job = o.json();
+    assert_eq!(job["state"], "invalid", "{job}");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .contains("script program /opt/does-not-exist/check.sh cannot be found"),
+        "{job}"
+    );
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(x.contains(r#"type="invalid""#), "{x}");
+    let rig = lab
+        .rigs_json()
+        .into_iter()
+        .find(|r| r["name"] == "bench-r1")
+        .unwrap();
+    assert_eq!(rig["state"], "idle", "{rig}");
+    assert_eq!(rig["consecutive_infra_errors"], 0, "{rig}");
+}

@@ -561,3 +561,97 @@ fn a_drive_lost_during_the_commit_is_power_cycled_and_read_back() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_plan_this_bench_cannot_run_is_invalid_and_nothing_runs() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let victim = lab.p("victim.bin");
+    let check = |plan: &str, rigs: &str, expect: &str| {
+        let plan = lab.plan("p.toml", plan);
+        let (code, report, junit, err) = lab.run_plan(rigs, &plan, None);
+        assert_eq!(code, 2, "{err}\n{report:#}");
+        assert_eq!(report["outcome"], "invalid", "{report:#}");
+        let msg = report["steps"][0]["message"].as_str().unwrap();
+        assert!(msg.contains(expect), "{msg}");
+        assert!(
+            report["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .skip(1)
+                .all(|s| s["outcome"] == "skipped"),
+            "{report:#}"
+        );
+        assert!(junit.contains(r#"type="invalid""#), "{junit}");
+    };
+    // A program that is not there, and a file the rig does not own: found before the first step runs.
+    check(
+        "name = \"p\"\n[[step]]\nkind = \"smart\"\n[[step]]\nkind = \"script\"\ncommand = \"/no/such/check.sh --fast\"\n",
+        &rigs,
+        "step 2: script program /no/such/check.sh cannot be found",
+    );
+    check(
+        &format!("name = \"p\"\n[[step]]\nkind = \"io\"\nrw = \"write\"\nsize = \"1M\"\ntarget = \"{victim}\"\n"),
+        &rigs,
+        "is not rig r1's drive and not under its io_paths (none)",
+    );
+    assert!(!Path::new(&victim).exists(), "nothing was written");
+    // A bench that runs no scripts.
+    let no_scripts = lab.rigs_with("scripts = \"none\"", "");
+    check(
+        "name = \"p\"\n[[step]]\nkind = \"script\"\ncommand = \"true\"\n",
+        &no_scripts,
+        "this bench does not run script steps",
+    );
+    // A path the rig file allows is fine.
+    let scratch = lab.p("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let allowed = lab.rigs_with("", &format!("io_paths = [\"{scratch}\"]"));
+    let plan = lab.plan(
+        "ok.toml",
+        &format!("name = \"p\"\n[[step]]\nkind = \"io\"\nrw = \"write\"\nsize = \"1M\"\ntarget = \"{scratch}/data.bin\"\n"),
+    );
+    let (code, report, _, err) = lab.run_plan(&allowed, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+}
+
+#[test]
+fn a_confined_bench_runs_its_own_programs_directly_without_a_shell() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let dir = lab.p("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = format!("{dir}/args.sh");
+    std::fs::write(
+        &prog,
+        "#!/bin/sh\nfor a in \"$@\"; do echo \"arg: $a\"; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rigs = lab.rigs_with(&format!("scripts = {{ dir = \"{dir}\" }}"), "");
+    let plan = lab.plan(
+        "p.toml",
+        "name = \"p\"\n[[step]]\nkind = \"script\"\ncommand = \"args.sh 'a b' '$HOME;rm -rf /'\"\n",
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let log: Vec<&str> = report["steps"][0]["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(log.iter().any(|l| l.ends_with("arg: a b")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with("arg: $HOME;rm -rf /")),
+        "no shell expanded anything: {log:?}"
+    );
+    // Anything outside the directory is refused.
+    let plan = lab.plan(
+        "q.toml",
+        "name = \"q\"\n[[step]]\nkind = \"script\"\ncommand = \"/bin/sh -c true\"\n",
+    );
+    let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 2, "{err}");
+}

@@ -3,10 +3,12 @@
 //! ```toml
 //! [agent]
 //! name = "bench-07"
+//! scripts = { dir = "/opt/nvfarm/scripts" }   # `script` steps: "any" (default), "none", or only programs in dir
 //!
 //! [[rig]]
 //! name = "rig-07a"
 //! labels = { model = "X1-1T", site = "lab-a" }
+//! io_paths = ["/mnt/scratch-07a"]        # io steps may use these besides the rig's own drive (default: none)
 //! drive = { serial = "S6ABC123" }        # or { pci = "0000:3b:00.0" }, { path = "/dev/nvme0" }, or a simulated drive:
 //! # drive = { sim = "sim/rig-07a", serial = "SIM7A", model = "NVFARM SIM X1", firmware = "1.0.0", size = "1G" }
 //! power = { usb_relay = { vid = 0x16c0, pid = 0x05df, channel = 1 } }   # or { command = { on = "...", off = "..." } }, { sim = true }
@@ -15,6 +17,11 @@
 //!
 //! Every error names the file, the rig and the key. A simulated drive's directory is relative to the agent's
 //! work directory and is created, from the rig's settings, the first time the rig is used.
+//!
+//! `script` steps run on the bench as the agent's user (root on a real bench). `scripts = "none"` refuses plans
+//! with them; `scripts = { dir = ... }` runs only programs inside that directory, executed directly with their
+//! arguments (no shell). An `io` step writes to the rig's own drive; any other path must be under one of the
+//! rig's `io_paths`. A plan that breaks these is refused before any step runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +87,20 @@ pub enum RigError {
 pub struct AgentSection {
     /// Unique name.
     pub name: String,
+    /// Which `script` steps this bench runs (`"any"`, `"none"` or `{ dir = "..." }`).
+    #[serde(default)]
+    pub scripts: Option<toml::Value>,
+}
+
+/// Which `script` steps a bench runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum ScriptPolicy {
+    /// Any shell command (`sh -c`).
+    Any,
+    /// None: a plan with a script step is refused.
+    Forbidden,
+    /// Only programs inside this directory, run directly with their arguments (no shell).
+    Confined(PathBuf),
 }
 
 /// A simulated drive's settings in a rig file.
@@ -245,6 +266,8 @@ pub struct Rig {
     pub power: Option<PowerKind>,
     /// Its console, if any.
     pub console: Option<ConsoleKind>,
+    /// Paths its io steps may use besides its own drive.
+    pub io_paths: Vec<PathBuf>,
 }
 
 /// A validated rig file.
@@ -254,6 +277,8 @@ pub struct Inventory {
     pub file: PathBuf,
     /// The agent's name.
     pub agent: String,
+    /// Which `script` steps it runs.
+    pub scripts: ScriptPolicy,
     /// The rigs.
     pub rigs: Vec<Rig>,
 }

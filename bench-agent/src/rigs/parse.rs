@@ -12,7 +12,7 @@ use nvme_spec::units::{parse_duration, parse_size};
 
 use super::{
     AgentSection, ConsoleKind, ConsoleSpec, DriveSelector, DriveSpec, Inventory, PowerKind,
-    PowerSpec, Rig, RigError, SimSettings,
+    PowerSpec, Rig, RigError, ScriptPolicy, SimSettings,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,6 +24,31 @@ struct RawRig {
     drive: DriveSpec,
     power: Option<PowerSpec>,
     console: Option<ConsoleSpec>,
+    #[serde(default)]
+    io_paths: Vec<std::path::PathBuf>,
+}
+
+/// `scripts` in `[agent]`: "any" (the default), "none", or `{ dir = "/absolute/dir" }`.
+fn script_policy(v: Option<&toml::Value>) -> Result<ScriptPolicy, String> {
+    const VALID: &str = "expected \"any\", \"none\" or { dir = \"/absolute/path\" }";
+    match v {
+        None => Ok(ScriptPolicy::Any),
+        Some(toml::Value::String(s)) if s == "any" => Ok(ScriptPolicy::Any),
+        Some(toml::Value::String(s)) if s == "none" => Ok(ScriptPolicy::Forbidden),
+        Some(toml::Value::Table(t)) => {
+            if let Some(k) = t.keys().find(|k| *k != "dir") {
+                return Err(format!("unknown key '{k}'; {VALID}"));
+            }
+            match t.get("dir").and_then(toml::Value::as_str) {
+                Some(d) if Path::new(d).is_absolute() => {
+                    Ok(ScriptPolicy::Confined(canonical(Path::new(d))))
+                }
+                Some(d) => Err(format!("dir '{d}' is not an absolute path")),
+                None => Err(format!("missing dir; {VALID}")),
+            }
+        }
+        Some(other) => Err(format!("{other} is not valid; {VALID}")),
+    }
 }
 
 /// The first two rigs that name the same drive (serial, PCI address, device path, simulated drive directory),
@@ -162,6 +187,8 @@ impl Inventory {
                 "must be 1-64 characters of letters, digits, - _ .".into(),
             ));
         }
+        let scripts = script_policy(agent.scripts.as_ref())
+            .map_err(|reason| invalid("[agent] key 'scripts'".into(), reason))?;
         let raw_rigs = match doc.get("rig") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a.clone(),
             _ => {
@@ -208,6 +235,7 @@ impl Inventory {
         Ok(Inventory {
             file: file.to_path_buf(),
             agent: agent.name,
+            scripts,
             rigs,
         })
     }
@@ -382,12 +410,21 @@ impl Inventory {
                 }
             },
         };
+        for p in &raw.io_paths {
+            if !p.is_absolute() {
+                return Err((
+                    "io_paths".into(),
+                    format!("'{}' is not an absolute path", p.display()),
+                ));
+            }
+        }
         Ok(Rig {
             name: raw.name,
             labels: raw.labels,
             drive,
             power,
             console,
+            io_paths: raw.io_paths,
         })
     }
 }

@@ -100,6 +100,8 @@ impl<'a> StepLog<'a> {
 /// The rig's side of a run.
 pub(crate) struct Ctx<'a> {
     pub rig: &'a Rig,
+    /// The rig file, with the bench's script policy.
+    pub inventory: &'a Inventory,
     pub firmware: Option<&'a Firmware>,
     pub opts: &'a RunOptions,
     pub locator: Locator,
@@ -117,7 +119,7 @@ pub(crate) struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// Sets the rig up for a run: its drive (created on first use if simulated), power, console, placeholders.
     pub fn prepare(
-        inventory: &Inventory,
+        inventory: &'a Inventory,
         rig: &'a Rig,
         firmware: Option<&'a Firmware>,
         opts: &'a RunOptions,
@@ -144,6 +146,7 @@ impl<'a> Ctx<'a> {
         }
         let mut ctx = Ctx {
             rig,
+            inventory,
             firmware,
             opts,
             locator,

@@ -8,10 +8,12 @@
 //! whose `on_failure` is `stop`, the remaining steps are `skipped`.
 //!
 //! - this module: the loop over the steps;
+//! - [`preflight`]: what a plan needs from the bench, checked before any step runs;
 //! - [`context`]: what a run holds while its steps execute (the rig, the drive, console, placeholders);
 //! - [`steps`]: one executor per step kind.
 
 mod context;
+pub mod preflight;
 mod steps;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +112,30 @@ pub fn run_plan(
         steps: vec![],
         console: vec![],
     };
+    // A plan this bench will not run is invalid input, found before anything is touched.
+    if let Err(refused) = preflight::check(plan, inventory, rig) {
+        report.steps.push(StepReport {
+            number: 0,
+            name: "preflight".into(),
+            kind: "preflight".into(),
+            outcome: Outcome::Invalid,
+            message: format!(
+                "the plan cannot run on rig {}: step {}: {}",
+                rig.name, refused.step, refused.reason
+            ),
+            ..StepReport::default()
+        });
+        for s in &plan.steps {
+            report.steps.push(not_run(
+                s,
+                Outcome::Skipped,
+                "not run: the plan cannot run on this bench",
+            ));
+        }
+        report.outcome = Outcome::Invalid;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return report;
+    }
     let mut ctx = match Ctx::prepare(inventory, rig, firmware, opts) {
         Ok(c) => c,
         Err(message) => {

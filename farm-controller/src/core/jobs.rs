@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nvfarm_model::farm::{Job, JobState, Priority, Request, RigState, Selector};
 use nvfarm_model::link::{JobResult, ToAgent};
-use nvfarm_model::plan::Plan;
+use nvfarm_model::plan::{Plan, StepKind};
 use nvfarm_model::time::now_ms;
 use nvfarm_model::StepReport;
 
@@ -15,6 +15,7 @@ use super::matching::{all_unusable, matching};
 use super::state::State;
 use super::{health, Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
+use crate::config::Config;
 use crate::store::Tx;
 
 /// A job as a client submits it.
@@ -97,10 +98,33 @@ pub(crate) fn enqueue(st: &mut State, job: Job, fx: &mut Effects) -> String {
     req_id
 }
 
-/// Validates a plan a client sent.
-pub(crate) fn parse_plan(plan_toml: &str) -> Result<Plan, FarmError> {
-    Plan::parse(plan_toml, Path::new("<plan>"))
-        .map_err(|e| FarmError::InvalidArgument(format!("invalid plan: {e}")))
+/// Validates a plan a client sent, and that the caller may submit it: `script` steps run shell commands on the
+/// bench, so only the roles in the config's `scripts.roles` may submit plans with them.
+pub(crate) fn parse_plan(
+    plan_toml: &str,
+    caller: &Caller,
+    cfg: &Config,
+) -> Result<Plan, FarmError> {
+    let plan = Plan::parse(plan_toml, Path::new("<plan>"))
+        .map_err(|e| FarmError::InvalidArgument(format!("invalid plan: {e}")))?;
+    let scripts = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s.kind, StepKind::Script { .. }));
+    if let Some(step) = scripts {
+        if !cfg.script_roles.contains(&caller.role) {
+            let allowed: Vec<&str> = cfg.script_roles.iter().map(|r| r.as_str()).collect();
+            return Err(FarmError::PermissionDenied(format!(
+                "step {} ({}) is a script: plans with script steps run commands on the bench and need role {} (the controller's scripts.roles); '{}' has role {}",
+                step.number,
+                step.name,
+                allowed.join(" or "),
+                caller.name,
+                caller.role.as_str()
+            )));
+        }
+    }
+    Ok(plan)
 }
 
 /// Records a job's end (outcome, message, steps) and withdraws its request; `false` if it had already ended.
@@ -377,7 +401,7 @@ pub(crate) fn apply_result(st: &mut State, r: &JobResult, now: u64, fx: &mut Eff
 impl Farm {
     /// Queues a job (and schedules it at once if a rig is free).
     pub async fn submit_job(&self, caller: &Caller, r: JobRequest) -> Result<Job, FarmError> {
-        let plan = parse_plan(&r.plan_toml)?;
+        let plan = parse_plan(&r.plan_toml, caller, &self.cfg)?;
         if r.timeout.is_zero() {
             return Err(FarmError::InvalidArgument(
                 "timeout must be more than zero".into(),

@@ -230,7 +230,7 @@ pub(crate) fn report(st: &State, s: &Sweep, threshold_pct: f64) -> SweepReport {
 impl Farm {
     /// Starts a sweep: one job per matching rig.
     pub async fn submit_sweep(&self, caller: &Caller, r: SweepRequest) -> Result<Sweep, FarmError> {
-        let plan = parse_plan(&r.plan_toml)?;
+        let plan = parse_plan(&r.plan_toml, caller, &self.cfg)?;
         if r.name.trim().is_empty() {
             return Err(FarmError::InvalidArgument(
                 "a sweep needs a name (it is compared with the previous sweep of that name)".into(),

@@ -587,3 +587,57 @@ async fn a_restart_restores_leases_queue_jobs_and_the_fencing_counter() {
     assert_eq!(f.metrics().await.fencing_token, fencing);
     let _ = now_ms();
 }
+
+#[tokio::test]
+async fn only_the_configured_roles_may_submit_plans_with_scripts() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let script = JobRequest {
+        plan_toml:
+            "name = \"s\"\n[[step]]\nname = \"wipe\"\nkind = \"script\"\ncommand = \"true\"\n"
+                .into(),
+        ..job_request()
+    };
+    let e = f
+        .submit_job(&who("alice"), script.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FarmError::PermissionDenied(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("step 1 (wipe) is a script")
+            && e.to_string().contains("need role admin")
+            && e.to_string().contains("'alice' has role user"),
+        "{e}"
+    );
+    let admin = Caller {
+        name: "root".into(),
+        role: Role::Admin,
+    };
+    f.submit_job(&admin, script.clone()).await.unwrap();
+    // A controller that lets users run scripts.
+    let t2 = tempfile::tempdir().unwrap();
+    let f2 = Farm::open(Config {
+        script_roles: vec![Role::Admin, Role::User],
+        ..cfg(t2.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let (tx, _rx2) = mpsc::unbounded_channel();
+    let conn = f2.agent_connected("a", tx).await;
+    f2.agent_register(
+        "a",
+        conn,
+        Registration {
+            agent: "a".into(),
+            rigs: vec![AgentRig {
+                name: "r1".into(),
+                ..Default::default()
+            }],
+            jobs: vec![],
+            version: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    f2.submit_job(&who("alice"), script).await.unwrap();
+}

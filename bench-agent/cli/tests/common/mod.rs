@@ -44,9 +44,16 @@ impl Lab {
     }
     /// A rig file with one simulated rig `r1` (plus `console` extra), drive under the lab.
     pub fn rigs(&self, console: &str) -> String {
+        self.rigs_with("", console)
+    }
+    /// A rig file with `agent` lines in `[agent]` and one simulated rig `r1` (plus `rig` lines), drive under the
+    /// lab.
+    pub fn rigs_with(&self, agent: &str, rig: &str) -> String {
+        let console = rig;
         let text = format!(
             r#"[agent]
 name = "test"
+{agent}
 [[rig]]
 name = "r1"
 labels = {{ model = "X1" }}

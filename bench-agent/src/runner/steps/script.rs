@@ -13,6 +13,7 @@ use nvfarm_model::Outcome;
 
 use super::super::context::{Ctx, Fail, StepLog, StepResult};
 use crate::lines::read_lines;
+use crate::runner::preflight::{script_program, Launch};
 
 /// The environment a script sees: the rig, its drive's device names, the build under test.
 fn environment(ctx: &Ctx<'_>, deadline: Instant) -> Vec<(String, String)> {
@@ -53,11 +54,23 @@ pub(super) fn run(
     deadline: Instant,
     log: &mut StepLog<'_>,
 ) -> StepResult {
-    // The command is the plan's text as written: values reach it only through the environment.
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
+    // The command is the plan's text as written: values reach it only through the environment. A bench that
+    // confines scripts runs the program directly, without a shell.
+    let launch = script_program(&ctx.inventory.scripts, command, &ctx.inventory.file)
+        .map_err(|e| Fail::new(Outcome::Invalid, e))?;
+    let mut cmd = match &launch {
+        Launch::Shell(text) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(text);
+            c
+        }
+        Launch::Direct(program, args) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
