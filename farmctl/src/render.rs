@@ -24,41 +24,69 @@ pub fn note(line: impl std::fmt::Display) {
     eprintln!("farmctl: {line}");
 }
 
+/// Prints rows under headers, each column as wide as its widest cell (the last column is not padded).
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, (c, w)) in cells.into_iter().zip(&widths).enumerate() {
+            if i + 1 == n {
+                s.push_str(&c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    out(line(headers.iter().map(|h| h.to_string()).collect()));
+    for r in rows {
+        out(line(r));
+    }
+}
+
 /// The rig table.
 pub fn rigs(rigs: &[RigStatus]) {
-    out(format!(
-        "{:<14} {:<12} {:<12} {:<28} {:<10} HOLDER / REASON",
-        "RIG", "AGENT", "STATE", "LABELS", "FIRMWARE"
-    ));
-    for s in rigs {
-        let r = &s.rig;
-        let who = match &s.lease {
-            Some(l) => format!(
-                "{} ({}){}",
-                l.holder,
-                l.id,
-                if l.kind == nvfarm_model::farm::LeaseKind::Reservation {
-                    format!(" until {}", rfc3339(l.expires_ms))
-                } else {
-                    String::new()
-                }
-            ),
-            None => r.reason.clone(),
-        };
-        let mut state = r.state.to_string();
-        if r.health_check_pending {
-            state.push('*');
-        }
-        out(format!(
-            "{:<14} {:<12} {:<12} {:<28} {:<10} {}",
-            r.name,
-            r.agent,
-            state,
-            labels_text(&r.labels),
-            r.firmware_revision,
-            who
-        ));
-    }
+    let rows = rigs
+        .iter()
+        .map(|s| {
+            let r = &s.rig;
+            let who = match &s.lease {
+                Some(l) => format!(
+                    "{} ({}){}",
+                    l.holder,
+                    l.id,
+                    if l.kind == nvfarm_model::farm::LeaseKind::Reservation {
+                        format!(" until {}", rfc3339(l.expires_ms))
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => r.reason.clone(),
+            };
+            let mut state = r.state.to_string();
+            if r.health_check_pending {
+                state.push('*');
+            }
+            vec![
+                r.name.clone(),
+                r.agent.clone(),
+                state,
+                labels_text(&r.labels),
+                r.firmware_revision.clone(),
+                who,
+            ]
+        })
+        .collect();
+    table(
+        &["RIG", "AGENT", "STATE", "LABELS", "FIRMWARE", "HOLDER / REASON"],
+        rows,
+    );
 }
 
 /// One lease, as `reserve` prints it.
@@ -74,22 +102,24 @@ pub fn reserved(l: &Lease) {
 
 /// The job table.
 pub fn jobs(jobs: &[Job]) {
-    out(format!(
-        "{:<12} {:<10} {:<12} {:<10} {:<20} {:<10} MESSAGE",
-        "JOB", "STATE", "RIG", "PLAN", "FIRMWARE", "BY"
-    ));
-    for j in jobs {
-        out(format!(
-            "{:<12} {:<10} {:<12} {:<10} {:<20} {:<10} {}",
-            j.id,
-            j.state,
-            j.rig.as_deref().unwrap_or("-"),
-            j.plan_name,
-            j.firmware_name,
-            j.submitter,
-            j.message
-        ));
-    }
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.clone(),
+                j.state.to_string(),
+                j.rig.clone().unwrap_or_else(|| "-".into()),
+                j.plan_name.clone(),
+                j.firmware_name.clone(),
+                j.submitter.clone(),
+                j.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["JOB", "STATE", "RIG", "PLAN", "FIRMWARE", "BY", "MESSAGE"],
+        rows,
+    );
 }
 
 /// One job and its steps.
