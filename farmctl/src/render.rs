@@ -84,7 +84,14 @@ pub fn rigs(rigs: &[RigStatus]) {
         })
         .collect();
     table(
-        &["RIG", "AGENT", "STATE", "LABELS", "FIRMWARE", "HOLDER / REASON"],
+        &[
+            "RIG",
+            "AGENT",
+            "STATE",
+            "LABELS",
+            "FIRMWARE",
+            "HOLDER / REASON",
+        ],
         rows,
     );
 }
