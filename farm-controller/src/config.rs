@@ -258,10 +258,16 @@ impl Config {
             c.http = addr("http", h)?;
         }
         let dur = |key: &str, v: &Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+            const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
             match v {
                 None => Ok(d),
-                Some(s) => nvme_spec::units::parse_duration(s)
-                    .map_err(|e| invalid(format!("key '{key}': {e}"))),
+                Some(s) => match nvme_spec::units::parse_duration(s) {
+                    Ok(x) if x.is_zero() || x > MAX => Err(invalid(format!(
+                        "key '{key}': {s} must be more than zero and at most 30 days"
+                    ))),
+                    Ok(x) => Ok(x),
+                    Err(e) => Err(invalid(format!("key '{key}': {e}"))),
+                },
             }
         };
         c.heartbeat_interval = dur(
@@ -407,6 +413,7 @@ mod tests {
             ("listen = \"here\"\n", "'listen'"),
             ("[health]\nagent_timeout = \"1s\"\n", "twice"),
             ("colour = 1\n", "colour"),
+            ("[health]\nstop_grace = \"1000000y\"\n", "at most 30 days"),
             (
                 "[scripts]\nroles = [\"agent\"]\n",
                 "agent tokens do not submit plans",

@@ -164,22 +164,16 @@ impl Tx {
     }
 }
 
-/// The controller's durable storage.
+/// The open database: the records tree and the log tree.
 #[derive(Debug, Clone)]
-pub struct Store {
+struct Engine {
     db: sled::Db,
     main: sled::Tree,
     logs: sled::Tree,
-    blobs: PathBuf,
 }
 
-impl Store {
-    /// Opens (creating) the store in `dir`; a second controller on the same directory is refused.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir.join("artifacts")).map_err(|source| StoreError::File {
-            path: dir.join("artifacts"),
-            source,
-        })?;
+impl Engine {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
@@ -190,17 +184,60 @@ impl Store {
             })?;
         let main = db.open_tree("records")?;
         let logs = db.open_tree("logs")?;
+        Ok(Engine { db, main, logs })
+    }
+}
+
+/// The controller's durable storage. A write that fails (a full disk) closes the database; the next use opens
+/// it again from what is on disk, so the controller recovers by itself once the cause is gone, and never keeps
+/// serving a database whose memory holds a change the disk does not.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    engine: std::sync::Arc<std::sync::RwLock<Option<Engine>>>,
+    blobs: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir`; a second controller on the same directory is refused.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir.join("artifacts")).map_err(|source| StoreError::File {
+            path: dir.join("artifacts"),
+            source,
+        })?;
+        let engine = Engine::open(dir)?;
         Ok(Store {
-            db,
-            main,
-            logs,
+            dir: dir.to_path_buf(),
+            engine: std::sync::Arc::new(std::sync::RwLock::new(Some(engine))),
             blobs: dir.join("artifacts"),
         })
     }
 
-    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+    /// The open database, opening it again if a failure closed it.
+    fn engine(&self) -> Result<Engine, StoreError> {
+        if let Some(e) = self.engine.read().expect("store lock").as_ref() {
+            return Ok(e.clone());
+        }
+        let mut slot = self.engine.write().expect("store lock");
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let e = Engine::open(&self.dir)?;
+        tracing::info!(dir = %self.dir.display(), "store reopened from disk after a failure");
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Closes the database after a failed write: its memory may hold what the disk does not.
+    fn fail(&self, e: StoreError) -> StoreError {
+        tracing::error!("store write failed ({e}); closing the store to reopen it from disk");
+        *self.engine.write().expect("store lock") = None;
+        e
+    }
+
+    fn scan<T: DeserializeOwned>(main: &sled::Tree, prefix: &str) -> Result<Vec<T>, StoreError> {
         let mut out = vec![];
-        for kv in self.main.scan_prefix(prefix.as_bytes()) {
+        for kv in main.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;
             out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 key: String::from_utf8_lossy(&k).into(),
@@ -210,8 +247,8 @@ impl Store {
         Ok(out)
     }
 
-    fn meta(&self, key: &str) -> Result<u64, StoreError> {
-        match self.main.get(format!("meta/{key}"))? {
+    fn meta(main: &sled::Tree, key: &str) -> Result<u64, StoreError> {
+        match main.get(format!("meta/{key}"))? {
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 key: format!("meta/{key}"),
                 reason: e.to_string(),
@@ -221,10 +258,10 @@ impl Store {
     }
 
     /// Every job with its steps (records written before steps had their own keep them inline).
-    fn jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let mut jobs: Vec<Job> = self.scan("job/")?;
+    fn jobs(main: &sled::Tree) -> Result<Vec<Job>, StoreError> {
+        let mut jobs: Vec<Job> = Self::scan(main, "job/")?;
         let mut steps: std::collections::HashMap<String, Vec<StepReport>> = Default::default();
-        for kv in self.main.scan_prefix(b"step/") {
+        for kv in main.scan_prefix(b"step/") {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k).into_owned();
             let job = key
@@ -248,26 +285,35 @@ impl Store {
 
     /// Everything the store holds.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let e = self.engine()?;
+        let m = &e.main;
         Ok(Snapshot {
-            rigs: self.scan("rig/")?,
-            leases: self.scan("lease/")?,
-            requests: self.scan("req/")?,
-            jobs: self.jobs()?,
-            artifacts: self.scan("art/")?,
-            sweeps: self.scan("sweep/")?,
-            fencing: self.meta("fencing")?,
-            seq: self.meta("seq")?,
+            rigs: Self::scan(m, "rig/")?,
+            leases: Self::scan(m, "lease/")?,
+            requests: Self::scan(m, "req/")?,
+            jobs: Self::jobs(m)?,
+            artifacts: Self::scan(m, "art/")?,
+            sweeps: Self::scan(m, "sweep/")?,
+            fencing: Self::meta(m, "fencing")?,
+            seq: Self::meta(m, "seq")?,
         })
     }
 
-    /// Applies `tx` atomically and waits until it is on disk.
+    /// Applies `tx` atomically and waits until it is on disk. On failure the database is closed, to be reopened
+    /// from disk by the next use.
     pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
         if tx.empty {
             return Ok(());
         }
-        self.main.apply_batch(tx.batch)?;
-        self.db.flush_async().await?;
-        Ok(())
+        let e = self.engine()?;
+        let r: Result<(), StoreError> = async {
+            e.main.apply_batch(tx.batch)?;
+            e.db.flush_async().await?;
+            Ok(())
+        }
+        .await;
+        drop(e);
+        r.map_err(|err| self.fail(err))
     }
 
     /// Appends job log lines numbered from `first`.
@@ -281,17 +327,24 @@ impl Store {
         for (i, line) in lines.iter().enumerate() {
             b.insert(log_key(job_id, first + i as u64), json(line));
         }
-        self.logs.apply_batch(b)?;
-        self.db.flush_async().await?;
-        Ok(())
+        let e = self.engine()?;
+        let r: Result<(), StoreError> = async {
+            e.logs.apply_batch(b)?;
+            e.db.flush_async().await?;
+            Ok(())
+        }
+        .await;
+        drop(e);
+        r.map_err(|err| self.fail(err))
     }
 
     /// Log lines of a job from line `from` on, with their numbers.
     pub fn logs(&self, job_id: &str, from: u64) -> Result<Vec<(u64, LogLine)>, StoreError> {
+        let e = self.engine()?;
         let mut out = vec![];
         let start = log_key(job_id, from);
         let end = log_key(job_id, u64::MAX);
-        for kv in self.logs.range(start..end) {
+        for kv in e.logs.range(start..end) {
             let (k, v) = kv?;
             let mut n = [0u8; 8];
             n.copy_from_slice(&k[k.len().saturating_sub(8)..]);
@@ -306,7 +359,7 @@ impl Store {
 
     /// Flushes everything to disk (each commit already did).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.engine()?.db.flush()?;
         Ok(())
     }
 

@@ -4,9 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `t` in milliseconds since the Unix epoch (0 before 1970): the unit every nvfarm timestamp is stored in.
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
+
+/// `d` in whole milliseconds, saturating at `u64::MAX` (never wrapping to a small number).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Parses a byte size. `k`/`K`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` likewise; `kB`/`MB`/`GB`/`TB` are

@@ -123,12 +123,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let inventory = Inventory::load(&cfg.rigs_file, &cfg.work_dir)
         .map_err(|e| AgentError::Setup(e.to_string()))?;
-    let spool = Spool::open(&cfg.work_dir).map_err(|e| {
-        AgentError::Setup(format!(
-            "cannot use the work directory {}: {e}",
-            cfg.work_dir.display()
-        ))
-    })?;
+    let spool = Spool::open(&cfg.work_dir).map_err(|e| AgentError::Setup(e.to_string()))?;
     // Create simulated drives now, so their identity can be reported at registration.
     for rig in &inventory.rigs {
         if let Err(e) = rig.locator(&inventory.file, &cfg.sysfs) {

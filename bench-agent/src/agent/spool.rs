@@ -12,6 +12,30 @@ use nvfarm_model::link::JobResult;
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// The fencing tokens on disk, loaded once at open; written through on every change.
+    tokens: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+/// Why the spool cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The work directory cannot be used.
+    #[error("cannot use {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fencing-token file exists but cannot be read as tokens: starting would turn fencing off.
+    #[error("fencing token file {file} is unreadable ({reason}). The agent will not start without it: it is what stops a stale job from touching a rig after a newer one was assigned. Restore it from a backup; or, if it is lost for good, move it aside and start the agent only after the controller is up (its fencing counter only grows, so the tokens it hands out next are newer than any the agent accepted)")]
+    CorruptTokens {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -27,12 +51,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Spool {
-    /// Opens (creating) the spool under `work_dir`.
-    pub fn open(work_dir: &Path) -> std::io::Result<Self> {
+    /// Opens (creating) the spool under `work_dir`. A fencing-token file that exists but does not parse is an
+    /// error, never an empty set of tokens.
+    pub fn open(work_dir: &Path) -> Result<Self, SpoolError> {
         let dir = work_dir.join("agent");
-        std::fs::create_dir_all(dir.join("results"))?;
-        std::fs::create_dir_all(dir.join("artifacts"))?;
-        Ok(Spool { dir })
+        for d in [dir.join("results"), dir.join("artifacts")] {
+            std::fs::create_dir_all(&d).map_err(|source| SpoolError::Dir { dir: d, source })?;
+        }
+        let file = dir.join("fencing.json");
+        let tokens = match std::fs::read(&file) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| SpoolError::CorruptTokens {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(SpoolError::CorruptTokens {
+                    file,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        Ok(Spool {
+            dir,
+            tokens: std::sync::Arc::new(std::sync::Mutex::new(tokens)),
+        })
     }
 
     /// Where fetched firmware is cached.
@@ -42,24 +85,23 @@ impl Spool {
 
     /// Newest accepted fencing token per rig.
     pub fn tokens(&self) -> BTreeMap<String, u64> {
-        std::fs::read(self.dir.join("fencing.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        self.tokens.lock().expect("spool lock").clone()
     }
 
     /// Records `token` for `rig` durably; returns false (and records nothing) if an equal or newer token was
-    /// already accepted for that rig.
+    /// already accepted for that rig. Memory changes only once the file is written.
     pub fn accept_token(&self, rig: &str, token: u64) -> std::io::Result<bool> {
-        let mut t = self.tokens();
-        if t.get(rig).is_some_and(|&seen| seen >= token) {
+        let mut held = self.tokens.lock().expect("spool lock");
+        if held.get(rig).is_some_and(|&seen| seen >= token) {
             return Ok(false);
         }
-        t.insert(rig.to_string(), token);
+        let mut next = held.clone();
+        next.insert(rig.to_string(), token);
         write_atomic(
             &self.dir.join("fencing.json"),
-            &serde_json::to_vec_pretty(&t).expect("map serializes"),
+            &serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?,
         )?;
+        *held = next;
         Ok(true)
     }
 
@@ -125,5 +167,23 @@ mod tests {
         assert_eq!(Spool::open(t.path()).unwrap().pending_results(), vec![r]);
         s2.forget_result("job-1");
         assert!(s2.pending_results().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_token_file_stops_the_agent_instead_of_turning_fencing_off() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Spool::open(t.path()).unwrap();
+        assert!(s.accept_token("r1", 9).unwrap());
+        let file = t.path().join("agent/fencing.json");
+        std::fs::write(&file, b"{\"r1\": 9").unwrap(); // torn
+        let e = Spool::open(t.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("fencing token file")
+                && e.contains("fencing.json")
+                && e.contains("will not start"),
+            "{e}"
+        );
+        // The file is left as it was, for the operator.
+        assert_eq!(std::fs::read(&file).unwrap(), b"{\"r1\": 9");
     }
 }

@@ -45,7 +45,7 @@ impl Farm {
         conn: u64,
         reg: Registration,
     ) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let now = now_ms();
         let mut fx = Effects::default();
         if st.agents.get(agent).is_none_or(|s| s.conn != conn) {
@@ -122,7 +122,7 @@ impl Farm {
         // Reconcile jobs.
         let mut abandon = vec![];
         let mut reported_running = vec![];
-        let grace = now + self.cfg.agent_timeout.as_millis() as u64;
+        let grace = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
         for j in &reg.jobs {
             let current = st
                 .jobs
@@ -239,7 +239,7 @@ impl Farm {
         if s.lost {
             return; // it must register again
         }
-        let expires = now + self.cfg.agent_timeout.as_millis() as u64;
+        let expires = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
         for j in &hb.running_job_ids {
             if let Some(lease) = st.jobs.get(j).and_then(|j| j.lease_id.clone()) {
                 // A stopping job keeps its deadline: being alive is not confirming the stop.
@@ -253,7 +253,7 @@ impl Farm {
     /// A running job's progress: log lines (up to the job's log cap), its phase, the steps that ended. A job
     /// stopped by the controller still takes its agent's lines and steps until the agent confirms the stop.
     pub async fn agent_progress(&self, agent: &str, p: JobProgress) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         st.alive(agent);
         let cap = self.cfg.job_log_cap;
         let used = st.log_bytes.get(&p.job_id).copied().unwrap_or(0);
@@ -286,12 +286,12 @@ impl Farm {
             fx.event(FarmEvent::Job(job.id.clone()));
         }
         st.log_bytes.insert(p.job_id, used);
-        self.commit(&st, fx).await
+        self.commit(&mut st, fx).await
     }
 
     /// A job's result; stored if it is the current job, confirmed to the agent either way.
     pub async fn agent_result(&self, agent: &str, r: JobResult) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         st.alive(agent);
         let now = now_ms();
         let mut fx = Effects::default();
@@ -320,7 +320,7 @@ impl Farm {
 
     /// The agent refused an assignment: the job ends as an infrastructure error.
     pub async fn agent_refused(&self, agent: &str, r: Refusal) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let current = st
             .jobs
             .get(&r.job_id)

@@ -121,7 +121,7 @@ impl Farm {
         action: RigAction,
         reason: &str,
     ) -> Result<Rig, FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let Some(agent) = st.agent_of(rig) else {
             return Err(FarmError::NotFound(format!("no rig {rig}")));
         };

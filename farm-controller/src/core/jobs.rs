@@ -18,6 +18,9 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::store::Tx;
 
+/// The longest a job may take, queueing included.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A job as a client submits it.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
@@ -402,17 +405,19 @@ impl Farm {
     /// Queues a job (and schedules it at once if a rig is free).
     pub async fn submit_job(&self, caller: &Caller, r: JobRequest) -> Result<Job, FarmError> {
         let plan = parse_plan(&r.plan_toml, caller, &self.cfg)?;
-        if r.timeout.is_zero() {
-            return Err(FarmError::InvalidArgument(
-                "timeout must be more than zero".into(),
-            ));
+        if r.timeout.is_zero() || r.timeout > MAX_JOB_TIMEOUT {
+            return Err(FarmError::InvalidArgument(format!(
+                "--timeout {}: must be more than zero and at most {}",
+                humantime::format_duration(r.timeout),
+                humantime::format_duration(MAX_JOB_TIMEOUT)
+            )));
         }
         if r.priority == Priority::System {
             return Err(FarmError::InvalidArgument(
                 "priority system is reserved for the controller's health checks".into(),
             ));
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         if plan.flash_step().is_some() && r.artifact_sha256.is_empty() {
             return Err(FarmError::InvalidArgument(
                 "the plan flashes firmware: upload an artifact and give its sha256".into(),
@@ -448,7 +453,7 @@ impl Farm {
 
     /// Cancels a job; only its submitter or an admin may. A running job's agent is told to stop.
     pub async fn cancel_job(&self, caller: &Caller, id: &str) -> Result<Job, FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let Some(job) = st.jobs.get(id).cloned() else {
             return Err(FarmError::NotFound(format!("no job {id}")));
         };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nvfarm_model::farm::{JobState, Lease, LeaseKind, Priority, Request, RigState, Selector};
 use nvfarm_model::link::{Assignment, ToAgent};
-use nvfarm_model::time::now_ms;
+use nvfarm_model::time::{now_ms, rfc3339};
 
 use super::matching::{all_unusable, matching};
 use super::state::State;
@@ -152,7 +152,7 @@ impl Farm {
                 "priority system is reserved for the controller's health checks".into(),
             ));
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let rigs = matching(&st.rigs, &r.selector).map_err(FarmError::InvalidArgument)?;
         if !r.wait {
             if let Some(why) = all_unusable(&rigs) {
@@ -178,7 +178,7 @@ impl Farm {
         fx.tx.request(&req);
         grant_waiting(&mut st, now, self.cfg.aging, &mut fx);
         if let Some(lease) = st.grants.get(&id).and_then(|l| st.leases.get(l)).cloned() {
-            self.commit(&st, fx).await?;
+            self.commit(&mut st, fx).await?;
             return Ok(Reservation::Granted(lease));
         }
         let waiting = scheduler::waiting_because(
@@ -193,14 +193,14 @@ impl Farm {
             // Not waiting: drop the request again (other grants in this pass still stand).
             st.requests.remove(&id);
             fx.tx.drop_request(&id);
-            self.commit(&st, fx).await?;
+            self.commit(&mut st, fx).await?;
             return Err(FarmError::Busy(format!(
                 "no rig free now: {waiting} (use --wait to queue)"
             )));
         }
         let position = scheduler::position(&st.requests, &id, now, self.cfg.aging);
         fx.event(FarmEvent::Request(id.clone()));
-        self.commit(&st, fx).await?;
+        self.commit(&mut st, fx).await?;
         Ok(Reservation::Queued {
             request_id: id,
             position,
@@ -210,7 +210,7 @@ impl Farm {
 
     /// Withdraws a waiting request (a job's request cancels the job).
     pub async fn cancel_request(&self, caller: &Caller, id: &str) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let Some(req) = st.requests.get(id).cloned() else {
             return Err(FarmError::NotFound(format!("no waiting request {id}")));
         };
@@ -228,12 +228,12 @@ impl Farm {
         st.requests.remove(id);
         fx.tx.drop_request(id);
         fx.event(FarmEvent::Request(id.to_string()));
-        self.commit(&st, fx).await
+        self.commit(&mut st, fx).await
     }
 
     /// Ends a reservation early; only its holder or an admin may.
     pub async fn release(&self, caller: &Caller, lease_id: &str) -> Result<Lease, FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let Some(lease) = st.leases.get(lease_id).cloned() else {
             return Err(FarmError::NotFound(format!(
                 "no active lease {lease_id} (released or expired already?)"
@@ -265,7 +265,7 @@ impl Farm {
         lease_id: &str,
         by: Duration,
     ) -> Result<Lease, FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let Some(lease) = st.leases.get_mut(lease_id) else {
             return Err(FarmError::NotFound(format!("no active lease {lease_id}")));
         };
@@ -280,12 +280,27 @@ impl Farm {
                 "only reservations are extended; job leases follow their job".into(),
             ));
         }
-        lease.expires_ms = lease.expires_ms.max(now_ms()) + by.as_millis() as u64;
-        let l = lease.clone();
+        let now = now_ms();
+        let from = lease.expires_ms.max(now);
+        let max_ms = MAX_RESERVATION.as_millis() as u64;
+        let room = (now.saturating_add(max_ms)).saturating_sub(from);
+        let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        if by.is_zero() || by_ms > room {
+            return Err(FarmError::InvalidArgument(format!(
+                "--for {}: a reservation may run at most {} ahead; lease {lease_id} ends at {}, so it can be extended by at most {}",
+                humantime::format_duration(by),
+                humantime::format_duration(MAX_RESERVATION),
+                rfc3339(lease.expires_ms),
+                humantime::format_duration(Duration::from_secs(room / 1000)),
+            )));
+        }
+        let mut l = lease.clone();
+        l.expires_ms = from + by_ms;
         let mut fx = Effects::default();
         fx.tx.lease(&l);
         fx.event(FarmEvent::Rig(l.rig.clone()));
-        self.commit(&st, fx).await?;
+        st.leases.insert(l.id.clone(), l.clone());
+        self.commit(&mut st, fx).await?;
         Ok(l)
     }
 }

@@ -2,18 +2,17 @@
 //! caller's mistake (an unknown rig or label, with the names that would work), and rigs that exist but cannot
 //! take work now (quarantined, in maintenance, offline) are named with their reasons. Pure functions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use nvfarm_model::farm::{labels_text, Rig, RigState, Selector};
+
+use super::scheduler::Records;
 
 /// At most this many names in a list of alternatives.
 const LIST_MAX: usize = 20;
 
 /// The rigs `sel` matches, or why no rig could ever match it, with what would.
-pub fn matching<'a>(
-    rigs: &'a BTreeMap<String, Rig>,
-    sel: &Selector,
-) -> Result<Vec<&'a Rig>, String> {
+pub fn matching<'a>(rigs: &'a Records<Rig>, sel: &Selector) -> Result<Vec<&'a Rig>, String> {
     if rigs.is_empty() {
         return Err("the farm has no rigs yet: start a bench-agent with a rig file".into());
     }
@@ -127,8 +126,8 @@ mod tests {
     use super::*;
     use nvfarm_model::farm::parse_labels;
 
-    fn rigs() -> BTreeMap<String, Rig> {
-        let mut m = BTreeMap::new();
+    fn rigs() -> Records<Rig> {
+        let mut m = Records::new();
         for (name, labels, state) in [
             ("bench-r1", "model=X1,site=lab", RigState::Idle),
             ("bench-r2", "model=X1,site=lab", RigState::Quarantined),

@@ -65,8 +65,8 @@ pub enum FarmError {
     /// The caller's session was replaced by a newer one.
     #[error("{0}")]
     Superseded(String),
-    /// The store failed; nothing was acknowledged.
-    #[error("the controller's store failed: {0}")]
+    /// The store failed; nothing was acknowledged and nothing changed.
+    #[error("the controller's store failed: {0}; nothing was changed")]
     Store(#[from] StoreError),
 }
 
@@ -97,6 +97,28 @@ impl Effects {
     }
     pub fn event(&mut self, e: FarmEvent) {
         self.events.push(e);
+    }
+}
+
+/// The state locked for a change: records not committed by the time it goes are rolled back.
+pub(crate) struct Change<'a>(tokio::sync::MutexGuard<'a, State>);
+
+impl std::ops::Deref for Change<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Change<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        self.0.roll_back();
     }
 }
 
@@ -168,14 +190,42 @@ impl Farm {
         Ok(self.store.flush()?)
     }
 
-    /// Commits `fx.tx`, then delivers `fx.out` and emits `fx.events`. The order is the durability guarantee.
-    async fn commit(&self, st: &State, fx: Effects) -> Result<(), FarmError> {
-        self.store.commit(fx.tx).await?;
+    /// Commits `fx.tx`, then delivers `fx.out` and emits `fx.events`. The order is the durability guarantee. When
+    /// the commit fails nothing is delivered and the records go back to their last committed state: memory never
+    /// holds a change the caller is told failed.
+    async fn commit(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
+        if let Err(e) = self.store.commit(fx.tx).await {
+            st.roll_back();
+            st.resync = true;
+            return Err(e.into());
+        }
+        st.mark();
         st.deliver(fx.out);
         for e in fx.events {
             let _ = self.events.send(e);
         }
         Ok(())
+    }
+
+    /// The state, for a change: marked, so whatever the change does not commit is rolled back when the guard
+    /// goes. After a failed write, the records are first reloaded from the store once it can be read again (in
+    /// case the failed write landed after all).
+    async fn lock(&self) -> Result<Change<'_>, FarmError> {
+        let mut st = self.state.lock().await;
+        if st.resync {
+            match self.store.load() {
+                Ok(snap) => {
+                    st.reload(snap);
+                    st.resync = false;
+                    tracing::info!("the store is back: records reloaded from it");
+                }
+                Err(e) => tracing::warn!(
+                    "the store is still failing ({e}); serving the last committed state"
+                ),
+            }
+        }
+        st.mark();
+        Ok(Change(st))
     }
 
     /// Plans health checks, schedules, and commits: after any change that may free or need a rig.

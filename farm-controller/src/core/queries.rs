@@ -224,11 +224,11 @@ impl Farm {
 
     /// Records an artifact whose bytes are in place.
     pub async fn put_artifact(&self, a: Artifact) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let mut fx = super::Effects::default();
         fx.tx.artifact(&a);
         st.artifacts.insert(a.sha256.clone(), a);
-        self.commit(&st, fx).await
+        self.commit(&mut st, fx).await
     }
 
     /// Counts for `/metrics`.

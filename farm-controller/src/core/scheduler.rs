@@ -6,10 +6,14 @@
 //! requests never age past the others, so they only take rigs nobody else is waiting for. A rig whose last job
 //! ended in an infrastructure error goes only to its own health check until that passes.
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::HashSet;
+
+/// The farm's records by id (a persistent map: cheap to snapshot).
+pub type Records<T> = imbl::OrdMap<String, T>;
+use std::time::Duration;
 
 use nvfarm_model::farm::{Lease, LeaseKind, Priority, Request, Rig, RigState};
+use nvfarm_model::time::rfc3339;
 
 /// A request's rank in service order (higher first).
 fn rank(p: Priority) -> u32 {
@@ -69,8 +73,8 @@ pub struct Grant {
 
 /// Every request that can be served now, in service order, each with its rig (a rig is granted once).
 pub fn schedule(
-    rigs: &BTreeMap<String, Rig>,
-    requests: &BTreeMap<String, Request>,
+    rigs: &Records<Rig>,
+    requests: &Records<Request>,
     now: u64,
     aging: Duration,
 ) -> Vec<Grant> {
@@ -92,7 +96,7 @@ pub fn schedule(
 }
 
 /// 1-based place of request `id` in service order (0 if it is not waiting).
-pub fn position(requests: &BTreeMap<String, Request>, id: &str, now: u64, aging: Duration) -> u32 {
+pub fn position(requests: &Records<Request>, id: &str, now: u64, aging: Duration) -> u32 {
     service_order(requests.values(), now, aging)
         .iter()
         .position(|r| r.id == id)
@@ -102,9 +106,9 @@ pub fn position(requests: &BTreeMap<String, Request>, id: &str, now: u64, aging:
 
 /// Why `req` is still waiting, in words.
 pub fn waiting_because(
-    rigs: &BTreeMap<String, Rig>,
-    leases: &BTreeMap<String, Lease>,
-    requests: &BTreeMap<String, Request>,
+    rigs: &Records<Rig>,
+    leases: &Records<Lease>,
+    requests: &Records<Request>,
     req: &Request,
     now: u64,
     aging: Duration,
@@ -128,9 +132,7 @@ pub fn waiting_because(
                     "{} reserved by {} until {}",
                     r.name,
                     l.holder,
-                    humantime::format_rfc3339_seconds(
-                        UNIX_EPOCH + Duration::from_millis(l.expires_ms)
-                    )
+                    rfc3339(l.expires_ms)
                 ),
                 Some(l) if l.stopping.is_some() => format!(
                     "{} finishing {} job {} (waiting for its agent to confirm the stop)",
@@ -172,7 +174,7 @@ mod tests {
         r
     }
 
-    fn rigs(list: &[Rig]) -> BTreeMap<String, Rig> {
+    fn rigs(list: &[Rig]) -> Records<Rig> {
         list.iter().map(|r| (r.name.clone(), r.clone())).collect()
     }
 
@@ -188,7 +190,7 @@ mod tests {
         }
     }
 
-    fn reqs(list: &[Request]) -> BTreeMap<String, Request> {
+    fn reqs(list: &[Request]) -> Records<Request> {
         list.iter().map(|r| (r.id.clone(), r.clone())).collect()
     }
 
@@ -276,7 +278,7 @@ mod tests {
         assert!(schedule(&r, &only_user, 10, AGING).is_empty());
         let why = waiting_because(
             &r,
-            &BTreeMap::new(),
+            &Records::new(),
             &only_user,
             &only_user["user"],
             10,
@@ -294,7 +296,7 @@ mod tests {
         off.state = RigState::Offline;
         off.reason = "agent a silent".into();
         let r = rigs(&[leased, off]);
-        let leases: BTreeMap<String, Lease> = [(
+        let leases: Records<Lease> = [(
             "lease-1".to_string(),
             Lease {
                 id: "lease-1".into(),
@@ -308,7 +310,8 @@ mod tests {
                 stopping: None,
             },
         )]
-        .into();
+        .into_iter()
+        .collect();
         let q = reqs(&[req("b", Priority::Ci, 1, model("X"))]);
         let why = waiting_because(&r, &leases, &q, &q["b"], 10, AGING);
         assert!(
@@ -329,7 +332,7 @@ mod tests {
         leased.state = RigState::Leased;
         leased.lease_id = Some("lease-1".into());
         let r = rigs(&[leased]);
-        let leases: BTreeMap<String, Lease> = [(
+        let leases: Records<Lease> = [(
             "lease-1".to_string(),
             Lease {
                 id: "lease-1".into(),
@@ -343,7 +346,8 @@ mod tests {
                 stopping: Some("cancelled".into()),
             },
         )]
-        .into();
+        .into_iter()
+        .collect();
         let q = reqs(&[req("b", Priority::Ci, 1, model("X"))]);
         let why = waiting_because(&r, &leases, &q, &q["b"], 10, AGING);
         assert!(

@@ -1,12 +1,13 @@
 //! The farm's in-memory state: the records the store holds, plus the connected agents and recent grants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use nvfarm_model::farm::{Artifact, Job, Lease, LeaseKind, Request, Rig, RigState, Sweep};
 use nvfarm_model::link::ToAgent;
 
 use super::agents::AgentSender;
+use super::scheduler::Records;
 use crate::config::Config;
 use crate::store::{Snapshot, Tx};
 
@@ -23,12 +24,12 @@ pub(crate) struct AgentSession {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub rigs: BTreeMap<String, Rig>,
-    pub leases: BTreeMap<String, Lease>,
-    pub requests: BTreeMap<String, Request>,
-    pub jobs: BTreeMap<String, Job>,
-    pub artifacts: BTreeMap<String, Artifact>,
-    pub sweeps: BTreeMap<String, Sweep>,
+    pub rigs: Records<Rig>,
+    pub leases: Records<Lease>,
+    pub requests: Records<Request>,
+    pub jobs: Records<Job>,
+    pub artifacts: Records<Artifact>,
+    pub sweeps: Records<Sweep>,
     /// The last fencing token handed out.
     pub fencing: u64,
     /// The last id sequence number handed out.
@@ -41,6 +42,25 @@ pub(crate) struct State {
     pub next_conn: u64,
     /// Bytes of log stored per job (for the log cap).
     pub log_bytes: HashMap<String, u64>,
+    /// The records as of the last commit, while a change is under way (see [`Marked`]).
+    mark: Option<Marked>,
+    /// A write failed: reload the records from the store once it can be read, in case the failed write landed.
+    pub resync: bool,
+}
+
+/// The records at a point in time. Taking one costs O(1) (the maps share structure), so every change starts by
+/// marking the state and ends either committed (a new mark) or rolled back to the mark: memory never holds a
+/// record the store does not.
+#[derive(Debug, Clone)]
+struct Marked {
+    rigs: Records<Rig>,
+    leases: Records<Lease>,
+    requests: Records<Request>,
+    jobs: Records<Job>,
+    artifacts: Records<Artifact>,
+    sweeps: Records<Sweep>,
+    fencing: u64,
+    seq: u64,
 }
 
 impl State {
@@ -70,7 +90,7 @@ impl State {
         for mut l in snap.leases {
             // Reservations keep their own clock.
             if l.kind == LeaseKind::Job {
-                l.expires_ms = now + cfg.agent_timeout.as_millis() as u64;
+                l.expires_ms = now.saturating_add(cfg.agent_timeout.as_millis() as u64);
             }
             st.leases.insert(l.id.clone(), l);
         }
@@ -90,6 +110,71 @@ impl State {
             st.sweeps.insert(s.id.clone(), s);
         }
         (st, tx)
+    }
+
+    /// Marks the records as they are now: a change rolls back to here unless it is committed.
+    pub fn mark(&mut self) {
+        self.mark = Some(Marked {
+            rigs: self.rigs.clone(),
+            leases: self.leases.clone(),
+            requests: self.requests.clone(),
+            jobs: self.jobs.clone(),
+            artifacts: self.artifacts.clone(),
+            sweeps: self.sweeps.clone(),
+            fencing: self.fencing,
+            seq: self.seq,
+        });
+    }
+
+    /// Puts the records back as they were at the mark (what the store holds), if a change is under way.
+    pub fn roll_back(&mut self) {
+        if let Some(m) = self.mark.take() {
+            self.rigs = m.rigs;
+            self.leases = m.leases;
+            self.requests = m.requests;
+            self.jobs = m.jobs;
+            self.artifacts = m.artifacts;
+            self.sweeps = m.sweeps;
+            self.fencing = m.fencing;
+            self.seq = m.seq;
+            self.grants
+                .retain(|_, lease| self.leases.contains_key(lease));
+        }
+    }
+
+    /// Replaces every record with the store's (sessions, grants and log counters stay): what memory holds after
+    /// a write failed.
+    pub fn reload(&mut self, snap: Snapshot) {
+        let lines: HashMap<String, u64> = self
+            .jobs
+            .iter()
+            .map(|(id, j)| (id.clone(), j.log_lines))
+            .collect();
+        self.rigs = snap.rigs.into_iter().map(|r| (r.name.clone(), r)).collect();
+        self.leases = snap.leases.into_iter().map(|l| (l.id.clone(), l)).collect();
+        self.requests = snap
+            .requests
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        self.jobs = snap
+            .jobs
+            .into_iter()
+            .map(|mut j| {
+                j.log_lines = lines.get(&j.id).copied().unwrap_or(0);
+                (j.id.clone(), j)
+            })
+            .collect();
+        self.artifacts = snap
+            .artifacts
+            .into_iter()
+            .map(|a| (a.sha256.clone(), a))
+            .collect();
+        self.sweeps = snap.sweeps.into_iter().map(|s| (s.id.clone(), s)).collect();
+        self.fencing = snap.fencing;
+        self.seq = snap.seq;
+        self.grants
+            .retain(|_, lease| self.leases.contains_key(lease));
     }
 
     /// A new id like `job-000042` (the counter is stored with the change that uses it).

@@ -13,11 +13,14 @@ use nvfarm_model::farm::{
 use nvfarm_model::time::now_ms;
 use nvfarm_model::Outcome;
 
-use super::jobs::{enqueue, new_job, parse_plan, JobRequest};
+use super::jobs::{enqueue, new_job, parse_plan, JobRequest, MAX_JOB_TIMEOUT};
 use super::matching::{all_unusable, matching, unusable};
 use super::state::State;
 use super::{Effects, Farm, FarmError};
 use crate::auth::Caller;
+
+/// The most re-runs of a failed rig a sweep may ask for.
+pub const MAX_RETRIES: u32 = 10;
 
 /// A sweep as a client submits it.
 #[derive(Clone, Debug)]
@@ -236,12 +239,25 @@ impl Farm {
                 "a sweep needs a name (it is compared with the previous sweep of that name)".into(),
             ));
         }
+        if r.timeout.is_zero() || r.timeout > MAX_JOB_TIMEOUT {
+            return Err(FarmError::InvalidArgument(format!(
+                "--timeout {}: must be more than zero and at most {}",
+                humantime::format_duration(r.timeout),
+                humantime::format_duration(MAX_JOB_TIMEOUT)
+            )));
+        }
+        if r.retries > MAX_RETRIES {
+            return Err(FarmError::InvalidArgument(format!(
+                "--retries {}: at most {MAX_RETRIES}",
+                r.retries
+            )));
+        }
         if r.priority == Priority::System {
             return Err(FarmError::InvalidArgument(
                 "priority system is reserved for the controller's health checks".into(),
             ));
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let sel = Selector::labels(r.labels.clone());
         let matched = matching(&st.rigs, &sel).map_err(FarmError::InvalidArgument)?;
         if let Some(why) = all_unusable(&matched) {

@@ -641,3 +641,88 @@ async fn only_the_configured_roles_may_submit_plans_with_scripts() {
     .unwrap();
     f2.submit_job(&who("alice"), script).await.unwrap();
 }
+
+#[tokio::test]
+async fn absurd_numbers_are_refused_and_nothing_panics_later() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+    let alice = who("alice");
+    let Reservation::Granted(l) = f
+        .reserve(
+            &alice,
+            reservation(
+                Selector::rig("r1"),
+                Priority::Interactive,
+                Duration::from_secs(3600),
+                false,
+            ),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    for by in [
+        Duration::from_secs(600_000_000 * 86_400),
+        Duration::MAX,
+        Duration::from_secs(8 * 86_400),
+        Duration::ZERO,
+    ] {
+        let e = f.extend(&alice, &l.id, by).await.unwrap_err();
+        assert!(matches!(e, FarmError::InvalidArgument(_)), "{by:?}: {e:?}");
+        assert!(e.to_string().contains("at most 7days"), "{e}");
+    }
+    let longer = f
+        .extend(&alice, &l.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(longer.expires_ms > l.expires_ms);
+    // Everything that renders the lease still works.
+    f.queue().await;
+    f.rigs(&Default::default()).await;
+    let e = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                timeout: Duration::from_secs(u64::MAX),
+                ..job_request()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 30days"), "{e}");
+}
+
+#[tokio::test]
+async fn after_a_restart_a_job_whose_agent_never_returns_ends_within_the_grace_period() {
+    let t = tempfile::tempdir().unwrap();
+    let short = |dir: &std::path::Path| Config {
+        agent_timeout: Duration::from_millis(100),
+        ..cfg(dir, Duration::from_secs(60))
+    };
+    let job = {
+        let (f, _rx) = farm(t.path(), Duration::from_secs(60), 1).await;
+        f.submit_job(&who("alice"), job_request()).await.unwrap()
+        // Dropped: the controller dies with the job assigned.
+    };
+    let f = Farm::open(short(t.path())).await.unwrap();
+    f.tick().await.unwrap();
+    assert_eq!(
+        f.job(&job.id).await.unwrap().state,
+        JobState::Assigned,
+        "within the grace period the job waits for its agent"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    f.tick().await.unwrap();
+    let j = f.job(&job.id).await.unwrap();
+    assert_eq!(j.state, JobState::Error, "{j:?}");
+    assert!(
+        j.message
+            .contains("did not come back within 100ms after the controller restarted"),
+        "{}",
+        j.message
+    );
+    let r = f.rig("r1").await.unwrap();
+    assert_eq!(r.rig.state, RigState::Offline);
+    assert!(r.lease.is_none(), "the rig is not held");
+}

@@ -2,10 +2,10 @@
 //! their overall timeout are stopped, stopped jobs whose agent never confirmed free their rig (after a health
 //! check); then whatever was freed is scheduled.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nvfarm_model::farm::{JobState, Lease, LeaseKind, RigState};
-use nvfarm_model::time::now_ms;
+use nvfarm_model::time::{now_ms, rfc3339};
 
 use super::jobs::{finish, give_up, stop};
 use super::leases::drop_reservation;
@@ -64,12 +64,57 @@ fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effe
                     r.state = RigState::Offline;
                     r.reason = format!(
                         "agent {agent} silent since {}",
-                        humantime::format_rfc3339_seconds(SystemTime::now() - timeout)
+                        rfc3339(now.saturating_sub(nvme_spec::units::millis(timeout)))
                     );
                 }
                 // Reservations on an offline rig stay until they expire; nothing runs meanwhile.
                 fx.tx.rig(r);
                 fx.event(FarmEvent::Rig(rig.clone()));
+            }
+        }
+    }
+}
+
+/// Ends jobs whose lease ran out without a word from their agent: after a controller restart the agent gets
+/// `agent_timeout` to come back (heartbeats renew a running job's lease); one that does not loses the job (error)
+/// and its rig goes offline.
+fn expire_job_leases(st: &mut State, timeout: Duration, now: u64, fx: &mut Effects) {
+    let expired: Vec<Lease> = st
+        .leases
+        .values()
+        .filter(|l| {
+            l.kind == LeaseKind::Job
+                && l.stopping.is_none()
+                && l.expires_ms > 0
+                && l.expires_ms <= now
+        })
+        .cloned()
+        .collect();
+    for l in expired {
+        let Some(job) = l.job_id.as_deref() else {
+            continue;
+        };
+        let agent = st.agent_of(&l.rig).unwrap_or_default();
+        let never_back = !st.agents.contains_key(&agent);
+        let why = if never_back {
+            format!(
+                "agent {agent} did not come back within {} after the controller restarted",
+                humantime::format_duration(timeout)
+            )
+        } else {
+            format!(
+                "agent {agent} stopped renewing the job's lease (no heartbeat for {})",
+                humantime::format_duration(timeout)
+            )
+        };
+        tracing::warn!(job, rig = l.rig, "{why}");
+        finish(st, job, JobState::Error, why.clone(), None, now, fx);
+        if let Some(r) = st.rigs.get_mut(&l.rig) {
+            if st.agents.get(&agent).is_none_or(|a| a.lost) && r.state != RigState::Quarantined {
+                r.state = RigState::Offline;
+                r.reason = why;
+                fx.tx.rig(r);
+                fx.event(FarmEvent::Rig(l.rig.clone()));
             }
         }
     }
@@ -100,7 +145,11 @@ fn time_out_jobs(st: &mut State, stop_grace: Duration, now: u64, fx: &mut Effect
     let timed_out: Vec<String> = st
         .jobs
         .values()
-        .filter(|j| !j.state.is_terminal() && j.timeout_ms > 0 && now > j.created_ms + j.timeout_ms)
+        .filter(|j| {
+            !j.state.is_terminal()
+                && j.timeout_ms > 0
+                && now > j.created_ms.saturating_add(j.timeout_ms)
+        })
         .map(|j| j.id.clone())
         .collect();
     for id in timed_out {
@@ -157,11 +206,12 @@ fn give_up_on_stops(st: &mut State, now: u64, fx: &mut Effects) {
 impl Farm {
     /// Periodic work: silent agents, expired reservations, job timeouts, unconfirmed stops, then scheduling.
     pub async fn tick(&self) -> Result<(), FarmError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.lock().await?;
         let now = now_ms();
         let mut fx = Effects::default();
         lose_silent_agents(&mut st, self.cfg.agent_timeout, now, &mut fx);
         expire_reservations(&mut st, now, &mut fx);
+        expire_job_leases(&mut st, self.cfg.agent_timeout, now, &mut fx);
         time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
         give_up_on_stops(&mut st, now, &mut fx);
         self.reschedule(&mut st, fx).await

@@ -489,10 +489,15 @@ impl FarmApi for FarmService {
     ) -> Result<Response<pb::SweepReport>, Status> {
         require(&caller(&req)?, CLIENTS, "reading a sweep")?;
         let r = req.into_inner();
-        let threshold = if r.regression_threshold_pct <= 0.0 {
+        let t = r.regression_threshold_pct;
+        let threshold = if t == 0.0 {
             25.0
+        } else if t.is_finite() && t > 0.0 && t <= 10_000.0 {
+            t
         } else {
-            r.regression_threshold_pct
+            return Err(Status::invalid_argument(format!(
+                "regression_threshold_pct {t}: must be a percentage above 0 (0 means the default, 25)"
+            )));
         };
         let report = self.farm.sweep_report(&r.id, threshold).await?;
         Ok(Response::new(pb::SweepReport::from(&report)))

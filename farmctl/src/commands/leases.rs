@@ -25,7 +25,7 @@ pub(super) async fn reserve(
     let r = c
         .reserve(pb::ReserveRequest {
             selector: Some(selector_pb(&sel)),
-            duration_ms: duration.as_millis() as u64,
+            duration_ms: nvme_spec::units::millis(duration),
             priority,
             wait,
             holder: String::new(),
@@ -117,7 +117,7 @@ pub(super) async fn extend(
     let l = c
         .extend(pb::ExtendRequest {
             lease_id,
-            duration_ms: duration.as_millis() as u64,
+            duration_ms: nvme_spec::units::millis(duration),
         })
         .await?
         .into_inner();

@@ -58,7 +58,7 @@ pub(super) async fn run(
             plan_name: plan_name.clone(),
             artifact_sha256: fw.sha256,
             firmware_name: fw.name,
-            timeout_ms: a.timeout.as_millis() as u64,
+            timeout_ms: nvme_spec::units::millis(a.timeout),
             priority: a.priority,
             submitter: String::new(),
             sweep_id: String::new(),

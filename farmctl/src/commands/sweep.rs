@@ -42,7 +42,7 @@ pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<Ex
             plan_name,
             artifact_sha256: fw.sha256,
             firmware_name: fw.name,
-            timeout_ms: a.timeout.as_millis() as u64,
+            timeout_ms: nvme_spec::units::millis(a.timeout),
             priority: a.priority,
             submitter: String::new(),
             retries: a.retries,
