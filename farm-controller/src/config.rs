@@ -23,6 +23,10 @@
 //! roles = ["admin"]                # who may submit plans with `script` steps (they run shell commands on the
 //!                                  # bench as the agent's user): the default is admin only
 //!
+//! [rigs]
+//! operators = ["admin"]            # who may quarantine, restore and put rigs into maintenance (default admin)
+//! owners = { "rig-07a" = "bench-07" }   # which agent a rig belongs to (default: the first to register it)
+//!
 //! [tls]                            # optional: serve gRPC over TLS (rustls)
 //! cert = "/etc/nvfarm/tls.crt"
 //! key = "/etc/nvfarm/tls.key"
@@ -127,6 +131,14 @@ struct RawScripts {
     roles: Option<Vec<Role>>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRigs {
+    operators: Option<Vec<Role>>,
+    #[serde(default)]
+    owners: std::collections::BTreeMap<String, String>,
+}
+
 /// TLS for the gRPC side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +163,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     scripts: RawScripts,
+    #[serde(default)]
+    rigs: RawRigs,
     tls: Option<TlsConfig>,
     #[serde(default)]
     token: Vec<TokenEntry>,
@@ -197,6 +211,10 @@ pub struct Config {
     pub job_log_cap: u64,
     /// The roles that may submit plans with `script` steps.
     pub script_roles: Vec<Role>,
+    /// The roles that may quarantine, restore and put rigs into maintenance.
+    pub rig_operators: Vec<Role>,
+    /// Which agent each named rig belongs to (others: the first agent to register them).
+    pub rig_owners: std::collections::BTreeMap<String, String>,
     /// Serve gRPC over TLS with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Bearer tokens; empty: no authentication, loopback only.
@@ -217,6 +235,8 @@ impl Default for Config {
             aging: Duration::from_secs(300),
             job_log_cap: 64 << 20,
             script_roles: vec![Role::Admin],
+            rig_operators: vec![Role::Admin],
+            rig_owners: Default::default(),
             tls: None,
             tokens: vec![],
         }
@@ -332,6 +352,16 @@ impl Config {
             }
             c.script_roles = roles;
         }
+        if let Some(ops) = raw.rigs.operators {
+            if ops.contains(&Role::Agent) {
+                return Err(invalid(
+                    "key 'rigs.operators': agents do not operate rigs; use admin, user or ci"
+                        .into(),
+                ));
+            }
+            c.rig_operators = ops;
+        }
+        c.rig_owners = raw.rigs.owners;
         c.tls = raw.tls;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in raw.token.iter().enumerate() {

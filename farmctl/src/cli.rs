@@ -194,4 +194,13 @@ pub enum RigAction {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Give a rig to another agent (admin only; the rig must not be leased). It stays offline until that agent
+    /// registers it; its old agent can no longer register it.
+    Move {
+        /// The rig.
+        name: String,
+        /// The agent that owns it from now on.
+        #[arg(long)]
+        to: String,
+    },
 }

@@ -2,9 +2,11 @@
 //! farmctl. Each test builds its own lab (ports, data dir, rigs). One test binary, scenarios grouped by theme:
 //!
 //! - [`scenarios`]: the farm's main paths (CI stage, sweeps, leases, restarts, TLS, tokens);
-//! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then.
+//! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then;
+//! - [`faults`]: the controller while its parts fail or are attacked (paused agents, foreign agents, roles).
 
 mod failure_paths;
+mod faults;
 mod scenarios;
 
 use std::io::Read;

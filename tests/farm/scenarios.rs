@@ -228,7 +228,17 @@ fn two_clients_racing_for_one_rig_get_it_one_after_the_other() {
         .unwrap();
     let lease: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(lease["rig"], "bench-r1");
-    std::thread::sleep(Duration::from_millis(500));
+    // The other client's request is in the queue (it may reach the controller after the winner's grant).
+    lab.wait(
+        "the second request to queue",
+        Duration::from_secs(20),
+        || {
+            lab.farmctl(&["--json", "queue"])
+                .json()
+                .as_array()
+                .is_some_and(|q| q.len() == 1)
+        },
+    );
     assert!(
         loser.try_wait().unwrap().is_none(),
         "both clients got the rig"
@@ -255,13 +265,6 @@ fn two_clients_racing_for_one_rig_get_it_one_after_the_other() {
     let second: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(second["rig"], "bench-r1");
     assert!(second["fencing_token"].as_u64() > lease["fencing_token"].as_u64());
-    // Only the holder releases.
-    let o = lab
-        .farmctl_cmd(&["release", second["id"].as_str().unwrap()])
-        .env("USER", "mallory")
-        .output()
-        .unwrap();
-    let _ = o; // without tokens every caller is an admin; the token test covers holder checks
     assert!(lab
         .farmctl(&["--json", "queue"])
         .json()
@@ -398,9 +401,24 @@ fn the_controller_killed_mid_job_comes_back_with_the_truth_and_no_double_lease()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    lab.wait(
+        "the reservation request to queue",
+        Duration::from_secs(20),
+        || {
+            lab.farmctl(&["--json", "queue"])
+                .json()
+                .as_array()
+                .is_some_and(|q| q.len() == 1)
+        },
+    );
     lab.stop_controller(Signal::SIGKILL);
-    std::thread::sleep(Duration::from_secs(5)); // the job finishes while the controller is down
+    // The job finishes while the controller is down: the agent spools its result.
+    let spooled = lab.path(&format!("work-bench/agent/results/{job_id}.json"));
+    lab.wait(
+        "the agent to spool the result",
+        Duration::from_secs(30),
+        || spooled.exists(),
+    );
     lab.start_controller();
     // farmctl run reconnects and reports the true outcome.
     let st = wait_child(&mut run, Duration::from_secs(60));
@@ -520,6 +538,7 @@ fn a_sweep_shows_the_rig_that_regressed_as_a_new_failure() {
 #[test]
 fn tokens_are_required_and_roles_enforced() {
     let tokens = "[[token]]\nname = \"alice\"\ntoken = \"alice-token-0123456789\"\nrole = \"user\"\n\
+                  [[token]]\nname = \"bob\"\ntoken = \"bob-token-012345678901\"\nrole = \"user\"\n\
                   [[token]]\nname = \"bench\"\ntoken = \"bench-agent-token-0123456789\"\nrole = \"agent\"\n";
     let mut lab = Lab::new(tokens);
     lab.start_controller();
@@ -544,7 +563,11 @@ fn tokens_are_required_and_roles_enforced() {
     // An agent with the wrong token cannot register; with its own token it can.
     let file = lab.rigs("bench", 1);
     lab.start_agent("bench", &file, Some("alice-token-0123456789"));
-    std::thread::sleep(Duration::from_secs(2));
+    lab.wait("the agent to be refused", Duration::from_secs(20), || {
+        std::fs::read_to_string(lab.path("bench.log"))
+            .unwrap_or_default()
+            .contains("needs role agent")
+    });
     assert!(lab
         .farmctl(&["--token", "alice-token-0123456789", "--json", "rigs"])
         .json()
@@ -561,6 +584,36 @@ fn tokens_are_required_and_roles_enforced() {
     });
     let log = std::fs::read_to_string(lab.path("bench.log")).unwrap();
     assert!(log.contains("needs role agent"), "{log}");
+    // Only the holder (or an admin) releases or extends a reservation.
+    let alice = |args: &[&str]| {
+        let mut a = vec!["--token", "alice-token-0123456789"];
+        a.extend_from_slice(args);
+        lab.farmctl(&a)
+    };
+    let o = alice(&["--json", "reserve", "--rig", "bench-r1", "--for", "10m"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let lease = o.json()["id"].as_str().unwrap().to_string();
+    for args in [
+        vec!["release", lease.as_str()],
+        vec!["extend", lease.as_str(), "--for", "1m"],
+    ] {
+        let mut a = vec!["--token", "bob-token-012345678901"];
+        a.extend_from_slice(&args);
+        let o = lab.farmctl(&a);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.all());
+        assert!(o.stderr.contains("held by alice"), "{}", o.all());
+    }
+    assert_eq!(lab_rig_state_as(&lab, "alice-token-0123456789"), "leased");
+    let o = alice(&["release", &lease]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(lab_rig_state_as(&lab, "alice-token-0123456789"), "idle");
+}
+
+fn lab_rig_state_as(lab: &Lab, token: &str) -> String {
+    lab.farmctl(&["--token", token, "--json", "rigs"]).json()[0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]

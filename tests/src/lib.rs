@@ -218,6 +218,17 @@ critical_warning = 0
             }
         }
 
+        /// Sends `signal` to agent `agent` without waiting for it (SIGSTOP/SIGCONT).
+        pub fn signal_agent(&self, agent: &str, signal: nix::sys::signal::Signal) {
+            let child = self
+                .agents
+                .iter()
+                .find(|(n, _)| n == agent)
+                .and_then(|(_, c)| c.as_ref())
+                .expect("agent running");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        }
+
         pub fn sim_dir(&self, agent: &str, rig: &str) -> PathBuf {
             self.path(&format!("work-{agent}/sim/{rig}"))
         }

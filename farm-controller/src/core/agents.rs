@@ -67,14 +67,23 @@ impl Farm {
         }
         let names: Vec<String> = reg.rigs.iter().map(|r| r.name.clone()).collect();
         for r in &reg.rigs {
+            // A rig belongs to the agent that first registered it, or the one the config names; moving it is an
+            // admin's act (`farmctl rig move`), never a side effect of another agent registering it.
+            let named = self.cfg.rig_owners.get(&r.name);
+            if let Some(owner) = named.filter(|o| *o != agent) {
+                return Err(FarmError::Conflict(format!(
+                    "rig {} belongs to agent {owner} (the controller's config, rigs.owners); agent {agent} may not register it",
+                    r.name
+                )));
+            }
             if let Some(other) = st
                 .rigs
                 .get(&r.name)
-                .filter(|x| x.agent != agent && st.connected(&x.agent))
+                .filter(|x| x.agent != agent && named.is_none())
             {
                 return Err(FarmError::Conflict(format!(
-                    "rig {} is already registered by agent {}",
-                    r.name, other.agent
+                    "rig {} belongs to agent {}, which registered it first; an admin can move it: farmctl rig move {} --to {agent}",
+                    r.name, other.agent, r.name
                 )));
             }
             let rec = st
@@ -124,6 +133,10 @@ impl Farm {
         let mut reported_running = vec![];
         let grace = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
         for j in &reg.jobs {
+            if !st.owns_job(agent, &j.job_id) {
+                abandon.push(j.job_id.clone());
+                continue;
+            }
             let current = st
                 .jobs
                 .get(&j.job_id)
@@ -232,15 +245,14 @@ impl Farm {
     pub async fn agent_heartbeat(&self, agent: &str, conn: u64, hb: &Heartbeat) {
         let mut st = self.state.lock().await;
         let now = now_ms();
-        let Some(s) = st.agents.get_mut(agent).filter(|s| s.conn == conn) else {
+        if st.agents.get(agent).is_none_or(|s| s.conn != conn) || !st.alive(agent) {
             return;
-        };
-        s.last_heartbeat = Instant::now();
-        if s.lost {
-            return; // it must register again
         }
         let expires = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
         for j in &hb.running_job_ids {
+            if !st.owns_job(agent, j) {
+                continue;
+            }
             if let Some(lease) = st.jobs.get(j).and_then(|j| j.lease_id.clone()) {
                 // A stopping job keeps its deadline: being alive is not confirming the stop.
                 if let Some(l) = st.leases.get_mut(&lease).filter(|l| l.stopping.is_none()) {
@@ -254,7 +266,17 @@ impl Farm {
     /// stopped by the controller still takes its agent's lines and steps until the agent confirms the stop.
     pub async fn agent_progress(&self, agent: &str, p: JobProgress) -> Result<(), FarmError> {
         let mut st = self.lock().await?;
-        st.alive(agent);
+        if !st.alive(agent) {
+            return Ok(());
+        }
+        if !st.owns_job(agent, &p.job_id) {
+            tracing::warn!(
+                agent,
+                job = p.job_id,
+                "ignoring progress for a job on a rig this agent does not own"
+            );
+            return Ok(());
+        }
         let cap = self.cfg.job_log_cap;
         let used = st.log_bytes.get(&p.job_id).copied().unwrap_or(0);
         let Some(job) = st.jobs.get_mut(&p.job_id) else {
@@ -292,7 +314,17 @@ impl Farm {
     /// A job's result; stored if it is the current job, confirmed to the agent either way.
     pub async fn agent_result(&self, agent: &str, r: JobResult) -> Result<(), FarmError> {
         let mut st = self.lock().await?;
-        st.alive(agent);
+        if !st.alive(agent) {
+            return Ok(()); // it registers again and reports the result then
+        }
+        if !st.owns_job(agent, &r.job_id) {
+            tracing::warn!(
+                agent,
+                job = r.job_id,
+                "ignoring a result for a job on a rig this agent does not own"
+            );
+            return Ok(());
+        }
         let now = now_ms();
         let mut fx = Effects::default();
         fx.event(FarmEvent::Job(r.job_id.clone()));
@@ -321,6 +353,9 @@ impl Farm {
     /// The agent refused an assignment: the job ends as an infrastructure error.
     pub async fn agent_refused(&self, agent: &str, r: Refusal) -> Result<(), FarmError> {
         let mut st = self.lock().await?;
+        if !st.alive(agent) || !st.owns_job(agent, &r.job_id) {
+            return Ok(());
+        }
         let current = st
             .jobs
             .get(&r.job_id)

@@ -180,4 +180,45 @@ impl Farm {
         self.reschedule(&mut st, fx).await?;
         Ok(rec)
     }
+
+    /// Gives `rig` to agent `to` (admins only): the rig is offline until that agent registers it, and its old
+    /// agent can no longer register it or speak for its jobs.
+    pub async fn move_rig(&self, caller: &Caller, rig: &str, to: &str) -> Result<Rig, FarmError> {
+        if !caller.is_admin() {
+            return Err(FarmError::PermissionDenied(format!(
+                "moving a rig to another agent is an admin action; '{}' has role {}",
+                caller.name,
+                caller.role.as_str()
+            )));
+        }
+        if to.trim().is_empty() {
+            return Err(FarmError::InvalidArgument(
+                "--to: give the agent's name".into(),
+            ));
+        }
+        let mut st = self.lock().await?;
+        let Some(r) = st.rigs.get_mut(rig) else {
+            return Err(FarmError::NotFound(format!("no rig {rig}")));
+        };
+        if let Some(lease) = &r.lease_id {
+            return Err(FarmError::FailedPrecondition(format!(
+                "{rig} is leased ({lease}); release it or cancel its job first"
+            )));
+        }
+        let from = std::mem::replace(&mut r.agent, to.to_string());
+        if r.state != RigState::Quarantined && r.state != RigState::Maintenance {
+            r.state = RigState::Offline;
+        }
+        r.reason = format!(
+            "moved from agent {from} to {to} by {}; waiting for {to} to register it",
+            caller.name
+        );
+        let rec = r.clone();
+        let mut fx = Effects::default();
+        fx.tx.rig(&rec);
+        fx.event(FarmEvent::Rig(rig.to_string()));
+        self.reschedule(&mut st, fx).await?;
+        tracing::info!(rig, from, to, by = caller.name, "rig moved");
+        Ok(rec)
+    }
 }

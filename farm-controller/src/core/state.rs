@@ -196,11 +196,36 @@ impl State {
         self.rigs.get(rig).map(|r| r.agent.clone())
     }
 
-    /// Any message from `agent` shows it is alive (heartbeats can queue behind job traffic).
-    pub fn alive(&mut self, agent: &str) {
-        if let Some(s) = self.agents.get_mut(agent).filter(|s| !s.lost) {
-            s.last_heartbeat = Instant::now();
+    /// Any message from `agent` shows it is alive (heartbeats can queue behind job traffic). `false` when its
+    /// session was declared lost: that session is closed now, so the agent reconnects, registers and reconciles
+    /// what it holds; the message itself is not acted on (a result comes back with the registration).
+    pub fn alive(&mut self, agent: &str) -> bool {
+        let Some(s) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        if s.lost {
+            if !s.tx.is_closed() {
+                tracing::info!(
+                    agent,
+                    "a lost agent is answering again: closing its session so it registers afresh"
+                );
+                // Dropping the only sender ends the controller's side of the stream.
+                let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+                s.tx = closed;
+            }
+            return false;
         }
+        s.last_heartbeat = Instant::now();
+        true
+    }
+
+    /// Whether `agent` owns the rig job `job_id` runs on: only that agent's word about the job counts.
+    pub fn owns_job(&self, agent: &str, job_id: &str) -> bool {
+        self.jobs
+            .get(job_id)
+            .and_then(|j| j.rig.as_deref())
+            .and_then(|r| self.rigs.get(r))
+            .is_some_and(|r| r.agent == agent)
     }
 
     /// Whether `agent` has a live session.

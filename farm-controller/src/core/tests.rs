@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use nvfarm_model::farm::{DriveFirmware, Job, JobState, Priority, RigState, Selector};
-use nvfarm_model::link::{AgentRig, HeldJob, JobResult, Registration, ToAgent};
+use nvfarm_model::link::{AgentRig, Heartbeat, HeldJob, JobResult, Registration, ToAgent};
 use nvfarm_model::time::now_ms;
 use nvfarm_model::{Outcome, StepReport};
 
@@ -725,4 +725,119 @@ async fn after_a_restart_a_job_whose_agent_never_returns_ends_within_the_grace_p
     let r = f.rig("r1").await.unwrap();
     assert_eq!(r.rig.state, RigState::Offline);
     assert!(r.lease.is_none(), "the rig is not held");
+}
+
+/// Connects agent `name` with rigs `rigs` (no labels); returns its connection and message receiver.
+async fn connect(
+    f: &Farm,
+    name: &str,
+    rigs: &[&str],
+) -> (u64, mpsc::UnboundedReceiver<ToAgent>, Result<(), FarmError>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = f.agent_connected(name, tx).await;
+    let r = f
+        .agent_register(
+            name,
+            conn,
+            Registration {
+                agent: name.into(),
+                rigs: rigs
+                    .iter()
+                    .map(|r| AgentRig {
+                        name: r.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                jobs: vec![],
+                version: "test".into(),
+            },
+        )
+        .await;
+    (conn, rx, r)
+}
+
+#[tokio::test]
+async fn a_rig_belongs_to_its_first_agent_until_an_admin_moves_it_and_only_its_agent_speaks_for_its_jobs(
+) {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let (_, _rx_a, r) = connect(&f, "a", &["r1"]).await;
+    r.unwrap();
+    let (_, _rx_b, r) = connect(&f, "b", &["r2"]).await;
+    r.unwrap();
+    let j = f.submit_job(&who("alice"), job_request()).await.unwrap();
+    // Agent b forges a result for a's job, and a progress report: neither counts.
+    f.agent_result("b", result(&j, Outcome::Passed))
+        .await
+        .unwrap();
+    assert_eq!(f.job(&j.id).await.unwrap().state, JobState::Assigned);
+    // a goes silent; b tries to take r1 over by registering it.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    f.tick().await.unwrap();
+    let (_, _rx_b2, r) = connect(&f, "b", &["r2", "r1"]).await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, FarmError::Conflict(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("rig r1 belongs to agent a")
+            && e.to_string().contains("farmctl rig move r1 --to b"),
+        "{e}"
+    );
+    // Only an admin moves it.
+    let e = f.move_rig(&who("bob"), "r1", "b").await.unwrap_err();
+    assert!(matches!(e, FarmError::PermissionDenied(_)), "{e:?}");
+    let admin = Caller {
+        name: "root".into(),
+        role: Role::Admin,
+    };
+    let moved = f.move_rig(&admin, "r1", "b").await.unwrap();
+    assert_eq!(moved.agent, "b");
+    assert_eq!(moved.state, RigState::Offline);
+    let (_, _rx_b3, r) = connect(&f, "b", &["r2", "r1"]).await;
+    r.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.agent, "b");
+    let (_, _rx_a2, r) = connect(&f, "a", &["r1"]).await;
+    assert!(matches!(r.unwrap_err(), FarmError::Conflict(_)));
+}
+
+#[tokio::test]
+async fn a_lost_agent_that_answers_again_is_made_to_register_and_gets_its_rigs_back() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let (conn, mut rx, r) = connect(&f, "a", &["r1"]).await;
+    r.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    f.tick().await.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Offline);
+    // Its heartbeat arrives on the old connection: the controller closes that session.
+    f.agent_heartbeat(
+        "a",
+        conn,
+        &Heartbeat {
+            seq: 9,
+            running_job_ids: vec![],
+        },
+    )
+    .await;
+    while rx.try_recv().is_ok() {}
+    assert!(
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await,
+            Ok(None)
+        ),
+        "the old session's stream ended"
+    );
+    // The agent reconnects and registers: its rig is back.
+    let (_, _rx2, r) = connect(&f, "a", &["r1"]).await;
+    r.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Idle);
 }

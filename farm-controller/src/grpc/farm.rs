@@ -18,7 +18,6 @@ use nvfarm_proto::v1::farm_server::Farm as FarmApi;
 use super::status::wire;
 use super::{caller, spawn_stream, ResponseStream};
 use crate::auth::{require, CLIENTS};
-use crate::config::Role;
 use crate::core::{
     Farm, FarmEvent, JobFilter, JobRequest, RequestStatus, Reservation, ReserveRequest, RigAction,
     SweepRequest,
@@ -508,13 +507,29 @@ impl FarmApi for FarmService {
         req: Request<pb::SetRigStateRequest>,
     ) -> Result<Response<pb::Rig>, Status> {
         let c = caller(&req)?;
-        require(&c, &[Role::User], "changing a rig's state")?;
+        require(
+            &c,
+            &self.farm.config().rig_operators,
+            "changing a rig's state (quarantine, maintenance, restore)",
+        )?;
         let r = req.into_inner();
         let action: RigAction = r.action.parse().map_err(Status::invalid_argument)?;
         let rec = self
             .farm
             .set_rig_state(&c, &r.rig, action, &r.reason)
             .await?;
+        let status = self.farm.rig(&rec.name).await?;
+        Ok(Response::new(pb::Rig::from(&status)))
+    }
+
+    async fn move_rig(
+        &self,
+        req: Request<pb::MoveRigRequest>,
+    ) -> Result<Response<pb::Rig>, Status> {
+        let c = caller(&req)?;
+        require(&c, &[], "moving a rig to another agent")?;
+        let r = req.into_inner();
+        let rec = self.farm.move_rig(&c, &r.rig, &r.agent).await?;
         let status = self.farm.rig(&rec.name).await?;
         Ok(Response::new(pb::Rig::from(&status)))
     }

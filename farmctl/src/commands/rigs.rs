@@ -1,4 +1,4 @@
-//! `farmctl rigs` and `farmctl rig quarantine|restore|maintenance`.
+//! `farmctl rigs` and `farmctl rig quarantine|restore|maintenance|move`.
 
 use nvfarm_model::farm::RigStatus;
 use nvfarm_model::ExitCode;
@@ -30,21 +30,27 @@ pub(super) async fn list(c: &mut Client, json: bool, labels: Option<String>) -> 
     Ok(ExitCode::Passed)
 }
 
-/// Quarantines, restores or puts a rig into maintenance.
+/// Quarantines, restores or puts a rig into maintenance, or moves it to another agent.
 pub(super) async fn set_state(c: &mut Client, json: bool, action: RigAction) -> Result<ExitCode> {
     let (rig, action, reason) = match action {
         RigAction::Quarantine { name, reason } => (name, "quarantine", reason),
         RigAction::Restore { name } => (name, "restore", String::new()),
         RigAction::Maintenance { name, reason } => (name, "maintenance", reason),
+        RigAction::Move { name, to } => (name, "move", to),
     };
-    let r = c
-        .set_rig_state(pb::SetRigStateRequest {
+    let r = if action == "move" {
+        c.move_rig(pb::MoveRigRequest { rig, agent: reason })
+            .await?
+            .into_inner()
+    } else {
+        c.set_rig_state(pb::SetRigStateRequest {
             rig,
             action: action.into(),
             reason,
         })
         .await?
-        .into_inner();
+        .into_inner()
+    };
     let r = RigStatus::try_from(r)?;
     if json {
         render::json(&r);

@@ -1,0 +1,117 @@
+//! The controller while its parts fail or are attacked: paused agents, agents reaching for rigs that are not
+//! theirs, roles that may not operate rigs.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::lab_with_agent;
+use nvfarm_tests::lab::Lab;
+
+#[test]
+fn a_paused_agent_gets_its_rigs_back_soon_after_it_resumes() {
+    let lab = lab_with_agent(1);
+    // Paused longer than the controller's agent_timeout (1.5 s in the lab): declared lost, rigs offline.
+    lab.signal_agent("bench", Signal::SIGSTOP);
+    lab.wait("the rig to go offline", Duration::from_secs(20), || {
+        lab.rig_state("bench-r1") == "offline"
+    });
+    lab.signal_agent("bench", Signal::SIGCONT);
+    // Its next message closes the lost session; it registers again and the rig returns.
+    lab.wait("the rig to come back", Duration::from_secs(15), || {
+        lab.rig_state("bench-r1") == "idle"
+    });
+    let quick = lab.path("quick.toml");
+    let fw = lab.image("2.0.0", "ok");
+    let o = lab.farmctl(&[
+        "run",
+        "--firmware",
+        &fw,
+        "--plan",
+        quick.to_str().unwrap(),
+        "--rig",
+        "bench-r1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+}
+
+#[test]
+fn another_agents_token_cannot_take_a_silent_agents_rigs_and_users_cannot_quarantine() {
+    let tokens = "[[token]]\nname = \"alice\"\ntoken = \"alice-token-0123456789\"\nrole = \"user\"\n\
+                  [[token]]\nname = \"root\"\ntoken = \"root-token-01234567890\"\nrole = \"admin\"\n\
+                  [[token]]\nname = \"bench\"\ntoken = \"bench-agent-token-0123456789\"\nrole = \"agent\"\n\
+                  [[token]]\nname = \"rogue\"\ntoken = \"rogue-agent-token-0123456789\"\nrole = \"agent\"\n";
+    let mut lab = Lab::new(tokens);
+    lab.start_controller();
+    let bench = lab.rigs("bench", 1);
+    lab.start_agent("bench", &bench, Some("bench-agent-token-0123456789"));
+    let rigs = |lab: &Lab| {
+        lab.farmctl(&["--token", "alice-token-0123456789", "--json", "rigs"])
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    lab.wait("bench's rig", Duration::from_secs(20), || {
+        rigs(&lab)
+            .iter()
+            .any(|r| r["name"] == "bench-r1" && r["state"] == "idle")
+    });
+    lab.stop_agent("bench", Signal::SIGKILL);
+    // A second agent lists bench's rig as its own.
+    let text = std::fs::read_to_string(&bench)
+        .unwrap()
+        .replace("name = \"bench\"", "name = \"rogue\"");
+    let rogue = lab.path("rogue.toml");
+    std::fs::write(&rogue, text).unwrap();
+    lab.start_agent("rogue", &rogue, Some("rogue-agent-token-0123456789"));
+    lab.wait(
+        "the rogue agent to be refused",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(lab.path("rogue.log"))
+                .unwrap_or_default()
+                .contains("rig bench-r1 belongs to agent bench")
+        },
+    );
+    let r = rigs(&lab)
+        .into_iter()
+        .find(|r| r["name"] == "bench-r1")
+        .unwrap();
+    assert_eq!(r["agent"], "bench", "{r}");
+    // A user may not quarantine; an admin may, and may move the rig.
+    let o = lab.farmctl(&[
+        "--token",
+        "alice-token-0123456789",
+        "rig",
+        "quarantine",
+        "bench-r1",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("permission denied"), "{}", o.all());
+    let o = lab.farmctl(&[
+        "--token",
+        "alice-token-0123456789",
+        "rig",
+        "move",
+        "bench-r1",
+        "--to",
+        "rogue",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    let o = lab.farmctl(&[
+        "--token",
+        "root-token-01234567890",
+        "rig",
+        "move",
+        "bench-r1",
+        "--to",
+        "rogue",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    lab.wait("the rig to be the rogue's", Duration::from_secs(30), || {
+        rigs(&lab)
+            .iter()
+            .any(|r| r["name"] == "bench-r1" && r["agent"] == "rogue" && r["state"] == "idle")
+    });
+}
