@@ -75,9 +75,9 @@ fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effe
     }
 }
 
-/// Ends jobs whose lease ran out without a word from their agent: after a controller restart the agent gets
-/// `agent_timeout` to come back (heartbeats renew a running job's lease); one that does not loses the job (error)
-/// and its rig goes offline.
+/// Ends jobs whose agent never came back after a controller restart: it gets `agent_timeout` (the grace the
+/// restart gave each job lease); one that does not return loses the job (error) and its rig goes offline. An
+/// agent with a session is watched by its heartbeats instead ([`lose_silent_agents`]).
 fn expire_job_leases(st: &mut State, timeout: Duration, now: u64, fx: &mut Effects) {
     let expired: Vec<Lease> = st
         .leases
@@ -95,22 +95,17 @@ fn expire_job_leases(st: &mut State, timeout: Duration, now: u64, fx: &mut Effec
             continue;
         };
         let agent = st.agent_of(&l.rig).unwrap_or_default();
-        let never_back = !st.agents.contains_key(&agent);
-        let why = if never_back {
-            format!(
-                "agent {agent} did not come back within {} after the controller restarted",
-                humantime::format_duration(timeout)
-            )
-        } else {
-            format!(
-                "agent {agent} stopped renewing the job's lease (no heartbeat for {})",
-                humantime::format_duration(timeout)
-            )
-        };
+        if st.agents.contains_key(&agent) {
+            continue;
+        }
+        let why = format!(
+            "agent {agent} did not come back within {} after the controller restarted",
+            humantime::format_duration(timeout)
+        );
         tracing::warn!(job, rig = l.rig, "{why}");
         finish(st, job, JobState::Error, why.clone(), None, now, fx);
         if let Some(r) = st.rigs.get_mut(&l.rig) {
-            if st.agents.get(&agent).is_none_or(|a| a.lost) && r.state != RigState::Quarantined {
+            if r.state != RigState::Quarantined && r.state != RigState::Maintenance {
                 r.state = RigState::Offline;
                 r.reason = why;
                 fx.tx.rig(r);
