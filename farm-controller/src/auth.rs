@@ -116,8 +116,11 @@ pub fn require(c: &Caller, allowed: &[Role], what: &str) -> Result<(), AuthError
     }
 }
 
-/// Roles that act as farm clients.
+/// Roles that act as farm clients (reserve, run, sweep).
 pub const CLIENTS: &[Role] = &[Role::User, Role::Ci];
+
+/// Roles that may read the farm (rigs, jobs and their logs, the queue, sweeps, the dashboard).
+pub const READERS: &[Role] = &[Role::User, Role::Ci, Role::Viewer];
 
 #[cfg(test)]
 mod tests {

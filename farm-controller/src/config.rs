@@ -34,7 +34,12 @@
 //! [[token]]                        # with tokens configured, every call needs one
 //! name = "ci-pipeline"
 //! token = "..."
-//! role = "ci"                      # admin | user | ci | agent
+//! role = "ci"                      # admin | user | ci | viewer | agent
+//!
+//! [dashboard]
+//! public = false                   # with tokens, the dashboard, /api and /metrics need one (any role but agent;
+//!                                  # browsers: HTTP Basic auth, any user name, the token as password). true
+//!                                  # serves them to anyone.
 //! ```
 
 use std::net::SocketAddr;
@@ -69,12 +74,14 @@ pub enum ConfigError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Everything, including other people's leases and jobs.
+    /// Everything, including other people's leases and jobs, rig states and moves.
     Admin,
-    /// Reserve, run, sweep, and change rig states.
+    /// Reserve, run and sweep (and what `scripts.roles` / `rigs.operators` grant).
     User,
-    /// Reserve, run and sweep.
+    /// Reserve, run and sweep, for pipelines.
     Ci,
+    /// Read only: rigs, jobs and their logs, the queue, sweeps, the dashboard and /metrics.
+    Viewer,
     /// The agent link only (as the agent of the token's name).
     Agent,
 }
@@ -86,6 +93,7 @@ impl Role {
             Role::Admin => "admin",
             Role::User => "user",
             Role::Ci => "ci",
+            Role::Viewer => "viewer",
             Role::Agent => "agent",
         }
     }
@@ -133,6 +141,12 @@ struct RawScripts {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDashboard {
+    public: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRigs {
     operators: Option<Vec<Role>>,
     #[serde(default)]
@@ -165,6 +179,8 @@ struct RawConfig {
     scripts: RawScripts,
     #[serde(default)]
     rigs: RawRigs,
+    #[serde(default)]
+    dashboard: RawDashboard,
     tls: Option<TlsConfig>,
     #[serde(default)]
     token: Vec<TokenEntry>,
@@ -215,6 +231,8 @@ pub struct Config {
     pub rig_operators: Vec<Role>,
     /// Which agent each named rig belongs to (others: the first agent to register them).
     pub rig_owners: std::collections::BTreeMap<String, String>,
+    /// Serve the dashboard, /api and /metrics without a token even when tokens are configured.
+    pub http_public: bool,
     /// Serve gRPC over TLS with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Bearer tokens; empty: no authentication, loopback only.
@@ -237,6 +255,7 @@ impl Default for Config {
             script_roles: vec![Role::Admin],
             rig_operators: vec![Role::Admin],
             rig_owners: Default::default(),
+            http_public: false,
             tls: None,
             tokens: vec![],
         }
@@ -362,6 +381,7 @@ impl Config {
             c.rig_operators = ops;
         }
         c.rig_owners = raw.rigs.owners;
+        c.http_public = raw.dashboard.public.unwrap_or(false);
         c.tls = raw.tls;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in raw.token.iter().enumerate() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::lab_with_agent;
+use crate::{http_get, http_get_with, lab_with_agent};
 use nvfarm_tests::lab::Lab;
 
 #[test]
@@ -114,4 +114,53 @@ fn another_agents_token_cannot_take_a_silent_agents_rigs_and_users_cannot_quaran
             .iter()
             .any(|r| r["name"] == "bench-r1" && r["agent"] == "rogue" && r["state"] == "idle")
     });
+}
+
+#[test]
+fn with_tokens_the_dashboard_and_api_need_one_and_a_read_only_role_suffices() {
+    let tokens = "[[token]]\nname = \"wall\"\ntoken = \"wall-screen-token-0123\"\nrole = \"viewer\"\n\
+                  [[token]]\nname = \"bench\"\ntoken = \"bench-agent-token-0123456789\"\nrole = \"agent\"\n";
+    let mut lab = Lab::new(tokens);
+    lab.start_controller();
+    let status = |r: &str| r.lines().next().unwrap_or_default().to_string();
+    for path in ["/", "/api/rigs", "/api/jobs", "/metrics"] {
+        let r = http_get(lab.http, path);
+        assert!(status(&r).contains("401"), "{path}: {r}");
+        assert!(
+            r.contains("WWW-Authenticate: Basic") || r.contains("www-authenticate: Basic"),
+            "{r}"
+        );
+    }
+    let r = http_get_with(
+        lab.http,
+        "/api/rigs",
+        "Authorization: Bearer wall-screen-token-0123\r\n",
+    );
+    assert!(status(&r).contains("200"), "{r}");
+    // A browser sends the token as the Basic password (any user name): "x:wall-screen-token-0123".
+    let r = http_get_with(
+        lab.http,
+        "/",
+        "Authorization: Basic eDp3YWxsLXNjcmVlbi10b2tlbi0wMTIz\r\n",
+    );
+    assert!(status(&r).contains("200"), "{r}");
+    let r = http_get_with(
+        lab.http,
+        "/api/jobs",
+        "Authorization: Bearer bench-agent-token-0123456789\r\n",
+    );
+    assert!(status(&r).contains("403"), "{r}");
+    assert!(status(&http_get(lab.http, "/healthz")).contains("200"));
+    // A viewer reads over gRPC too, and cannot reserve.
+    let o = lab.farmctl(&["--token", "wall-screen-token-0123", "rigs"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let o = lab.farmctl(&[
+        "--token",
+        "wall-screen-token-0123",
+        "reserve",
+        "--labels",
+        "a=b",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("permission denied"), "{}", o.all());
 }

@@ -56,11 +56,16 @@ pub(crate) fn http_json(port: u16, path: &str) -> serde_json::Value {
 }
 
 pub(crate) fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, "")
+}
+
+/// `GET path` with extra header lines (each ending in \r\n); the whole response.
+pub(crate) fn http_get_with(port: u16, path: &str, headers: &str) -> String {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();

@@ -17,7 +17,7 @@ use nvfarm_proto::v1::farm_server::Farm as FarmApi;
 
 use super::status::wire;
 use super::{caller, spawn_stream, ResponseStream};
-use crate::auth::{require, CLIENTS};
+use crate::auth::{require, CLIENTS, READERS};
 use crate::core::{
     Farm, FarmEvent, JobFilter, JobRequest, RequestStatus, Reservation, ReserveRequest, RigAction,
     SweepRequest,
@@ -53,7 +53,7 @@ impl FarmApi for FarmService {
         &self,
         req: Request<pb::ListRigsRequest>,
     ) -> Result<Response<pb::ListRigsResponse>, Status> {
-        require(&caller(&req)?, CLIENTS, "listing rigs")?;
+        require(&caller(&req)?, READERS, "listing rigs")?;
         let labels = req.into_inner().labels.into_iter().collect();
         let rigs = self
             .farm
@@ -322,7 +322,7 @@ impl FarmApi for FarmService {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        require(&caller(&req)?, CLIENTS, "reading a job")?;
+        require(&caller(&req)?, READERS, "reading a job")?;
         let job = self.farm.job(&req.get_ref().id).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
@@ -331,7 +331,7 @@ impl FarmApi for FarmService {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        require(&caller(&req)?, CLIENTS, "listing jobs")?;
+        require(&caller(&req)?, READERS, "listing jobs")?;
         let r = req.into_inner();
         let jobs = self
             .farm
@@ -362,7 +362,7 @@ impl FarmApi for FarmService {
         &self,
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        require(&caller(&req)?, CLIENTS, "watching a job")?;
+        require(&caller(&req)?, READERS, "watching a job")?;
         let r = req.into_inner();
         let farm = self.farm.clone();
         farm.job(&r.id).await?;
@@ -441,7 +441,7 @@ impl FarmApi for FarmService {
         &self,
         req: Request<pb::QueueRequest>,
     ) -> Result<Response<pb::QueueResponse>, Status> {
-        require(&caller(&req)?, CLIENTS, "reading the queue")?;
+        require(&caller(&req)?, READERS, "reading the queue")?;
         let entries = self
             .farm
             .queue()
@@ -486,7 +486,7 @@ impl FarmApi for FarmService {
         &self,
         req: Request<pb::GetSweepRequest>,
     ) -> Result<Response<pb::SweepReport>, Status> {
-        require(&caller(&req)?, CLIENTS, "reading a sweep")?;
+        require(&caller(&req)?, READERS, "reading a sweep")?;
         let r = req.into_inner();
         let t = r.regression_threshold_pct;
         let threshold = if t == 0.0 {

@@ -3,8 +3,10 @@
 //! - [`dashboard`]: `/` and `/jobs/<id>`;
 //! - [`api`]: `/api/rigs`, `/api/jobs`, `/api/jobs/<id>`, `/api/queue`, `/api/sweeps`, `/api/sweeps/<id>`, each
 //!   record in the same JSON shape `farmctl --json` prints;
-//! - [`metrics`]: `/metrics` in Prometheus text format.
+//! - [`metrics`]: `/metrics` in Prometheus text format;
+//! - [`access`]: with tokens configured, all of it needs one (read-only roles suffice).
 
+mod access;
 mod api;
 mod dashboard;
 mod metrics;
@@ -29,6 +31,10 @@ pub fn router(farm: Arc<Farm>) -> Router {
         .route("/api/sweeps/{id}", get(api::sweep))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn_with_state(
+            farm.clone(),
+            access::readers_only,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             farm.config().listen,
             grpc_on_the_wrong_port,
