@@ -15,6 +15,9 @@
 //!
 //! [queue]
 //! aging = "5m"                     # a CI request waiting this long is served like an interactive one
+//! watch_grace = "30s"              # a reservation request whose client went away is withdrawn after this
+//! claim_timeout = "60s"            # a reservation granted to a client that never receives it is released
+//! detached_wait = "24h"            # how long a `reserve --detach` request waits at most
 //!
 //! [limits]
 //! job_log = "64M"                  # a job's stored log stops here, with a "truncated" line saying so
@@ -125,6 +128,9 @@ struct RawHealth {
 #[serde(deny_unknown_fields)]
 struct RawQueue {
     aging: Option<String>,
+    watch_grace: Option<String>,
+    claim_timeout: Option<String>,
+    detached_wait: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -223,6 +229,12 @@ pub struct Config {
     pub health_check_plan: String,
     /// A CI request waiting this long is served like an interactive one.
     pub aging: Duration,
+    /// A reservation request nobody watches for this long is withdrawn (its client went away).
+    pub watch_grace: Duration,
+    /// A reservation granted to a waiting client that does not receive it within this is released.
+    pub claim_timeout: Duration,
+    /// How long a detached reservation request waits at most.
+    pub detached_wait: Duration,
     /// The most log a job stores, in bytes; past it, one line says the log was truncated.
     pub job_log_cap: u64,
     /// The roles that may submit plans with `script` steps.
@@ -251,6 +263,9 @@ impl Default for Config {
             stop_grace: Duration::from_secs(60),
             health_check_plan: DEFAULT_HEALTH_CHECK.to_string(),
             aging: Duration::from_secs(300),
+            watch_grace: Duration::from_secs(30),
+            claim_timeout: Duration::from_secs(60),
+            detached_wait: Duration::from_secs(24 * 3600),
             job_log_cap: 64 << 20,
             script_roles: vec![Role::Admin],
             rig_operators: vec![Role::Admin],
@@ -352,6 +367,17 @@ impl Config {
             c.health_check_plan = text;
         }
         c.aging = dur("queue.aging", &raw.queue.aging, c.aging)?;
+        c.watch_grace = dur("queue.watch_grace", &raw.queue.watch_grace, c.watch_grace)?;
+        c.claim_timeout = dur(
+            "queue.claim_timeout",
+            &raw.queue.claim_timeout,
+            c.claim_timeout,
+        )?;
+        c.detached_wait = dur(
+            "queue.detached_wait",
+            &raw.queue.detached_wait,
+            c.detached_wait,
+        )?;
         if let Some(v) = &raw.limits.job_log {
             c.job_log_cap = nvme_spec::units::parse_size(v)
                 .ok()

@@ -43,6 +43,9 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
 }
 
+/// How long a stop waits for calls in flight before cutting them.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
+
 /// Serves until `shutdown` completes. Binding errors are returned before anything is served.
 pub async fn serve(
     cfg: Config,
@@ -67,8 +70,11 @@ pub async fn serve(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping_farm = farm.clone();
     tokio::spawn(async move {
         shutdown.await;
+        tracing::info!("stopping: closing agent sessions and client streams");
+        stopping_farm.shut_down().await;
         let _ = stop_tx.send(true);
     });
 
@@ -118,16 +124,25 @@ pub async fn serve(
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     let mut grpc_stop = stop_rx.clone();
+    let mut deadline_stop = stop_rx.clone();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-    builder
+    let grpc = builder
         .add_service(farm_svc)
         .add_service(agent_svc)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.changed().await;
-        })
-        .await?;
+        });
+    // A graceful stop waits for calls in flight, but never long: whatever still runs after STOP_GRACE is cut.
+    let cut = async move {
+        let _ = deadline_stop.changed().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        r = grpc => r?,
+        _ = cut => tracing::warn!("calls still running {STOP_GRACE:?} after the stop; cutting them"),
+    }
     ticker.abort();
-    let _ = http_task.await;
+    let _ = tokio::time::timeout(STOP_GRACE, http_task).await;
     // Everything acknowledged was flushed when it was acknowledged; this is belt and braces.
     farm.flush()?;
     tracing::info!("farm-controller stopped");

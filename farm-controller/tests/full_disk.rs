@@ -99,6 +99,7 @@ fn reserve(rig: &str) -> ReserveRequest {
         priority: Priority::Interactive,
         duration: Duration::from_secs(600),
         wait: false,
+        detach: false,
     }
 }
 

@@ -54,12 +54,23 @@ pub enum Command {
         #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
         duration: Duration,
         /// Queue and wait until a rig is free (also when every matching rig is quarantined, in maintenance or
-        /// offline; without it, that is exit 3 at once with each rig's reason).
-        #[arg(long)]
+        /// offline; without it, that is exit 3 at once with each rig's reason). If this client goes away, the
+        /// request is withdrawn; a reservation granted to it that it never receives is released.
+        #[arg(long, conflicts_with = "detach")]
         wait: bool,
+        /// Queue and return at once with the request id: the request keeps its place with nobody waiting, until
+        /// it is granted (see `farmctl rigs` / `queue`), its wait ends (the controller's queue.detached_wait) or
+        /// `farmctl withdraw ID`.
+        #[arg(long)]
+        detach: bool,
         /// interactive, ci or nightly.
         #[arg(long, default_value = "interactive")]
         priority: String,
+    },
+    /// Withdraw a waiting request (from `reserve --detach`, or a queued job's request).
+    Withdraw {
+        /// The request (`req-...`).
+        request_id: String,
     },
     /// Release a reservation.
     Release {

@@ -158,6 +158,13 @@ pub struct Lease {
     /// `timed out`): the rig stays held until it does.
     #[serde(default)]
     pub stopping: Option<String>,
+    /// The request it was granted to.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// A reservation granted to a waiting client counts once the client has received it; one nobody claims is
+    /// released after a while. Direct and detached grants are claimed at once.
+    #[serde(default = "yes")]
+    pub claimed: bool,
 }
 
 /// How urgently work wants a rig: interactive > ci > nightly; `system` (the controller's health checks) goes
@@ -291,6 +298,13 @@ pub struct Request {
     pub duration_ms: u64,
     /// The job, for a job's request.
     pub job_id: Option<String>,
+    /// Queued on purpose with nobody waiting (`reserve --detach`): it keeps its place until it is granted, expires
+    /// or is withdrawn. Other reservation requests are withdrawn when their waiting client goes away.
+    #[serde(default)]
+    pub detached: bool,
+    /// A detached request gives up waiting at this time (Unix ms; 0: never).
+    #[serde(default)]
+    pub expires_ms: u64,
 }
 
 /// A request in the queue, with its place and why it waits.

@@ -164,3 +164,132 @@ fn with_tokens_the_dashboard_and_api_need_one_and_a_read_only_role_suffices() {
     assert_eq!(o.code, 2, "{}", o.all());
     assert!(o.stderr.contains("permission denied"), "{}", o.all());
 }
+
+/// The queue as farmctl sees it.
+fn queue(lab: &Lab) -> Vec<serde_json::Value> {
+    lab.farmctl(&["--json", "queue"])
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn spawn_waiter(lab: &Lab) -> std::process::Child {
+    lab.farmctl_cmd(&[
+        "--json", "reserve", "--rig", "bench-r1", "--for", "5m", "--wait",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+#[test]
+fn sigterm_stops_the_controller_promptly_and_agents_and_waiting_clients_come_back() {
+    let mut lab = lab_with_agent(1);
+    let o = lab.farmctl(&["--json", "reserve", "--rig", "bench-r1", "--for", "5m"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let held = o.json()["id"].as_str().unwrap().to_string();
+    let mut waiter = spawn_waiter(&lab);
+    lab.wait("the waiter to queue", Duration::from_secs(20), || {
+        queue(&lab).len() == 1
+    });
+    let t0 = std::time::Instant::now();
+    lab.stop_controller(Signal::SIGTERM);
+    let stopped_in = t0.elapsed();
+    eprintln!("the controller stopped {stopped_in:?} after SIGTERM");
+    assert!(
+        stopped_in < Duration::from_secs(30),
+        "SIGTERM took {stopped_in:?}: streams kept it alive"
+    );
+    lab.start_controller();
+    // The agent re-registers; the waiting client reconnects and keeps its place.
+    lab.wait("the agent to come back", Duration::from_secs(20), || {
+        lab.rig_state("bench-r1") == "leased"
+    });
+    lab.wait(
+        "the waiter to be watching again",
+        Duration::from_secs(20),
+        || queue(&lab).len() == 1,
+    );
+    let o = lab.farmctl(&["release", &held]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let st = crate::wait_child(&mut waiter, Duration::from_secs(30));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut waiter.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(st.success(), "{out}");
+    let lease: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(lease["rig"], "bench-r1");
+}
+
+#[test]
+fn a_waiting_client_that_goes_away_leaves_nothing_held_and_a_detached_request_stays() {
+    let mut lab = Lab::new("[queue]\nwatch_grace = \"5s\"\nclaim_timeout = \"1s\"");
+    lab.start_controller();
+    let file = lab.rigs("bench", 1);
+    lab.start_agent("bench", &file, None);
+    lab.wait("the rig", Duration::from_secs(20), || {
+        lab.rig_state("bench-r1") == "idle"
+    });
+    let o = lab.farmctl(&["--json", "reserve", "--rig", "bench-r1", "--for", "5m"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let held = o.json()["id"].as_str().unwrap().to_string();
+    // A waiting client is killed: its request is withdrawn once the grace is over.
+    let mut w = spawn_waiter(&lab);
+    lab.wait("the waiter to queue", Duration::from_secs(20), || {
+        queue(&lab).len() == 1
+    });
+    w.kill().unwrap();
+    w.wait().unwrap();
+    lab.wait(
+        "the abandoned request to go",
+        Duration::from_secs(30),
+        || queue(&lab).is_empty(),
+    );
+    // Another one is killed and the rig is freed before the grace is over: the grant reaches nobody and is
+    // released after the claim timeout instead of holding the rig for its 5 minutes.
+    let mut w = spawn_waiter(&lab);
+    lab.wait("the waiter to queue", Duration::from_secs(20), || {
+        queue(&lab).len() == 1
+    });
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let o = lab.farmctl(&["release", &held]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    lab.wait(
+        "the unclaimed grant to be released",
+        Duration::from_secs(30),
+        || lab.rig_state("bench-r1") == "idle",
+    );
+    let log = std::fs::read_to_string(lab.path("controller.log")).unwrap();
+    assert!(
+        log.contains("releasing a reservation nobody claimed"),
+        "{log}"
+    );
+    // A detached request stays with nobody watching, and is withdrawn on request.
+    let o = lab.farmctl(&["reserve", "--rig", "bench-r1", "--for", "5m"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let o = lab.farmctl(&[
+        "--json", "reserve", "--rig", "bench-r1", "--for", "5m", "--detach",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let id = o.json()["request_id"].as_str().unwrap().to_string();
+    // A watched request queued after it, whose client dies, is withdrawn; the detached one stays.
+    let mut w = spawn_waiter(&lab);
+    lab.wait("both to queue", Duration::from_secs(20), || {
+        queue(&lab).len() == 2
+    });
+    w.kill().unwrap();
+    w.wait().unwrap();
+    lab.wait(
+        "the abandoned request to go",
+        Duration::from_secs(30),
+        || queue(&lab).len() == 1,
+    );
+    let q = queue(&lab);
+    assert_eq!(q[0]["id"], id, "{q:?}");
+    assert_eq!(q[0]["detached"], true, "{q:?}");
+    let o = lab.farmctl(&["withdraw", &id]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(queue(&lab).is_empty());
+}

@@ -93,6 +93,8 @@ pub(crate) fn enqueue(st: &mut State, job: Job, fx: &mut Effects) -> String {
         created_ms: job.created_ms,
         duration_ms: 0,
         job_id: Some(job.id.clone()),
+        detached: false,
+        expires_ms: 0,
     };
     fx.tx.request(&req);
     fx.tx.job(&job);

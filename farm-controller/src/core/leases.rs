@@ -8,7 +8,7 @@ use nvfarm_model::link::{Assignment, ToAgent};
 use nvfarm_model::time::{now_ms, rfc3339};
 
 use super::matching::{all_unusable, matching};
-use super::state::State;
+use super::state::{State, Watch};
 use super::{scheduler, Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
 use crate::store::Tx;
@@ -27,6 +27,8 @@ pub struct ReserveRequest {
     pub duration: Duration,
     /// Queue and wait rather than fail when nothing is free.
     pub wait: bool,
+    /// Queue and return at once: the request keeps its place with nobody watching it.
+    pub detach: bool,
 }
 
 /// Outcome of a reservation attempt.
@@ -90,6 +92,9 @@ pub(crate) fn grant_waiting(st: &mut State, now: u64, aging: Duration, fx: &mut 
             granted_ms: now,
             expires_ms,
             stopping: None,
+            request_id: Some(req.id.clone()),
+            // A job's lease is its agent's; a detached request's holder is not waiting to receive it.
+            claimed: req.job_id.is_some() || req.detached,
         };
         fx.tx.lease(&lease);
         st.leases.insert(lease_id.clone(), lease);
@@ -100,7 +105,7 @@ pub(crate) fn grant_waiting(st: &mut State, now: u64, aging: Duration, fx: &mut 
         rig.lease_id = Some(lease_id.clone());
         fx.tx.rig(rig);
         let agent = rig.agent.clone();
-        st.grants.insert(req.id.clone(), lease_id.clone());
+        st.watches.remove(&req.id);
         fx.event(FarmEvent::Request(req.id.clone()));
         fx.event(FarmEvent::Rig(g.rig.clone()));
         if let Some(job_id) = &req.job_id {
@@ -152,9 +157,10 @@ impl Farm {
                 "priority system is reserved for the controller's health checks".into(),
             ));
         }
+        let wait = r.wait || r.detach;
         let mut st = self.lock().await?;
         let rigs = matching(&st.rigs, &r.selector).map_err(FarmError::InvalidArgument)?;
-        if !r.wait {
+        if !wait {
             if let Some(why) = all_unusable(&rigs) {
                 return Err(FarmError::FailedPrecondition(format!(
                     "no rig matching {} can be reserved: {why} (--wait queues until one can)",
@@ -171,13 +177,24 @@ impl Farm {
             priority: r.priority,
             holder: caller.name.clone(),
             created_ms: now,
-            duration_ms: r.duration.as_millis() as u64,
+            duration_ms: nvme_spec::units::millis(r.duration),
             job_id: None,
+            detached: r.detach,
+            expires_ms: if r.detach {
+                now.saturating_add(nvme_spec::units::millis(self.cfg.detached_wait))
+            } else {
+                0
+            },
         };
         st.requests.insert(id.clone(), req.clone());
+        st.watches.insert(id.clone(), Watch::idle());
         fx.tx.request(&req);
         grant_waiting(&mut st, now, self.cfg.aging, &mut fx);
-        if let Some(lease) = st.grants.get(&id).and_then(|l| st.leases.get(l)).cloned() {
+        if let Some(mut lease) = st.lease_for_request(&id).cloned() {
+            // Granted at once: the answer carries it, so it is claimed.
+            lease.claimed = true;
+            fx.tx.lease(&lease);
+            st.leases.insert(lease.id.clone(), lease.clone());
             self.commit(&mut st, fx).await?;
             return Ok(Reservation::Granted(lease));
         }
@@ -189,9 +206,10 @@ impl Farm {
             now,
             self.cfg.aging,
         );
-        if !r.wait {
+        if !wait {
             // Not waiting: drop the request again (other grants in this pass still stand).
             st.requests.remove(&id);
+            st.watches.remove(&id);
             fx.tx.drop_request(&id);
             self.commit(&mut st, fx).await?;
             return Err(FarmError::Busy(format!(
@@ -302,5 +320,53 @@ impl Farm {
         st.leases.insert(l.id.clone(), l.clone());
         self.commit(&mut st, fx).await?;
         Ok(l)
+    }
+
+    /// A client watches request `id` until the guard goes: a reservation request nobody watches for
+    /// `queue.watch_grace` is withdrawn (unless detached).
+    pub async fn watching(self: &std::sync::Arc<Self>, id: &str) -> WatchGuard {
+        let mut st = self.state.lock().await;
+        if st.requests.contains_key(id) {
+            st.watches
+                .entry(id.to_string())
+                .or_insert_with(Watch::idle)
+                .watch();
+        }
+        WatchGuard {
+            farm: self.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// The client waiting for request `id` received its lease: the reservation is claimed.
+    pub async fn claim(&self, lease_id: &str) -> Result<(), FarmError> {
+        let mut st = self.lock().await?;
+        let Some(l) = st.leases.get_mut(lease_id).filter(|l| !l.claimed) else {
+            return Ok(());
+        };
+        l.claimed = true;
+        let l = l.clone();
+        let mut fx = Effects::default();
+        fx.tx.lease(&l);
+        self.commit(&mut st, fx).await
+    }
+}
+
+/// A client watching a request; dropping it ends the watch.
+#[derive(Debug)]
+pub struct WatchGuard {
+    farm: std::sync::Arc<Farm>,
+    id: String,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let (farm, id) = (self.farm.clone(), std::mem::take(&mut self.id));
+        tokio::spawn(async move {
+            let mut st = farm.state.lock().await;
+            if let Some(w) = st.watches.get_mut(&id) {
+                w.unwatch();
+            }
+        });
     }
 }

@@ -129,6 +129,8 @@ pub struct Farm {
     store: Store,
     state: Mutex<State>,
     events: broadcast::Sender<FarmEvent>,
+    /// Set once the controller is stopping: streams end, agents are let go.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Farm {
@@ -162,12 +164,32 @@ impl Farm {
             store,
             state: Mutex::new(st),
             events,
+            stop: tokio::sync::watch::channel(false).0,
         }))
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Stops serving: every agent session and every watching client's stream ends now (agents reconnect to the
+    /// next controller; clients reconnect and resume). Nothing stored changes.
+    pub async fn shut_down(&self) {
+        let _ = self.stop.send(true);
+        let mut st = self.state.lock().await;
+        for s in st.agents.values_mut() {
+            let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+            s.tx = closed;
+        }
+    }
+
+    /// Resolves once the controller is stopping.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// Changes as they are committed.

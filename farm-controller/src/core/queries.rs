@@ -177,7 +177,7 @@ impl Farm {
                 ),
             };
         }
-        match st.grants.get(id).and_then(|l| st.leases.get(l)) {
+        match st.lease_for_request(id) {
             Some(lease) => RequestStatus::Granted(lease.clone()),
             None => RequestStatus::Ended(
                 "the request is no longer waiting (cancelled, or its lease already ended)".into(),

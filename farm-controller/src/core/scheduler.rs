@@ -187,6 +187,8 @@ mod tests {
             created_ms,
             duration_ms: 1000,
             job_id: None,
+            detached: false,
+            expires_ms: 0,
         }
     }
 
@@ -308,6 +310,8 @@ mod tests {
                 granted_ms: 0,
                 expires_ms: 3_600_000,
                 stopping: None,
+                request_id: None,
+                claimed: true,
             },
         )]
         .into_iter()
@@ -344,6 +348,8 @@ mod tests {
                 granted_ms: 0,
                 expires_ms: 60_000,
                 stopping: Some("cancelled".into()),
+                request_id: None,
+                claimed: true,
             },
         )]
         .into_iter()

@@ -1,4 +1,5 @@
-//! The farm's in-memory state: the records the store holds, plus the connected agents and recent grants.
+//! The farm's in-memory state: the records the store holds, plus the connected agents and who watches which
+//! waiting request.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -10,6 +11,38 @@ use super::agents::AgentSender;
 use super::scheduler::Records;
 use crate::config::Config;
 use crate::store::{Snapshot, Tx};
+
+/// The clients watching a waiting request.
+#[derive(Debug, Clone)]
+pub(crate) struct Watch {
+    /// How many watch it now.
+    pub count: usize,
+    /// Since when nobody has (while `count` is 0).
+    pub idle_since: Instant,
+}
+
+impl Watch {
+    /// Nobody watches yet.
+    pub fn idle() -> Self {
+        Watch {
+            count: 0,
+            idle_since: Instant::now(),
+        }
+    }
+    pub fn watch(&mut self) {
+        self.count += 1;
+    }
+    pub fn unwatch(&mut self) {
+        self.count = self.count.saturating_sub(1);
+        if self.count == 0 {
+            self.idle_since = Instant::now();
+        }
+    }
+    /// Nobody has watched for at least `grace`.
+    pub fn abandoned(&self, grace: std::time::Duration) -> bool {
+        self.count == 0 && self.idle_since.elapsed() >= grace
+    }
+}
 
 /// A connected agent.
 #[derive(Debug)]
@@ -35,8 +68,8 @@ pub(crate) struct State {
     /// The last id sequence number handed out.
     pub seq: u64,
     pub agents: HashMap<String, AgentSession>,
-    /// Which lease each recently granted request got (for clients waiting on a request).
-    pub grants: HashMap<String, String>,
+    /// Who watches each waiting reservation request (not stored: after a restart clients reconnect).
+    pub watches: HashMap<String, Watch>,
     /// Consecutive infrastructure errors that quarantine a rig.
     pub quarantine_after: u32,
     pub next_conn: u64,
@@ -95,6 +128,8 @@ impl State {
             st.leases.insert(l.id.clone(), l);
         }
         for r in snap.requests {
+            // Its client gets `watch_grace` from now to come back and watch it again.
+            st.watches.insert(r.id.clone(), Watch::idle());
             st.requests.insert(r.id.clone(), r);
         }
         for mut j in snap.jobs {
@@ -110,6 +145,13 @@ impl State {
             st.sweeps.insert(s.id.clone(), s);
         }
         (st, tx)
+    }
+
+    /// The lease granted to request `id`, if it still exists.
+    pub fn lease_for_request(&self, id: &str) -> Option<&Lease> {
+        self.leases
+            .values()
+            .find(|l| l.request_id.as_deref() == Some(id))
     }
 
     /// Marks the records as they are now: a change rolls back to here unless it is committed.
@@ -137,12 +179,10 @@ impl State {
             self.sweeps = m.sweeps;
             self.fencing = m.fencing;
             self.seq = m.seq;
-            self.grants
-                .retain(|_, lease| self.leases.contains_key(lease));
         }
     }
 
-    /// Replaces every record with the store's (sessions, grants and log counters stay): what memory holds after
+    /// Replaces every record with the store's (sessions, watches and log counters stay): what memory holds after
     /// a write failed.
     pub fn reload(&mut self, snap: Snapshot) {
         let lines: HashMap<String, u64> = self
@@ -173,8 +213,9 @@ impl State {
         self.sweeps = snap.sweeps.into_iter().map(|s| (s.id.clone(), s)).collect();
         self.fencing = snap.fencing;
         self.seq = snap.seq;
-        self.grants
-            .retain(|_, lease| self.leases.contains_key(lease));
+        for id in self.requests.keys() {
+            self.watches.entry(id.clone()).or_insert_with(Watch::idle);
+        }
     }
 
     /// A new id like `job-000042` (the counter is stored with the change that uses it).

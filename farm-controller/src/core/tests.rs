@@ -69,6 +69,7 @@ fn reservation(
         priority,
         duration,
         wait,
+        detach: false,
     }
 }
 

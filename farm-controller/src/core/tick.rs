@@ -115,6 +115,60 @@ fn expire_job_leases(st: &mut State, timeout: Duration, now: u64, fx: &mut Effec
     }
 }
 
+/// Withdraws reservation requests nobody waits for any more: a client that watched and went away (killed, or
+/// cut off by a restart and not back) for `grace`, and detached requests past their wait. Then releases
+/// reservations granted to a waiting client that never received them within `claim_timeout`.
+fn drop_abandoned(
+    st: &mut State,
+    grace: Duration,
+    claim_timeout: Duration,
+    now: u64,
+    fx: &mut Effects,
+) {
+    let gone: Vec<(String, &'static str)> = st
+        .requests
+        .values()
+        .filter(|r| r.job_id.is_none())
+        .filter_map(|r| {
+            if r.detached {
+                (r.expires_ms > 0 && r.expires_ms <= now)
+                    .then_some((r.id.clone(), "its detached wait ended"))
+            } else {
+                let abandoned = st.watches.get(&r.id).is_none_or(|w| w.abandoned(grace));
+                abandoned.then_some((r.id.clone(), "its waiting client went away"))
+            }
+        })
+        .collect();
+    for (id, why) in gone {
+        tracing::info!(request = id, "withdrawing the request: {why}");
+        st.requests.remove(&id);
+        st.watches.remove(&id);
+        fx.tx.drop_request(&id);
+        fx.event(FarmEvent::Request(id));
+    }
+    let claim_ms = nvme_spec::units::millis(claim_timeout);
+    let unclaimed: Vec<Lease> = st
+        .leases
+        .values()
+        .filter(|l| {
+            l.kind == LeaseKind::Reservation
+                && !l.claimed
+                && l.granted_ms.saturating_add(claim_ms) <= now
+        })
+        .cloned()
+        .collect();
+    for l in unclaimed {
+        tracing::info!(
+            lease = l.id,
+            rig = l.rig,
+            holder = l.holder,
+            "releasing a reservation nobody claimed"
+        );
+        drop_reservation(st, &l, &mut fx.tx);
+        fx.event(FarmEvent::Rig(l.rig.clone()));
+    }
+}
+
 /// Ends reservations whose time is up.
 fn expire_reservations(st: &mut State, now: u64, fx: &mut Effects) {
     let expired: Vec<Lease> = st
@@ -206,6 +260,13 @@ impl Farm {
         let mut fx = Effects::default();
         lose_silent_agents(&mut st, self.cfg.agent_timeout, now, &mut fx);
         expire_reservations(&mut st, now, &mut fx);
+        drop_abandoned(
+            &mut st,
+            self.cfg.watch_grace,
+            self.cfg.claim_timeout,
+            now,
+            &mut fx,
+        );
         expire_job_leases(&mut st, self.cfg.agent_timeout, now, &mut fx);
         time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
         give_up_on_stops(&mut st, now, &mut fx);

@@ -120,39 +120,42 @@ impl AgentLink for AgentService {
                 "artifact {sha} is indexed but its file is unreadable: {e}"
             ))
         })?;
-        Ok(Response::new(spawn_stream(move |tx| async move {
-            let mut offset = 0u64;
-            let mut buf = vec![0u8; nvfarm_proto::ARTIFACT_CHUNK];
-            loop {
-                let n = match f.read(&mut buf).await {
-                    Ok(0) => return,
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "reading artifact {sha}: {e}"
-                            ))))
-                            .await;
+        Ok(Response::new(spawn_stream(
+            &self.farm,
+            move |tx| async move {
+                let mut offset = 0u64;
+                let mut buf = vec![0u8; nvfarm_proto::ARTIFACT_CHUNK];
+                loop {
+                    let n = match f.read(&mut buf).await {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(Status::data_loss(format!(
+                                    "reading artifact {sha}: {e}"
+                                ))))
+                                .await;
+                            return;
+                        }
+                    };
+                    let first = offset == 0;
+                    let chunk = pb::ArtifactChunk {
+                        name: if first {
+                            rec.name.clone()
+                        } else {
+                            String::new()
+                        },
+                        size: rec.size,
+                        sha256: if first { sha.clone() } else { String::new() },
+                        data: buf[..n].to_vec(),
+                        offset,
+                    };
+                    offset += n as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
                         return;
                     }
-                };
-                let first = offset == 0;
-                let chunk = pb::ArtifactChunk {
-                    name: if first {
-                        rec.name.clone()
-                    } else {
-                        String::new()
-                    },
-                    size: rec.size,
-                    sha256: if first { sha.clone() } else { String::new() },
-                    data: buf[..n].to_vec(),
-                    offset,
-                };
-                offset += n as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return;
                 }
-            }
-        })))
+            },
+        )))
     }
 }

@@ -85,6 +85,7 @@ impl FarmApi for FarmService {
                     )?,
                     duration: duration_ms(r.duration_ms, Duration::from_secs(3600)),
                     wait: r.wait,
+                    detach: r.detach,
                 },
             )
             .await?;
@@ -116,7 +117,9 @@ impl FarmApi for FarmService {
         let id = req.into_inner().request_id;
         let farm = self.farm.clone();
         let mut rx = farm.subscribe();
-        let out = spawn_stream(move |tx| async move {
+        let out = spawn_stream(&self.farm, move |tx| async move {
+            // While this stream lives, somebody waits for the request; when the client goes, the watch ends.
+            let _watch = farm.watching(&id).await;
             loop {
                 let update = match farm.request_status(&id).await {
                     RequestStatus::Waiting {
@@ -134,7 +137,11 @@ impl FarmApi for FarmService {
                             lease: Some(pb::Lease::from(&lease)),
                             ..Default::default()
                         };
-                        let _ = tx.send(Ok(u)).await;
+                        if tx.send(Ok(u)).await.is_ok() {
+                            if let Err(e) = farm.claim(&lease.id).await {
+                                tracing::warn!(lease = lease.id, "recording the claim failed: {e}");
+                            }
+                        }
                         return;
                     }
                     RequestStatus::Ended(why) => {
@@ -150,8 +157,11 @@ impl FarmApi for FarmService {
                 if tx.send(Ok(update)).await.is_err() {
                     return;
                 }
-                // Wake on any change, or every few seconds to refresh the reason.
-                let _ = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+                // Wake on any change, every few seconds to refresh the reason, or when the client goes away.
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => {}
+                    _ = tx.closed() => return,
+                }
             }
         });
         Ok(Response::new(out))
@@ -367,7 +377,7 @@ impl FarmApi for FarmService {
         let farm = self.farm.clone();
         farm.job(&r.id).await?;
         let mut rx = farm.subscribe();
-        let out = spawn_stream(move |tx| async move {
+        let out = spawn_stream(&self.farm, move |tx| async move {
             let mut next_line = r.from_line;
             let mut last_state = None;
             loop {

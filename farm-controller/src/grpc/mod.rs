@@ -19,15 +19,23 @@ use crate::auth::{Auth, Caller};
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// A response stream fed by a task through a bounded channel.
-pub fn spawn_stream<T, F, Fut>(f: F) -> ResponseStream<T>
+/// A response stream fed by a task through a bounded channel. The stream ends when the task does, or when the
+/// controller stops (so a shutdown never waits on a client that only listens).
+pub fn spawn_stream<T, F, Fut>(farm: &crate::core::Farm, f: F) -> ResponseStream<T>
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
+    let task = f(tx);
+    let stopping = farm.stopping();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = task => {}
+            _ = stopping => {}
+        }
+    });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 

@@ -10,31 +10,58 @@ use nvfarm_model::ExitCode;
 use nvfarm_proto::v1 as pb;
 
 use super::selector_pb;
-use crate::client::{CliError, Client, Result};
+use crate::client::{connect, CliError, Client, Result};
 use crate::render::{self, note};
 
-/// Reserves a rig, waiting in the queue with `wait`.
+/// What `reserve` was asked for.
+pub(super) struct Reserve {
+    pub selector: Selector,
+    pub duration: Duration,
+    pub wait: bool,
+    pub detach: bool,
+    pub priority: i32,
+}
+
+/// Reserves a rig, waiting in the queue with `wait` (reconnecting across a controller restart), or leaving a
+/// request in the queue with `detach`.
 pub(super) async fn reserve(
     c: &mut Client,
+    url: &str,
+    token: Option<&str>,
     json: bool,
-    sel: Selector,
-    duration: Duration,
-    wait: bool,
-    priority: i32,
+    how: Reserve,
 ) -> Result<ExitCode> {
     let r = c
         .reserve(pb::ReserveRequest {
-            selector: Some(selector_pb(&sel)),
-            duration_ms: nvme_spec::units::millis(duration),
-            priority,
-            wait,
+            selector: Some(selector_pb(&how.selector)),
+            duration_ms: nvme_spec::units::millis(how.duration),
+            priority: how.priority,
+            wait: how.wait,
             holder: String::new(),
+            detach: how.detach,
         })
         .await?
         .into_inner();
     let lease = match r.lease {
         Some(l) => l,
-        None => wait_for_grant(c, &r.request_id, r.position, &r.waiting_because).await?,
+        None if how.detach => {
+            if json {
+                render::json(&serde_json::json!({
+                    "request_id": r.request_id,
+                    "position": r.position,
+                    "waiting_because": r.waiting_because,
+                }));
+            } else {
+                render::out(format!(
+                    "queued as {} (position {}): {}; `farmctl queue` shows it, `farmctl withdraw {}` withdraws it",
+                    r.request_id, r.position, r.waiting_because, r.request_id
+                ));
+            }
+            return Ok(ExitCode::Passed);
+        }
+        None => {
+            wait_for_grant(c, url, token, &r.request_id, r.position, &r.waiting_because).await?
+        }
     };
     let lease = Lease::try_from(lease)?;
     if json {
@@ -45,9 +72,15 @@ pub(super) async fn reserve(
     Ok(ExitCode::Passed)
 }
 
-/// Waits in the queue until the request is granted; Ctrl-C withdraws it.
+/// How long `reserve --wait` keeps trying to reach a controller that went away (its request keeps its place for
+/// the controller's `queue.watch_grace` after it comes back).
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// Waits in the queue until the request is granted; Ctrl-C withdraws it. A lost controller is reconnected to.
 async fn wait_for_grant(
     c: &mut Client,
+    url: &str,
+    token: Option<&str>,
     request_id: &str,
     position: u32,
     why: &str,
@@ -55,39 +88,76 @@ async fn wait_for_grant(
     note(format!(
         "queued as {request_id} (position {position}): {why}"
     ));
-    let mut s = c
-        .watch_request(pb::WatchRequestRequest {
-            request_id: request_id.to_string(),
-        })
-        .await?
-        .into_inner();
     let mut last = String::new();
+    let mut lost_since: Option<std::time::Instant> = None;
     loop {
-        let ev = tokio::select! {
-            ev = s.next() => ev,
-            _ = tokio::signal::ctrl_c() => {
-                let _ = c.cancel_request(pb::CancelRequestRequest { request_id: request_id.to_string() }).await;
-                return Err(CliError { code: ExitCode::TimedOut, message: "interrupted: the request was withdrawn".into() });
+        match c
+            .watch_request(pb::WatchRequestRequest {
+                request_id: request_id.to_string(),
+            })
+            .await
+        {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                lost_since = None;
+                loop {
+                    let ev = tokio::select! {
+                        ev = s.next() => ev,
+                        _ = tokio::signal::ctrl_c() => {
+                            let _ = c.cancel_request(pb::CancelRequestRequest { request_id: request_id.to_string() }).await;
+                            return Err(CliError { code: ExitCode::TimedOut, message: "interrupted: the request was withdrawn".into() });
+                        }
+                    };
+                    let ev = match ev {
+                        Some(Ok(ev)) => ev,
+                        // The stream ended or broke: the controller went away; reconnect.
+                        None | Some(Err(_)) => break,
+                    };
+                    if let Some(l) = ev.lease {
+                        return Ok(l);
+                    }
+                    if !ev.ended.is_empty() {
+                        return Err(CliError::infra(ev.ended));
+                    }
+                    let line = format!("position {}: {}", ev.position, ev.waiting_because);
+                    if line != last {
+                        note(&line);
+                        last = line;
+                    }
+                }
             }
-        };
-        let Some(ev) = ev else {
-            return Err(CliError::infra(
-                "the controller ended the wait without an answer",
-            ));
-        };
-        let ev = ev?;
-        if let Some(l) = ev.lease {
-            return Ok(l);
+            Err(e) if e.code() != tonic::Code::Unavailable => return Err(e.into()),
+            Err(_) => {}
         }
-        if !ev.ended.is_empty() {
-            return Err(CliError::infra(ev.ended));
+        let since = *lost_since.get_or_insert_with(|| {
+            note("lost the controller; reconnecting (the request keeps its place)");
+            std::time::Instant::now()
+        });
+        if since.elapsed() > RECONNECT_FOR {
+            return Err(CliError::infra(format!(
+                "the controller has not come back for {}s; request {request_id} is withdrawn once it notices nobody waits",
+                RECONNECT_FOR.as_secs()
+            )));
         }
-        let line = format!("position {}: {}", ev.position, ev.waiting_because);
-        if line != last {
-            note(&line);
-            last = line;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(nc) = connect(url, token).await {
+            *c = nc;
         }
     }
+}
+
+/// Withdraws a waiting request.
+pub(super) async fn withdraw(c: &mut Client, json: bool, request_id: String) -> Result<ExitCode> {
+    c.cancel_request(pb::CancelRequestRequest {
+        request_id: request_id.clone(),
+    })
+    .await?;
+    if json {
+        render::json(&serde_json::json!({ "withdrawn": request_id }));
+    } else {
+        render::out(format!("withdrew {request_id}"));
+    }
+    Ok(ExitCode::Passed)
 }
 
 /// Ends a reservation.

@@ -117,11 +117,20 @@ async fn command(cli: Cli) -> Result<ExitCode> {
             labels,
             duration,
             wait,
+            detach,
             priority: p,
         } => {
             let sel = selector(&rig, &labels, true)?;
-            leases::reserve(&mut c, j, sel, duration, wait, priority(&p)?).await
+            let how = leases::Reserve {
+                selector: sel,
+                duration,
+                wait,
+                detach,
+                priority: priority(&p)?,
+            };
+            leases::reserve(&mut c, &cli.controller, cli.token.as_deref(), j, how).await
         }
+        Command::Withdraw { request_id } => leases::withdraw(&mut c, j, request_id).await,
         Command::Release { lease_id } => leases::release(&mut c, j, lease_id).await,
         Command::Extend { lease_id, duration } => {
             leases::extend(&mut c, j, lease_id, duration).await

@@ -50,6 +50,8 @@ impl From<&Lease> for pb::Lease {
             },
             job_id: l.job_id.clone().unwrap_or_default(),
             stopping: l.stopping.clone().unwrap_or_default(),
+            request_id: l.request_id.clone().unwrap_or_default(),
+            claimed: l.claimed,
         }
     }
 }
@@ -76,6 +78,8 @@ impl TryFrom<pb::Lease> for Lease {
             granted_ms: l.granted_ms,
             expires_ms: l.expires_ms,
             stopping: opt(l.stopping),
+            request_id: opt(l.request_id),
+            claimed: l.claimed,
         })
     }
 }
@@ -221,6 +225,8 @@ impl From<&QueueEntry> for pb::QueueEntry {
             job_id: r.job_id.clone().unwrap_or_default(),
             waiting_because: e.waiting_because.clone(),
             duration_ms: r.duration_ms,
+            detached: r.detached,
+            expires_ms: r.expires_ms,
         }
     }
 }
@@ -238,6 +244,8 @@ impl TryFrom<pb::QueueEntry> for QueueEntry {
                 created_ms: e.created_ms,
                 duration_ms: e.duration_ms,
                 job_id: opt(e.job_id),
+                detached: e.detached,
+                expires_ms: e.expires_ms,
             },
             waiting_because: e.waiting_because,
         })
