@@ -7,13 +7,13 @@
 //! ended in an infrastructure error goes only to its own health check until that passes.
 
 use std::collections::HashSet;
-
-/// The farm's records by id (a persistent map: cheap to snapshot).
-pub type Records<T> = imbl::OrdMap<String, T>;
 use std::time::Duration;
 
 use nvfarm_model::farm::{Lease, LeaseKind, Priority, Request, Rig, RigState};
 use nvfarm_model::time::rfc3339;
+
+/// The farm's records by id (a persistent map: cheap to snapshot).
+pub type Records<T> = imbl::OrdMap<String, T>;
 
 /// A request's rank in service order (higher first).
 fn rank(p: Priority) -> u32 {
@@ -27,7 +27,9 @@ fn rank(p: Priority) -> u32 {
 
 /// The rank a request is served at now: its class's, or interactive's for a CI request waiting past `aging`.
 pub fn effective_rank(r: &Request, now: u64, aging: Duration) -> u32 {
-    if r.priority == Priority::Ci && now.saturating_sub(r.created_ms) >= aging.as_millis() as u64 {
+    if r.priority == Priority::Ci
+        && now.saturating_sub(r.created_ms) >= nvme_spec::units::millis(aging)
+    {
         rank(Priority::Interactive)
     } else {
         rank(r.priority)
