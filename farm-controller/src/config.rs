@@ -8,6 +8,8 @@
 //! [health]
 //! heartbeat_interval = "2s"        # what agents are told
 //! agent_timeout = "10s"            # no heartbeat for this long: the agent's rigs go offline, its jobs end as error
+//! restart_grace = "15s"            # after a controller restart, an agent that had jobs must be back within this
+//!                                  # (default and minimum: agent_timeout + 5s, an agent's longest reconnect wait)
 //! quarantine_after = 3             # consecutive infrastructure errors before a rig is quarantined
 //! stop_grace = "60s"               # a cancelled or timed-out job's agent must confirm it stopped within this; the
 //!                                  # rig stays held meanwhile, and gets a health check if it never does
@@ -49,6 +51,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nvfarm_model::link::AGENT_RECONNECT_MAX;
 use serde::Deserialize;
 
 /// Why the config cannot be used.
@@ -119,6 +122,7 @@ pub struct TokenEntry {
 struct RawHealth {
     heartbeat_interval: Option<String>,
     agent_timeout: Option<String>,
+    restart_grace: Option<String>,
     quarantine_after: Option<u32>,
     stop_grace: Option<String>,
     health_check_plan: Option<PathBuf>,
@@ -220,6 +224,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// No heartbeat for this long: the agent's rigs go offline, its jobs end as error.
     pub agent_timeout: Duration,
+    /// After a controller restart, how long an agent that had jobs has to come back before they end (error)
+    /// and its rigs go offline.
+    pub restart_grace: Duration,
     /// Consecutive infrastructure errors before a rig is quarantined.
     pub quarantine_after: u32,
     /// How long a cancelled or timed-out job's agent has to confirm it stopped before its rig is freed anyway
@@ -259,6 +266,7 @@ impl Default for Config {
             http: "127.0.0.1:7701".parse().expect("literal"),
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
+            restart_grace: Duration::from_secs(10).saturating_add(AGENT_RECONNECT_MAX),
             quarantine_after: 3,
             stop_grace: Duration::from_secs(60),
             health_check_plan: DEFAULT_HEALTH_CHECK.to_string(),
@@ -339,6 +347,19 @@ impl Config {
                 "key 'health.agent_timeout' must be at least twice health.heartbeat_interval"
                     .into(),
             ));
+        }
+        c.restart_grace = dur(
+            "health.restart_grace",
+            &raw.health.restart_grace,
+            c.agent_timeout.saturating_add(AGENT_RECONNECT_MAX),
+        )?;
+        if c.restart_grace < c.agent_timeout.saturating_add(AGENT_RECONNECT_MAX) {
+            return Err(invalid(format!(
+                "key 'health.restart_grace' must be at least health.agent_timeout plus {} (the longest an agent \
+                 waits between reconnect attempts), here {}",
+                humantime::format_duration(AGENT_RECONNECT_MAX),
+                humantime::format_duration(c.agent_timeout.saturating_add(AGENT_RECONNECT_MAX))
+            )));
         }
         c.stop_grace = dur("health.stop_grace", &raw.health.stop_grace, c.stop_grace)?;
         if let Some(q) = raw.health.quarantine_after {
@@ -458,6 +479,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.agent_timeout, Duration::from_secs(6));
+        assert_eq!(
+            c.restart_grace,
+            Duration::from_secs(11),
+            "agent_timeout plus the agents' longest reconnect wait"
+        );
         assert_eq!(c.tokens[0].role, Role::Ci);
         assert_eq!(
             c.script_roles,
@@ -489,6 +515,10 @@ mod tests {
             ("listen = \"here\"\n", "'listen'"),
             ("[health]\nagent_timeout = \"1s\"\n", "twice"),
             ("colour = 1\n", "colour"),
+            (
+                "[health]\nrestart_grace = \"12s\"\n",
+                "'health.restart_grace' must be at least health.agent_timeout plus 5s",
+            ),
             ("[health]\nstop_grace = \"1000000y\"\n", "at most 30 days"),
             (
                 "[scripts]\nroles = [\"agent\"]\n",

@@ -7,7 +7,8 @@
 //! - [`junit`]: JUnit XML for CI systems; [`exit`]: the exit codes every nvfarm command shares.
 //! - [`farm`]: the controller's records (rigs, leases, requests, jobs, sweeps) in the one JSON shape that
 //!   `farmctl --json`, the controller's JSON API and its store all use.
-//! - [`link`]: the messages between a bench-agent and the controller.
+//! - [`link`]: the messages between a bench-agent and the controller; [`journal`]: the agent's record of the
+//!   leases it held.
 //! - [`time`]: wall-clock milliseconds, the unit every record's timestamps use.
 #![warn(missing_docs)]
 #![warn(clippy::wildcard_imports)]
@@ -15,6 +16,7 @@
 pub mod exit;
 pub mod farm;
 pub mod io;
+pub mod journal;
 pub mod junit;
 pub mod link;
 pub mod outcome;

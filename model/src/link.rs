@@ -2,12 +2,17 @@
 //! `AgentLink` protobuf messages; `nvfarm-proto` converts, nothing else sees the generated types.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::farm::{DriveFirmware, JobState};
 use crate::outcome::Outcome;
 use crate::report::{LogLine, StepReport};
+
+/// The longest an agent waits between two attempts to reach the controller. A restarted controller gives each
+/// agent that had jobs `health.agent_timeout` plus this long to come back before it ends their jobs.
+pub const AGENT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A rig as its agent reports it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -11,14 +11,14 @@ pub fn workspace() -> PathBuf {
 }
 
 /// A binary of the workspace (`nvme-flash`, `bench-agent`, ...), built by the same cargo invocation as the tests
-/// (`cargo test --workspace` builds every member's binaries first).
+/// (`cargo test --workspace` builds every member's binaries first), found next to the running executable: a test
+/// (`target/<profile>/deps/<test>`) or a binary of this package (`target/<profile>/chaos`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let mut dir = exe.parent().expect("target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -27,6 +27,8 @@ pub fn bin(name: &str) -> PathBuf {
     );
     p
 }
+
+pub mod chaos;
 
 pub mod lab {
     //! A farm on loopback for end-to-end tests: a controller, agents with simulated rigs, farmctl.
@@ -177,25 +179,32 @@ critical_warning = 0
         }
 
         pub fn start_agent(&mut self, agent: &str, rigs: &Path, token: Option<&str>) {
+            let url = self.url();
+            self.start_agent_via(agent, rigs, token, &url);
+        }
+
+        /// Starts agent `agent` with its link to the controller at `controller` (e.g. through a proxy).
+        pub fn start_agent_via(
+            &mut self,
+            agent: &str,
+            rigs: &Path,
+            token: Option<&str>,
+            controller: &str,
+        ) {
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(self.path(&format!("{agent}.log")))
                 .unwrap();
             let mut cmd = Command::new(bin("bench-agent"));
-            cmd.args([
-                "--controller",
-                &self.url(),
-                "--rigs",
-                rigs.to_str().unwrap(),
-            ])
-            .args([
-                "--work-dir",
-                self.path(&format!("work-{agent}")).to_str().unwrap(),
-            ])
-            .env_remove("FARM_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(log);
+            cmd.args(["--controller", controller, "--rigs", rigs.to_str().unwrap()])
+                .args([
+                    "--work-dir",
+                    self.path(&format!("work-{agent}")).to_str().unwrap(),
+                ])
+                .env_remove("FARM_TOKEN")
+                .stdout(Stdio::null())
+                .stderr(log);
             if let Some(t) = token {
                 cmd.args(["--token", t]);
             }

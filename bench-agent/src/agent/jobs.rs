@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use nvfarm_model::farm::JobState;
+use nvfarm_model::journal::JournalEvent;
 use nvfarm_model::link::{Assignment, FromAgent, JobResult, Refusal};
 use nvfarm_model::plan::{Plan, Step, StepKind};
 use nvfarm_model::{LogLine, Outcome, StepReport};
@@ -77,6 +78,13 @@ pub(super) fn assign(
         }
         Err(e) => return refuse(tx, &a, format!("cannot record the fencing token: {e}")),
     }
+    if let Err(e) = shared.journal.record(JournalEvent::Accepted {
+        rig: a.rig.clone(),
+        job: a.job_id.clone(),
+        token: a.fencing_token,
+    }) {
+        tracing::error!(job = a.job_id, "cannot write the lease journal: {e}");
+    }
     // An older job still running on this rig is fenced off now.
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -126,6 +134,14 @@ pub(super) fn assign(
             run_job(&shared, &a, cancel, client).await
         };
         drop(held);
+        if let Err(e) = shared.journal.record(JournalEvent::Released {
+            rig: a.rig.clone(),
+            job: a.job_id.clone(),
+            token: a.fencing_token,
+            outcome: result.outcome.as_str().to_string(),
+        }) {
+            tracing::error!(job = a.job_id, "cannot write the lease journal: {e}");
+        }
         if let Err(e) = shared.spool.save_result(&result) {
             tracing::error!(job = a.job_id, "cannot spool the result: {e}");
         }

@@ -10,10 +10,12 @@
 //!
 //! - this module: the daemon's lifetime and the session with the controller;
 //! - [`jobs`]: accepting assignments and running them; [`progress`]: batching their progress;
-//! - [`artifacts`]: the firmware cache; [`spool`]: what must survive a restart.
+//! - [`artifacts`]: the firmware cache; [`spool`]: what must survive a restart; [`journal`]: the agent's own
+//!   record of which lease held each rig when.
 
 mod artifacts;
 mod jobs;
+pub mod journal;
 pub mod progress;
 pub mod spool;
 
@@ -37,6 +39,7 @@ use nvfarm_proto::v1::agent_link_client::AgentLinkClient;
 
 use crate::rigs::Inventory;
 use jobs::RunningJob;
+use journal::Journal;
 use spool::Spool;
 
 /// How the daemon runs.
@@ -96,6 +99,7 @@ struct Shared {
     /// One job at a time per rig: a newer assignment waits until a cancelled or fenced-off job has stopped.
     rig_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     spool: Spool,
+    journal: Journal,
     running: Mutex<HashMap<String, RunningJob>>,
     /// Messages for the controller; survives reconnects (a new stream drains it).
     outbox: mpsc::UnboundedSender<FromAgent>,
@@ -124,6 +128,12 @@ pub async fn run(
     let inventory = Inventory::load(&cfg.rigs_file, &cfg.work_dir)
         .map_err(|e| AgentError::Setup(e.to_string()))?;
     let spool = Spool::open(&cfg.work_dir).map_err(|e| AgentError::Setup(e.to_string()))?;
+    let journal = Journal::open(&cfg.work_dir.join("agent")).map_err(|e| {
+        AgentError::Setup(format!(
+            "cannot write the lease journal in {}: {e}",
+            cfg.work_dir.join("agent").display()
+        ))
+    })?;
     // Create simulated drives now, so their identity can be reported at registration.
     for rig in &inventory.rigs {
         if let Err(e) = rig.locator(&inventory.file, &cfg.sysfs) {
@@ -141,6 +151,7 @@ pub async fn run(
         inventory,
         rig_locks,
         spool,
+        journal,
         running: Mutex::new(HashMap::new()),
         outbox,
         stopping: AtomicBool::new(false),
@@ -178,7 +189,7 @@ pub async fn run(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop_rx.changed() => break,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(nvfarm_model::link::AGENT_RECONNECT_MAX);
     }
     // Stop: cancel running jobs, let them finish their current command and spool their results.
     shared.stopping.store(true, Ordering::Relaxed);

@@ -11,7 +11,9 @@ use nvfarm_model::link::{Heartbeat, JobProgress, JobResult, Refusal, Registratio
 use nvfarm_model::time::now_ms;
 use nvfarm_model::LogLine;
 
-use super::jobs::{apply_result, finish, give_up, record_drive, record_steps, settle, stopping};
+use super::jobs::{
+    apply_result, finish, give_up, hold_abandoned, record_drive, record_steps, settle, stopping,
+};
 use super::leases::assignment;
 use super::state::AgentSession;
 use super::{Effects, Farm, FarmError, FarmEvent};
@@ -132,6 +134,7 @@ impl Farm {
         let mut abandon = vec![];
         let mut reported_running = vec![];
         let grace = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
+        let hold_until = now.saturating_add(nvme_spec::units::millis(self.cfg.stop_grace));
         for j in &reg.jobs {
             if !st.owns_job(agent, &j.job_id) {
                 abandon.push(j.job_id.clone());
@@ -178,7 +181,19 @@ impl Farm {
                         l.expires_ms = grace;
                     }
                 }
-                (None, None) => abandon.push(j.job_id.clone()),
+                (None, None) => {
+                    // Decided and let go while the agent was away, yet still running there: abandoned, and
+                    // its rig held until the agent confirms it stopped.
+                    hold_abandoned(
+                        &mut st,
+                        &j.job_id,
+                        j.fencing_token,
+                        now,
+                        hold_until,
+                        &mut fx,
+                    );
+                    abandon.push(j.job_id.clone());
+                }
             }
         }
         // Jobs we think run on this agent's rigs but it does not report.

@@ -4,7 +4,7 @@
 
 use nvfarm_model::farm::{Job, JobState, Priority, Rig, RigState, Selector};
 
-use super::jobs::{enqueue, new_job, JobRequest};
+use super::jobs::{enqueue, give_up, new_job, JobRequest};
 use super::state::State;
 use super::{Effects, Farm, FarmError, FarmEvent};
 use crate::auth::Caller;
@@ -159,10 +159,14 @@ impl Farm {
                         r.state
                     )));
                 }
-                r.state = if connected {
-                    RigState::Idle
-                } else {
+                // A rig still held (a reservation that outlived its agent's absence, a stop not yet confirmed)
+                // stays held: restoring it must not let the scheduler grant it twice.
+                r.state = if !connected {
                     RigState::Offline
+                } else if r.lease_id.is_some() {
+                    RigState::Leased
+                } else {
+                    RigState::Idle
                 };
                 r.reason = if connected {
                     String::new()
@@ -197,14 +201,35 @@ impl Farm {
             ));
         }
         let mut st = self.lock().await?;
+        let now = nvfarm_model::time::now_ms();
+        let mut fx = Effects::default();
+        let Some(held) = st.rigs.get(rig).map(|r| r.lease_id.clone()) else {
+            return Err(FarmError::NotFound(format!("no rig {rig}")));
+        };
+        if let Some(lease) = held.and_then(|l| st.leases.get(&l).cloned()) {
+            match (&lease.stopping, &lease.job_id) {
+                // Held only until a stopped job's agent confirms: the admin gives up waiting (the rig gets a
+                // health check under its new agent).
+                (Some(_), Some(job)) => {
+                    tracing::warn!(
+                        rig,
+                        job,
+                        by = caller.name,
+                        "moving a rig whose stopped job was never confirmed"
+                    );
+                    give_up(&mut st, job, now, &mut fx);
+                }
+                _ => {
+                    return Err(FarmError::FailedPrecondition(format!(
+                        "{rig} is leased ({}); release it or cancel its job first",
+                        lease.id
+                    )))
+                }
+            }
+        }
         let Some(r) = st.rigs.get_mut(rig) else {
             return Err(FarmError::NotFound(format!("no rig {rig}")));
         };
-        if let Some(lease) = &r.lease_id {
-            return Err(FarmError::FailedPrecondition(format!(
-                "{rig} is leased ({lease}); release it or cancel its job first"
-            )));
-        }
         let from = std::mem::replace(&mut r.agent, to.to_string());
         if r.state != RigState::Quarantined && r.state != RigState::Maintenance {
             r.state = RigState::Offline;
@@ -214,7 +239,6 @@ impl Farm {
             caller.name
         );
         let rec = r.clone();
-        let mut fx = Effects::default();
         fx.tx.rig(&rec);
         fx.event(FarmEvent::Rig(rig.to_string()));
         self.reschedule(&mut st, fx).await?;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use nvfarm_model::farm::{Job, JobState, Priority, Request, RigState, Selector};
+use nvfarm_model::farm::{Job, JobState, Lease, LeaseKind, Priority, Request, RigState, Selector};
 use nvfarm_model::link::{JobResult, ToAgent};
 use nvfarm_model::plan::{Plan, StepKind};
 use nvfarm_model::time::now_ms;
@@ -297,14 +297,23 @@ pub(crate) fn stop(
     }
 }
 
-/// Whether `job_id` was stopped by the controller and its agent has not confirmed yet (with this token).
+/// The lease that holds a rig for `job_id` until its agent confirms the job stopped (with `token`, if given): the
+/// lease of a job the controller stopped (cancel, timeout), or a hold left on the rig of a job that ended without
+/// its agent ([`finish_holding`], [`hold_abandoned`]).
+fn stop_lease(st: &State, job_id: &str, token: Option<u64>) -> Option<Lease> {
+    st.leases
+        .values()
+        .find(|l| {
+            l.stopping.is_some()
+                && l.job_id.as_deref() == Some(job_id)
+                && token.is_none_or(|t| l.fencing_token == t)
+        })
+        .cloned()
+}
+
+/// Whether a rig is held for `job_id` (with this token) until its agent confirms the job stopped.
 pub(crate) fn stopping(st: &State, job_id: &str, token: u64) -> bool {
-    st.jobs
-        .get(job_id)
-        .filter(|j| !j.settled && j.fencing_token == token)
-        .and_then(|j| j.lease_id.as_ref())
-        .and_then(|l| st.leases.get(l))
-        .is_some_and(|l| l.stopping.is_some())
+    stop_lease(st, job_id, Some(token)).is_some()
 }
 
 /// The agent confirmed a stopped job ended: keep the steps it ran (the outcome stays as decided) and free the rig.
@@ -321,17 +330,136 @@ pub(crate) fn settle(
             fx.event(FarmEvent::Job(job_id.to_string()));
         }
     }
-    release(st, job_id, now, fx);
+    let_go(st, job_id, now, fx);
 }
 
 /// A stopped job whose agent never confirmed: free the rig, but only after a health check.
 pub(crate) fn give_up(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
-    let rig = st.jobs.get(job_id).and_then(|j| j.rig.clone());
-    release(st, job_id, now, fx);
+    let rig = stop_lease(st, job_id, None)
+        .map(|l| l.rig)
+        .or_else(|| st.jobs.get(job_id).and_then(|j| j.rig.clone()));
+    let_go(st, job_id, now, fx);
     if let Some(r) = rig.and_then(|r| st.rigs.get_mut(&r)) {
         r.health_check_pending = true;
         r.reason = format!("its agent did not confirm that {job_id} stopped");
         fx.tx.rig(r);
+    }
+}
+
+/// Frees what held a rig for stopped job `job_id`: its own lease while the job is unsettled (with the health
+/// bookkeeping of its end), or a hold (the bookkeeping was done when the job ended).
+fn let_go(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
+    let hold = stop_lease(st, job_id, None);
+    let own = st.jobs.get(job_id).is_some_and(|j| {
+        !j.settled && j.lease_id.is_some() && j.lease_id == hold.as_ref().map(|l| l.id.clone())
+    });
+    match hold {
+        Some(l) if !own => drop_hold(st, &l, fx),
+        _ => release(st, job_id, now, fx),
+    }
+}
+
+/// Removes a hold lease; its rig is free again.
+fn drop_hold(st: &mut State, l: &Lease, fx: &mut Effects) {
+    st.leases.remove(&l.id);
+    fx.tx.drop_lease(&l.id);
+    if let Some(rig) = st.rigs.get_mut(&l.rig) {
+        if rig.lease_id.as_deref() == Some(l.id.as_str()) {
+            rig.lease_id = None;
+            if rig.state == RigState::Leased {
+                rig.state = RigState::Idle;
+            }
+            fx.tx.rig(rig);
+            fx.event(FarmEvent::Rig(rig.name.clone()));
+        }
+    }
+}
+
+/// Ends a job whose agent cannot be reached (lost, or gone since a restart): the job is decided and settled at
+/// once (its followers get the outcome now), but its lease stays as a hold until `hold_until`, so the rig goes to
+/// nobody while the agent may still be running the job; the agent's confirmation, its return without the job, or
+/// the deadline (then with a health check) frees it.
+pub(crate) fn finish_holding(
+    st: &mut State,
+    job_id: &str,
+    state: JobState,
+    message: String,
+    now: u64,
+    hold_until: u64,
+    fx: &mut Effects,
+) {
+    let Some(lease_id) = st.jobs.get(job_id).and_then(|j| j.lease_id.clone()) else {
+        return finish(st, job_id, state, message, None, now, fx);
+    };
+    if !decide(st, job_id, state, message.clone(), None, now, fx) {
+        return;
+    }
+    let Some(job) = st.jobs.get_mut(job_id) else {
+        return;
+    };
+    job.settled = true;
+    fx.tx.job(job);
+    let job = job.clone();
+    match st.leases.get_mut(&lease_id) {
+        Some(l) => {
+            l.stopping = Some("agent-lost".into());
+            l.expires_ms = hold_until;
+            fx.tx.lease(l);
+        }
+        None => return,
+    }
+    if let Some(rig) = job.rig.as_ref().and_then(|r| st.rigs.get_mut(r)) {
+        health::after_job(rig, &job, state, &message, st.quarantine_after);
+        fx.tx.rig(rig);
+        fx.event(FarmEvent::Rig(rig.name.clone()));
+    }
+    if job.state == JobState::Failed {
+        retry_in_sweep(st, &job, now, fx);
+    }
+}
+
+/// An agent reports running a job the controller had already let go of (ended and freed its rig while the agent
+/// was away): the agent is told to abandon it, and the rig is held until it confirms (or `hold_until`), so
+/// nothing new is granted the rig while the old job still touches it. Nothing is held if the rig is taken.
+pub(crate) fn hold_abandoned(
+    st: &mut State,
+    job_id: &str,
+    token: u64,
+    now: u64,
+    hold_until: u64,
+    fx: &mut Effects,
+) {
+    let Some(rig) = st.jobs.get(job_id).and_then(|j| j.rig.clone()) else {
+        return;
+    };
+    if st.rigs.get(&rig).is_none_or(|r| r.lease_id.is_some())
+        || stop_lease(st, job_id, Some(token)).is_some()
+    {
+        return;
+    }
+    let id = st.next_id("lease", &mut fx.tx);
+    let lease = Lease {
+        id: id.clone(),
+        rig: rig.clone(),
+        holder: "farm-controller".into(),
+        fencing_token: token,
+        kind: LeaseKind::Job,
+        job_id: Some(job_id.to_string()),
+        granted_ms: now,
+        expires_ms: hold_until,
+        stopping: Some("abandoned".into()),
+        request_id: None,
+        claimed: true,
+    };
+    fx.tx.lease(&lease);
+    st.leases.insert(id.clone(), lease);
+    if let Some(r) = st.rigs.get_mut(&rig) {
+        r.lease_id = Some(id);
+        if r.state == RigState::Idle {
+            r.state = RigState::Leased;
+        }
+        fx.tx.rig(r);
+        fx.event(FarmEvent::Rig(rig));
     }
 }
 

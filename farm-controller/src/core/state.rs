@@ -123,7 +123,7 @@ impl State {
         for mut l in snap.leases {
             // Reservations keep their own clock.
             if l.kind == LeaseKind::Job {
-                l.expires_ms = now.saturating_add(cfg.agent_timeout.as_millis() as u64);
+                l.expires_ms = now.saturating_add(nvme_spec::units::millis(cfg.restart_grace));
             }
             st.leases.insert(l.id.clone(), l);
         }

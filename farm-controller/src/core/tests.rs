@@ -698,7 +698,7 @@ async fn absurd_numbers_are_refused_and_nothing_panics_later() {
 async fn after_a_restart_a_job_whose_agent_never_returns_ends_within_the_grace_period() {
     let t = tempfile::tempdir().unwrap();
     let short = |dir: &std::path::Path| Config {
-        agent_timeout: Duration::from_millis(100),
+        restart_grace: Duration::from_millis(100),
         ..cfg(dir, Duration::from_secs(60))
     };
     let job = {
@@ -841,4 +841,259 @@ async fn a_lost_agent_that_answers_again_is_made_to_register_and_gets_its_rigs_b
     let (_, _rx2, r) = connect(&f, "a", &["r1"]).await;
     r.unwrap();
     assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Idle);
+}
+
+/// Registers agent "a" again on a new connection with rig r1 (label model=X) and the jobs it reports.
+async fn reconnect(f: &Farm, jobs: Vec<HeldJob>) -> mpsc::UnboundedReceiver<ToAgent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = f.agent_connected("a", tx).await;
+    f.agent_register(
+        "a",
+        conn,
+        Registration {
+            agent: "a".into(),
+            rigs: vec![AgentRig {
+                name: "r1".into(),
+                labels: [("model".to_string(), "X".to_string())].into(),
+                ..Default::default()
+            }],
+            jobs,
+            version: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    rx
+}
+
+fn still_running(j: &Job) -> HeldJob {
+    HeldJob {
+        job_id: j.id.clone(),
+        rig: "r1".into(),
+        fencing_token: j.fencing_token,
+        result: None,
+    }
+}
+
+fn assigned(msgs: &[ToAgent]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ToAgent::Assign(a) => Some(a.job_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Found by the chaos suite (agent-pause-long, link-stall): the controller gave a rig to a new job the moment a
+/// lost agent came back still running the old one, so the agent held two leases on one rig.
+#[tokio::test]
+async fn a_lost_agent_still_running_its_job_gets_nothing_new_on_that_rig_until_it_confirms_the_stop(
+) {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let _rx = reconnect(&f, vec![]).await;
+    let alice = who("alice");
+    let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+    assert_eq!(j1.state, JobState::Assigned);
+    // The agent goes silent: its job ends as an error at once (its client gets the answer now)...
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    f.tick().await.unwrap();
+    let lost = f.job(&j1.id).await.unwrap();
+    assert_eq!(lost.state, JobState::Error);
+    assert!(
+        lost.settled,
+        "followers are not kept waiting for a silent agent"
+    );
+    let j2 = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                wait: true,
+                ..job_request()
+            },
+        )
+        .await
+        .unwrap();
+    // ... it comes back still running it: the rig stays held, nothing new is assigned.
+    let mut rx = reconnect(&f, vec![still_running(&j1)]).await;
+    let msgs = sent(&mut rx);
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, ToAgent::Cancel { job_id, .. } if *job_id == j1.id)),
+        "the agent is told to stop it: {msgs:?}"
+    );
+    assert_eq!(assigned(&msgs), Vec::<String>::new(), "{msgs:?}");
+    let rig = f.rig("r1").await.unwrap();
+    assert_eq!(rig.rig.state, RigState::Leased);
+    assert!(rig.lease.unwrap().stopping.is_some());
+    let why = &f.queue().await[0].waiting_because;
+    assert!(
+        why.contains(&format!("finishing agent-lost job {}", j1.id)),
+        "{why}"
+    );
+    // It confirms: the rig is free, the health check (after the error) and then j2 get it.
+    f.agent_result("a", result(&j1, Outcome::Cancelled))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.job(&j1.id).await.unwrap().state,
+        JobState::Error,
+        "the decided outcome stands"
+    );
+    let next = assigned(&sent(&mut rx));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert!(f.job(&next[0]).await.unwrap().health_check);
+    assert_eq!(f.job(&j2.id).await.unwrap().state, JobState::Queued);
+}
+
+#[tokio::test]
+async fn a_lost_agent_that_comes_back_without_its_job_frees_the_rig_through_a_health_check() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let _rx = reconnect(&f, vec![]).await;
+    let j1 = f.submit_job(&who("alice"), job_request()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    f.tick().await.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Offline);
+    // It restarted meanwhile and reports nothing: the hold goes, a health check runs first.
+    let mut rx = reconnect(&f, vec![]).await;
+    let next = assigned(&sent(&mut rx));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert!(f.job(&next[0]).await.unwrap().health_check);
+    assert!(f.job(&j1.id).await.unwrap().settled);
+}
+
+#[tokio::test]
+async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_still_runs_it() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        stop_grace: Duration::ZERO,
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let _rx = reconnect(&f, vec![]).await;
+    let alice = who("alice");
+    let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+    // Cancelled; the agent never confirms within the (zero) grace: the rig is freed through a health check.
+    f.cancel_job(&alice, &j1.id).await.unwrap();
+    f.tick().await.unwrap();
+    // The health check ends; the rig is idle and j1 is long settled.
+    let hc = f
+        .jobs(&JobFilter::default())
+        .await
+        .into_iter()
+        .find(|j| j.health_check)
+        .unwrap();
+    f.agent_result("a", result(&hc, Outcome::Passed))
+        .await
+        .unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Idle);
+    // The agent reconnects still running j1: the rig is held until it confirms.
+    let j2 = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                wait: true,
+                ..job_request()
+            },
+        )
+        .await;
+    let j2 = j2.unwrap();
+    f.agent_result("a", result(&j2, Outcome::Passed))
+        .await
+        .unwrap();
+    let mut rx = reconnect(&f, vec![still_running(&j1)]).await;
+    let msgs = sent(&mut rx);
+    assert!(
+        msgs.iter().any(|m| matches!(m, ToAgent::Registered { abandon_job_ids, .. } if abandon_job_ids.contains(&j1.id))),
+        "{msgs:?}"
+    );
+    let j3 = f
+        .submit_job(
+            &alice,
+            JobRequest {
+                wait: true,
+                ..job_request()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        j3.state,
+        JobState::Queued,
+        "the rig is held for the abandoned job"
+    );
+    f.agent_result("a", result(&j1, Outcome::Cancelled))
+        .await
+        .unwrap();
+    // Confirmed: the drive ran a job the farm had let go of, so a health check runs before j3 gets it.
+    let rig = f.rig("r1").await.unwrap();
+    let hc2 = rig.lease.unwrap().job_id.unwrap();
+    assert!(f.job(&hc2).await.unwrap().health_check, "{hc2}");
+    assert_eq!(f.job(&j3.id).await.unwrap().state, JobState::Queued);
+    f.agent_result("a", result(&f.job(&hc2).await.unwrap(), Outcome::Passed))
+        .await
+        .unwrap();
+    assert_eq!(f.job(&j3.id).await.unwrap().state, JobState::Assigned);
+}
+
+#[tokio::test]
+async fn restoring_an_offline_rig_that_is_still_reserved_keeps_it_held() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(t.path(), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let _rx = reconnect(&f, vec![]).await;
+    let hour = Duration::from_secs(3600);
+    let r = f
+        .reserve(
+            &who("alice"),
+            reservation(Selector::rig("r1"), Priority::Interactive, hour, false),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Reservation::Granted(_)));
+    // Its agent's session is lost and the rig goes offline, still reserved; an operator quarantines it then.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    f.tick().await.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Offline);
+    let admin = Caller {
+        name: "root".into(),
+        role: Role::Admin,
+    };
+    f.set_rig_state(&admin, "r1", RigAction::Quarantine, "flaky cable")
+        .await
+        .unwrap();
+    // The agent comes back (the rig stays quarantined) and the operator restores it: still the reservation's.
+    let _rx = reconnect(&f, vec![]).await;
+    let restored = f
+        .set_rig_state(&admin, "r1", RigAction::Restore, "")
+        .await
+        .unwrap();
+    assert_eq!(restored.state, RigState::Leased);
+    let queued = f
+        .reserve(
+            &who("bob"),
+            reservation(Selector::rig("r1"), Priority::Interactive, hour, true),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(queued, Reservation::Queued { .. }),
+        "never granted twice"
+    );
 }

@@ -7,14 +7,21 @@ use std::time::Duration;
 use nvfarm_model::farm::{JobState, Lease, LeaseKind, RigState};
 use nvfarm_model::time::{now_ms, rfc3339};
 
-use super::jobs::{finish, give_up, stop};
+use super::jobs::{finish, finish_holding, give_up, stop};
 use super::leases::drop_reservation;
 use super::state::State;
 use super::{Effects, Farm, FarmError, FarmEvent};
 
 /// Marks agents silent for longer than `timeout` as lost: their rigs go offline, their running jobs end as
-/// errors.
-fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effects) {
+/// errors at once, and each such rig stays held (for up to `stop_grace`) until the agent, back, confirms the job
+/// stopped or turns out not to have it: a silent agent may still be running it.
+fn lose_silent_agents(
+    st: &mut State,
+    timeout: Duration,
+    stop_grace: Duration,
+    now: u64,
+    fx: &mut Effects,
+) {
     let silent: Vec<String> = st
         .agents
         .iter()
@@ -45,17 +52,15 @@ fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effe
                 })
                 .map(|j| j.id.clone())
                 .collect();
-            for j in unconfirmed_stops(st, rig) {
-                give_up(st, &j, now, fx);
-            }
+            // Stops it had not confirmed stay held until it does or their deadline passes.
             for j in jobs {
-                finish(
+                finish_holding(
                     st,
                     &j,
                     JobState::Error,
                     format!("agent {agent} stopped answering (no heartbeat for {secs:.0}s)"),
-                    None,
                     now,
+                    now.saturating_add(nvme_spec::units::millis(stop_grace)),
                     fx,
                 );
             }
@@ -75,8 +80,8 @@ fn lose_silent_agents(st: &mut State, timeout: Duration, now: u64, fx: &mut Effe
     }
 }
 
-/// Ends jobs whose agent never came back after a controller restart: it gets `agent_timeout` (the grace the
-/// restart gave each job lease); one that does not return loses the job (error) and its rig goes offline. An
+/// Ends jobs whose agent never came back after a controller restart: it gets `health.restart_grace` (the
+/// grace the restart gave each job lease); one that does not return loses the job (error) and its rig goes offline. An
 /// agent with a session is watched by its heartbeats instead ([`lose_silent_agents`]).
 fn expire_job_leases(st: &mut State, timeout: Duration, now: u64, fx: &mut Effects) {
     let expired: Vec<Lease> = st
@@ -226,15 +231,6 @@ fn time_out_jobs(st: &mut State, stop_grace: Duration, now: u64, fx: &mut Effect
     }
 }
 
-/// Stopped jobs on `rig` whose agent has not confirmed yet.
-fn unconfirmed_stops(st: &State, rig: &str) -> Vec<String> {
-    st.leases
-        .values()
-        .filter(|l| l.rig == rig && l.stopping.is_some())
-        .filter_map(|l| l.job_id.clone())
-        .collect()
-}
-
 /// Frees the rigs of stopped jobs whose agent did not confirm within the grace period (after a health check).
 fn give_up_on_stops(st: &mut State, now: u64, fx: &mut Effects) {
     let overdue: Vec<String> = st
@@ -258,7 +254,13 @@ impl Farm {
         let mut st = self.lock().await?;
         let now = now_ms();
         let mut fx = Effects::default();
-        lose_silent_agents(&mut st, self.cfg.agent_timeout, now, &mut fx);
+        lose_silent_agents(
+            &mut st,
+            self.cfg.agent_timeout,
+            self.cfg.stop_grace,
+            now,
+            &mut fx,
+        );
         expire_reservations(&mut st, now, &mut fx);
         drop_abandoned(
             &mut st,
@@ -267,7 +269,7 @@ impl Farm {
             now,
             &mut fx,
         );
-        expire_job_leases(&mut st, self.cfg.agent_timeout, now, &mut fx);
+        expire_job_leases(&mut st, self.cfg.restart_grace, now, &mut fx);
         time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
         give_up_on_stops(&mut st, now, &mut fx);
         self.reschedule(&mut st, fx).await

@@ -113,7 +113,7 @@ pub enum FaultCommand {
         /// How much longer each matching command takes (e.g. 50ms).
         #[arg(value_parser = parse_duration)]
         delay: Duration,
-        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// Only commands with this opcode: a name (identify, get-log-page, fw-download, fw-commit, self-test, format,
         /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
@@ -123,7 +123,7 @@ pub enum FaultCommand {
     },
     /// Make matching commands hang (never complete; the host's command timeout fires) until the fault is cleared.
     Hang {
-        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// Only commands with this opcode: a name (identify, get-log-page, fw-download, fw-commit, self-test, format,
         /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
@@ -136,7 +136,7 @@ pub enum FaultCommand {
         /// The status: (SCT << 8 | SC), with 0x4000 for Do Not Retry (e.g. 0x4006, 0x0106).
         #[arg(value_parser = parse_status)]
         status: u16,
-        /// Only commands with this opcode: a name (identify, get-log, fw-download, fw-commit, self-test, format,
+        /// Only commands with this opcode: a name (identify, get-log-page, fw-download, fw-commit, self-test, format,
         /// sanitize, read, write, flush, ...) or admin:0xNN / io:0xNN (default: every command).
         #[arg(long)]
         opcode: Option<OpcodeFilter>,
