@@ -10,9 +10,10 @@
 //! - [`matching`]: what a selector can match, and rigs that cannot take work now;
 //! - [`leases`]: reservations and grants; [`jobs`]: a job's life; [`health`]: rig health and operator states;
 //! - [`agents`]: agent sessions; [`tick`]: the periodic work; [`sweeps`]: sweeps and their reports;
-//! - [`queries`]: read-only views for the services and the dashboard.
+//! - [`queries`]: read-only views for the services and the dashboard; [`audit`]: the state's invariants.
 
 mod agents;
+mod audit;
 mod health;
 mod jobs;
 mod leases;
@@ -36,7 +37,7 @@ use crate::store::{Store, StoreError, Tx};
 pub use agents::AgentSender;
 pub use health::RigAction;
 pub use jobs::JobRequest;
-pub use leases::{Reservation, ReserveRequest};
+pub use leases::{Reservation, ReserveRequest, WatchGuard};
 pub use queries::{JobFilter, MetricsSnapshot, RequestStatus};
 use state::State;
 pub use sweeps::SweepRequest;

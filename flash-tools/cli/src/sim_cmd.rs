@@ -71,6 +71,9 @@ pub enum SimCommand {
         /// Model the image is for (default: any model).
         #[arg(long)]
         model: Option<String>,
+        /// What the image does once activated: ok (boots and runs normally), boot-fail (boots into a failed
+        /// state: I/O errors, SMART critical warning), fallback (fails to boot; the previous slot runs again),
+        /// vanish (drops off the bus for --duration), slow-boot (takes --duration to come back).
         #[arg(long, default_value = "ok")]
         behaviour: Behaviour,
         /// How long vanish / slow-boot last ("forever" = until power-cycled, for vanish).
@@ -79,6 +82,7 @@ pub enum SimCommand {
         /// Payload size (a multiple of 4).
         #[arg(long, value_parser = parse_size, default_value = "256k")]
         payload_size: u64,
+        /// Where to write the image.
         #[arg(short = 'o', long)]
         output: PathBuf,
     },

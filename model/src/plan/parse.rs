@@ -98,10 +98,10 @@ impl Cx<'_> {
         }
     }
     fn duration(&self, key: &str, v: Option<String>, default: &str) -> Result<Duration, PlanError> {
-        parse_duration(v.as_deref().unwrap_or(default)).map_err(|e| self.invalid(key, e))
+        bounded(v.as_deref().unwrap_or(default)).map_err(|e| self.invalid(key, e))
     }
     fn opt_duration(&self, key: &str, v: Option<String>) -> Result<Option<Duration>, PlanError> {
-        v.map(|s| parse_duration(&s).map_err(|e| self.invalid(key, e)))
+        v.map(|s| bounded(&s).map_err(|e| self.invalid(key, e)))
             .transpose()
     }
     fn opt_size(&self, key: &str, v: Option<String>) -> Result<Option<u64>, PlanError> {
@@ -111,6 +111,18 @@ impl Cx<'_> {
     fn placeholders(&self, key: &str, s: &str) -> Result<(), PlanError> {
         placeholders(s).map(drop).map_err(|e| self.invalid(key, e))
     }
+}
+
+/// The longest duration a plan may give anything (a step, a run, a wait): a plan is one job's work.
+pub const MAX_PLAN_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A duration from the plan, at most [`MAX_PLAN_DURATION`].
+fn bounded(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_PLAN_DURATION {
+        return Err(format!("'{s}' is too long: at most 30days"));
+    }
+    Ok(d)
 }
 
 /// A built-in default duration.
@@ -148,7 +160,11 @@ fn step(file: &Path, number: u32, v: toml::Value) -> Result<Step, PlanError> {
     };
     let timeout = match t.remove("timeout") {
         Some(toml::Value::String(s)) => {
-            Some(parse_duration(&s).map_err(|e| cx.invalid("timeout", e))?)
+            let d = bounded(&s).map_err(|e| cx.invalid("timeout", e))?;
+            if d.is_zero() {
+                return Err(cx.invalid("timeout", "must be longer than 0s"));
+            }
+            Some(d)
         }
         Some(_) => return Err(cx.invalid("timeout", "must be a duration string such as \"30s\"")),
         None => None,
@@ -599,6 +615,9 @@ on_failure = "stop"
             ("name = \"x\"\n[[step]]\nkind = \"io\"\nrw = \"sideways\"\nruntime=\"1s\"", "step 1 (io)", "sideways"),
             ("name = \"x\"\n[[step]]\nkind = \"selftest\"\nwait = true", "step 1 (selftest)", "unknown field `wait`"),
             ("name = \"x\"\n[[step]]\nkind = \"flash\"\ntimeout = \"soon\"", "step 1 (flash) key 'timeout'", "soon"),
+            ("name = \"x\"\n[[step]]\nkind = \"flash\"\ntimeout = \"600000000d\"", "step 1 (flash) key 'timeout'", "at most 30days"),
+            ("name = \"x\"\n[[step]]\nkind = \"flash\"\ntimeout = \"0s\"", "step 1 (flash) key 'timeout'", "longer than 0s"),
+            ("name = \"x\"\n[[step]]\nkind = \"io\"\nrw = \"read\"\nruntime = \"99999999999999s\"", "step 1 (io) key 'runtime'", "at most 30days"),
             ("name = \"x\"\n[[step]]\nkind = \"console_expect\"\npattern = \"boot (ok\"", "step 1 (console_expect) key 'pattern'", "regular expression"),
             ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"echo {drive.model}\"", "step 1 (script) key 'command'", "read $NVFARM_DRIVE_MODEL instead"),
             ("name = \"x\"\n[[step]]\nkind = \"script\"\ncommand = \"true\"\nenv = { V = \"{firmware.version}\" }", "step 1 (script) key 'env.V'", "unknown placeholder {firmware.version}"),
