@@ -95,6 +95,11 @@ pub async fn serve(
     });
 
     let mut http_stop = stop_rx.clone();
+    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on an HTTP connection: {e}");
+        }
+    });
     let http = axum::serve(http_listener, crate::http::router(farm.clone()))
         .with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
@@ -125,7 +130,7 @@ pub async fn serve(
     }
     let mut grpc_stop = stop_rx.clone();
     let mut deadline_stop = stop_rx.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let incoming = no_delay(grpc_listener);
     let grpc = builder
         .add_service(farm_svc)
         .add_service(agent_svc)
@@ -147,4 +152,37 @@ pub async fn serve(
     farm.flush()?;
     tracing::info!("farm-controller stopped");
     Ok(())
+}
+
+/// The accepted connections of `listener`, each with `TCP_NODELAY` set. tonic leaves an incoming stream's sockets
+/// as they are, and with Nagle on, a small reply waits for the client's delayed ACK: ~40 ms on every call.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let tcp = conn?;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on a gRPC connection: {e}");
+        }
+        Ok(tcp)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_the_peers_ack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = std::pin::pin!(super::no_delay(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY on the accepted socket"
+        );
+    }
 }

@@ -38,6 +38,7 @@ pub fn controller_endpoint(url: &str) -> Result<Endpoint, String> {
     let mut ep = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("invalid controller URL '{url}': {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
