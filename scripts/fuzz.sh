@@ -50,8 +50,8 @@ for t in "${targets[@]}"; do
         -rss_limit_mb=4096 -timeout=60 "${extra[@]}" >"$log" 2>&1
     rc=$?
     set -e
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+    secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1 || true)
     crashes=$(($(find "artifacts/$t" -type f | wc -l) - crashes_before))
     if ((rc != 0 && crashes == 0)); then crashes="rc=$rc"; fi
     # Keep what covers something new, nothing else: merge the run's corpus into an empty one.

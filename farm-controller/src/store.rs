@@ -177,9 +177,6 @@ impl Engine {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
-            // Every commit flushes before it is acknowledged; a background flusher would only hold the database
-            // open for up to its period after it is dropped, delaying a reopen (after a failed write, a restart).
-            .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Open {
                 dir: dir.to_path_buf(),

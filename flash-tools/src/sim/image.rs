@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use nvme_spec::bytes::{ascii_at, put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
+use nvme_spec::bytes::{put_ascii, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 /// The first eight bytes of every simulated-drive image.
 pub const MAGIC: &[u8; 8] = b"NVFSIMFW";
@@ -303,9 +303,31 @@ pub fn parse(img: &[u8]) -> Result<ImageHeader, ImageError> {
             actual,
         });
     }
-    let model = ascii_at(img, 24, 40).trim().to_string();
+    // The text fields as build() writes them: printable ASCII, padded with spaces (or NULs).
+    let field = |off: usize, len: usize| {
+        let raw = &img[off..off + len];
+        let end = raw
+            .iter()
+            .rposition(|&b| b != b' ' && b != 0)
+            .map_or(0, |i| i + 1);
+        (
+            String::from_utf8_lossy(&raw[..end]).into_owned(),
+            &raw[..end],
+        )
+    };
+    let (revision, raw) = field(16, 8);
+    if raw.is_empty() || !raw.iter().all(u8::is_ascii_graphic) {
+        return Err(ImageError::Revision(revision));
+    }
+    let (model, raw) = field(24, 40);
+    if !raw.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
+        return Err(ImageError::Model(model));
+    }
+    if payload_len % 4 != 0 {
+        return Err(ImageError::PayloadAlignment(payload_len as usize));
+    }
     Ok(ImageHeader {
-        revision: ascii_at(img, 16, 8).trim().to_string(),
+        revision,
         model: (!model.is_empty()).then_some(model),
         behaviour,
         behaviour_ms: u32_at(img, 72),
@@ -352,6 +374,33 @@ mod tests {
         let mut v = img.clone();
         v[8] = 9;
         assert_eq!(parse(&v), Err(ImageError::Version(9)));
+    }
+
+    /// Found by fuzzing (sim_image): a header whose revision held spaces and a non-ASCII byte parsed (as
+    /// "2.0.0  ?"), so a drive would have reported a revision no image can be built with.
+    #[test]
+    fn a_header_says_only_what_an_image_could_be_built_with() {
+        let img = build(&ImageSpec::new("2.0.0")).unwrap();
+        let with = |patch: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = img.clone();
+            patch(&mut v);
+            put_u32(&mut v, 76, 0);
+            let crc = crc32fast::hash(&v);
+            put_u32(&mut v, 76, crc);
+            parse(&v)
+        };
+        assert_eq!(parse(&img).unwrap().revision, "2.0.0");
+        assert!(matches!(
+            with(&|v| v[21..24].copy_from_slice(b" \xff1")),
+            Err(ImageError::Revision(r)) if r.starts_with("2.0.0 ")
+        ));
+        assert!(matches!(
+            with(&|v| v[16..24].copy_from_slice(b"        ")),
+            Err(ImageError::Revision(_))
+        ));
+        assert!(matches!(with(&|v| v[24] = 0x07), Err(ImageError::Model(_))));
+        // NUL padding reads like space padding.
+        assert_eq!(with(&|v| v[21..24].fill(0)).unwrap().revision, "2.0.0");
     }
 
     #[test]
