@@ -656,9 +656,10 @@ async fn apply(
         }
         Op::CancelJob { who, job } => {
             let id = Seen::pick(&seen.jobs, job, "job-999999");
+            let caller = resolve(who, farm.job(&id).await.ok().map(|j| j.submitter));
             let _ = answered(
                 "cancel job",
-                api.cancel_job(request(who, pb::CancelJobRequest { id }))
+                api.cancel_job(as_caller(caller, pb::CancelJobRequest { id }))
                     .await,
             );
         }
@@ -699,9 +700,10 @@ async fn apply(
         }
         Op::Release { who, lease } => {
             let lease_id = Seen::pick(&seen.leases, lease, "lease-999999");
+            let caller = resolve(who, holder(farm, &lease_id).await);
             let _ = answered(
                 "release",
-                api.release(request(who, pb::ReleaseRequest { lease_id }))
+                api.release(as_caller(caller, pb::ReleaseRequest { lease_id }))
                     .await,
             );
         }
