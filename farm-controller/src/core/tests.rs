@@ -248,16 +248,7 @@ async fn a_quarantined_rig_is_refused_at_once_with_its_reason_unless_the_caller_
     assert!(matches!(e, FarmError::FailedPrecondition(_)), "{e:?}");
     assert!(e.to_string().contains("quarantined"), "{e}");
     // Asked to wait, it queues and says why.
-    let j = f
-        .submit_job(
-            &alice,
-            JobRequest {
-                wait: true,
-                ..job_request()
-            },
-        )
-        .await
-        .unwrap();
+    let j = f.submit_job(&alice, waiting_job_request()).await.unwrap();
     assert_eq!(j.state, JobState::Queued);
     let why = &f.queue().await[0].waiting_because;
     assert!(why.contains("r1 quarantined"), "{why}");
@@ -273,6 +264,24 @@ async fn a_quarantined_rig_is_refused_at_once_with_its_reason_unless_the_caller_
 
 fn result(job: &Job, outcome: Outcome) -> JobResult {
     JobResult::early(&job.id, job.fencing_token, outcome, format!("it {outcome}"))
+}
+
+/// [`job_request`] from a client that waits for a rig.
+fn waiting_job_request() -> JobRequest {
+    JobRequest {
+        wait: true,
+        ..job_request()
+    }
+}
+
+/// A farm whose agents are lost after 50 ms of silence.
+async fn quick_to_lose(dir: &std::path::Path) -> Arc<Farm> {
+    Farm::open(Config {
+        agent_timeout: Duration::from_millis(50),
+        ..cfg(dir, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
 }
 
 fn job_request() -> JobRequest {
@@ -761,12 +770,7 @@ async fn connect(
 async fn a_rig_belongs_to_its_first_agent_until_an_admin_moves_it_and_only_its_agent_speaks_for_its_jobs(
 ) {
     let t = tempfile::tempdir().unwrap();
-    let f = Farm::open(Config {
-        agent_timeout: Duration::from_millis(50),
-        ..cfg(t.path(), Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let f = quick_to_lose(t.path()).await;
     let (_, _rx_a, r) = connect(&f, "a", &["r1"]).await;
     r.unwrap();
     let (_, _rx_b, r) = connect(&f, "b", &["r2"]).await;
@@ -808,12 +812,7 @@ async fn a_rig_belongs_to_its_first_agent_until_an_admin_moves_it_and_only_its_a
 #[tokio::test]
 async fn a_lost_agent_that_answers_again_is_made_to_register_and_gets_its_rigs_back() {
     let t = tempfile::tempdir().unwrap();
-    let f = Farm::open(Config {
-        agent_timeout: Duration::from_millis(50),
-        ..cfg(t.path(), Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let f = quick_to_lose(t.path()).await;
     let (conn, mut rx, r) = connect(&f, "a", &["r1"]).await;
     r.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
@@ -890,12 +889,7 @@ fn assigned(msgs: &[ToAgent]) -> Vec<String> {
 async fn a_lost_agent_still_running_its_job_gets_nothing_new_on_that_rig_until_it_confirms_the_stop(
 ) {
     let t = tempfile::tempdir().unwrap();
-    let f = Farm::open(Config {
-        agent_timeout: Duration::from_millis(50),
-        ..cfg(t.path(), Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let f = quick_to_lose(t.path()).await;
     let _rx = reconnect(&f, vec![]).await;
     let alice = who("alice");
     let j1 = f.submit_job(&alice, job_request()).await.unwrap();
@@ -909,16 +903,7 @@ async fn a_lost_agent_still_running_its_job_gets_nothing_new_on_that_rig_until_i
         lost.settled,
         "followers are not kept waiting for a silent agent"
     );
-    let j2 = f
-        .submit_job(
-            &alice,
-            JobRequest {
-                wait: true,
-                ..job_request()
-            },
-        )
-        .await
-        .unwrap();
+    let j2 = f.submit_job(&alice, waiting_job_request()).await.unwrap();
     // ... it comes back still running it: the rig stays held, nothing new is assigned.
     let mut rx = reconnect(&f, vec![still_running(&j1)]).await;
     let msgs = sent(&mut rx);
@@ -954,12 +939,7 @@ async fn a_lost_agent_still_running_its_job_gets_nothing_new_on_that_rig_until_i
 #[tokio::test]
 async fn a_lost_agent_that_comes_back_without_its_job_frees_the_rig_through_a_health_check() {
     let t = tempfile::tempdir().unwrap();
-    let f = Farm::open(Config {
-        agent_timeout: Duration::from_millis(50),
-        ..cfg(t.path(), Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let f = quick_to_lose(t.path()).await;
     let _rx = reconnect(&f, vec![]).await;
     let j1 = f.submit_job(&who("alice"), job_request()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
@@ -1000,15 +980,7 @@ async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_sti
         .unwrap();
     assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Idle);
     // The agent reconnects still running j1: the rig is held until it confirms.
-    let j2 = f
-        .submit_job(
-            &alice,
-            JobRequest {
-                wait: true,
-                ..job_request()
-            },
-        )
-        .await;
+    let j2 = f.submit_job(&alice, waiting_job_request()).await;
     let j2 = j2.unwrap();
     f.agent_result("a", result(&j2, Outcome::Passed))
         .await
@@ -1019,16 +991,7 @@ async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_sti
         msgs.iter().any(|m| matches!(m, ToAgent::Registered { abandon_job_ids, .. } if abandon_job_ids.contains(&j1.id))),
         "{msgs:?}"
     );
-    let j3 = f
-        .submit_job(
-            &alice,
-            JobRequest {
-                wait: true,
-                ..job_request()
-            },
-        )
-        .await
-        .unwrap();
+    let j3 = f.submit_job(&alice, waiting_job_request()).await.unwrap();
     assert_eq!(
         j3.state,
         JobState::Queued,
@@ -1051,12 +1014,7 @@ async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_sti
 #[tokio::test]
 async fn restoring_an_offline_rig_that_is_still_reserved_keeps_it_held() {
     let t = tempfile::tempdir().unwrap();
-    let f = Farm::open(Config {
-        agent_timeout: Duration::from_millis(50),
-        ..cfg(t.path(), Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let f = quick_to_lose(t.path()).await;
     let _rx = reconnect(&f, vec![]).await;
     let hour = Duration::from_secs(3600);
     let r = f
