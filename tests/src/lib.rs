@@ -28,6 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+pub mod bench;
 pub mod chaos;
 
 pub mod lab {
@@ -152,6 +153,11 @@ critical_warning = 0
             self.wait("the controller to listen", Duration::from_secs(20), || {
                 std::net::TcpStream::connect(("127.0.0.1", self.grpc)).is_ok()
             });
+        }
+
+        /// The controller's process id, while it runs.
+        pub fn controller_pid(&self) -> Option<u32> {
+            self.controller.as_ref().map(|c| c.id())
         }
 
         /// Kills the controller with `signal` and waits for it to exit.
