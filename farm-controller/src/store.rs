@@ -75,6 +75,10 @@ pub struct Snapshot {
 pub struct Tx {
     batch: sled::Batch,
     empty: bool,
+    /// Rigs written, and requests written or deleted, by name and id: what the scheduler and the watchers look
+    /// at after the change.
+    rigs: Vec<String>,
+    requests: Vec<String>,
 }
 
 impl std::fmt::Debug for Tx {
@@ -94,6 +98,8 @@ impl Tx {
         Tx {
             batch: sled::Batch::default(),
             empty: true,
+            rigs: vec![],
+            requests: vec![],
         }
     }
     fn put<T: Serialize>(&mut self, key: String, v: &T) {
@@ -106,7 +112,16 @@ impl Tx {
     }
     /// Writes a rig.
     pub fn rig(&mut self, r: &Rig) {
+        self.rigs.push(r.name.clone());
         self.put(format!("rig/{}", r.name), r)
+    }
+    /// The rigs this transaction writes (a name may repeat).
+    pub fn rigs_written(&self) -> &[String] {
+        &self.rigs
+    }
+    /// The requests this transaction writes or deletes (an id may repeat).
+    pub fn requests_touched(&self) -> &[String] {
+        &self.requests
     }
     /// Writes a lease.
     pub fn lease(&mut self, l: &Lease) {
@@ -118,10 +133,12 @@ impl Tx {
     }
     /// Writes a waiting request.
     pub fn request(&mut self, r: &Request) {
+        self.requests.push(r.id.clone());
         self.put(format!("req/{}", r.id), r)
     }
     /// Deletes a request.
     pub fn drop_request(&mut self, id: &str) {
+        self.requests.push(id.to_string());
         self.del(format!("req/{id}"))
     }
     /// Writes a job's record, without its steps: steps are records of their own ([`Tx::step`]), so a job with

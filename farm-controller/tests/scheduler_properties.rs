@@ -3,12 +3,16 @@
 //! - no rig is granted twice, and only a rig the request can use (idle, matching, not held for a health check);
 //! - no request still waiting ranks above one that was granted a rig it could also have used (classes first,
 //!   oldest first within a class, a CI request past the aging period counts as interactive);
-//! - service order is sorted by that rule, and nightly never ages.
+//! - service order is sorted by that rule, and nightly never ages;
+//! - a pass that looks only at what the step touched grants exactly what a pass over every free rig grants.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use farm_controller::core::scheduler::{effective_rank, schedule, service_order, usable, Records};
+use farm_controller::core::queue::Queue;
+use farm_controller::core::scheduler::{
+    effective_rank, schedule, service_order, usable, Records, Scope,
+};
 use nvfarm_model::farm::{Priority, Request, Rig, RigState, Selector};
 use proptest::prelude::*;
 
@@ -79,10 +83,13 @@ proptest! {
     #[test]
     fn random_operations_never_double_grant_and_keep_the_order(ops in proptest::collection::vec(op(), 1..60)) {
         let mut rigs = initial_rigs();
-        let mut requests: Records<Request> = Records::new();
+        let mut requests = Queue::default();
         let mut now: u64 = 1_000_000;
         let mut seq = 0u64;
         for op in ops {
+            // What this step touches: a pass scoped to it must find what a pass over everything finds.
+            let mut touched_rigs: Vec<String> = vec![];
+            let mut queued: Vec<String> = vec![];
             match op {
                 Op::Ask(priority, rig, i) => {
                     seq += 1;
@@ -93,7 +100,8 @@ proptest! {
                         ),
                     };
                     let id = format!("req-{seq:06}");
-                    requests.insert(id.clone(), Request {
+                    queued.push(id.clone());
+                    requests.insert(Request {
                         id,
                         selector,
                         priority,
@@ -106,6 +114,7 @@ proptest! {
                     });
                 }
                 Op::Free(i) => {
+                    touched_rigs.push(rig_name(i));
                     if let Some(r) = rigs.get_mut(&rig_name(i)) {
                         if r.state == RigState::Leased {
                             r.state = RigState::Idle;
@@ -113,6 +122,7 @@ proptest! {
                     }
                 }
                 Op::Toggle(i) => {
+                    touched_rigs.push(rig_name(i));
                     if let Some(r) = rigs.get_mut(&rig_name(i)) {
                         r.state = match r.state {
                             RigState::Idle => RigState::Maintenance,
@@ -122,6 +132,7 @@ proptest! {
                     }
                 }
                 Op::HealthCheck(i) => {
+                    touched_rigs.push(rig_name(i));
                     if let Some(r) = rigs.get_mut(&rig_name(i)) {
                         r.health_check_pending = !r.health_check_pending;
                     }
@@ -139,7 +150,13 @@ proptest! {
                 }
             }
             // One pass.
-            let grants = schedule(&rigs, &requests, now, AGING);
+            let grants = schedule(&rigs, &requests, Scope::All, now, AGING);
+            let scoped = Scope::Changed { rigs: &touched_rigs, requests: &queued };
+            prop_assert_eq!(
+                &schedule(&rigs, &requests, scoped, now, AGING),
+                &grants,
+                "a pass over what changed grants what a pass over everything does"
+            );
             let mut taken = HashSet::new();
             for g in &grants {
                 prop_assert!(taken.insert(g.rig.clone()), "rig {} granted twice", g.rig);

@@ -215,7 +215,7 @@ impl fmt::Display for Priority {
 }
 
 /// Which rigs a request or job can use: one rig by name, or every rig carrying all the labels.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Selector {
     /// A rig by name.
     pub rig: Option<String>,

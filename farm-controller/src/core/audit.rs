@@ -131,6 +131,21 @@ impl State {
                 }
             }
         }
+        v.extend(self.requests.index_violations());
+        for rig in self.rigs.values() {
+            for sel in self.requests.selectors_for(rig) {
+                if let Some(r) = self
+                    .requests
+                    .group(sel)
+                    .find(|r| super::scheduler::usable(rig, r))
+                {
+                    v.push(format!(
+                        "request {} waits although rig {} is free for it: nothing would grant it",
+                        r.id, rig.name
+                    ));
+                }
+            }
+        }
         for r in self.requests.values() {
             if let Some(j) = r.job_id.as_deref() {
                 match self.jobs.get(j) {

@@ -98,7 +98,7 @@ pub(crate) fn enqueue(st: &mut State, job: Job, fx: &mut Effects) -> String {
     };
     fx.tx.request(&req);
     fx.tx.job(&job);
-    st.requests.insert(req_id.clone(), req);
+    st.requests.insert(req);
     st.jobs.insert(job.id.clone(), job);
     req_id
 }
@@ -156,12 +156,7 @@ fn decide(
     }
     fx.tx.job(job);
     fx.event(FarmEvent::Job(job_id.to_string()));
-    if let Some(req) = st
-        .requests
-        .values()
-        .find(|r| r.job_id.as_deref() == Some(job_id))
-        .map(|r| r.id.clone())
-    {
+    if let Some(req) = st.requests.for_job(job_id).map(|r| r.id.clone()) {
         st.requests.remove(&req);
         fx.tx.drop_request(&req);
     }

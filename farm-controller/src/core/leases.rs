@@ -68,10 +68,30 @@ pub(crate) fn assignment(st: &State, job_id: &str, now: u64) -> Option<ToAgent> 
     }))
 }
 
-/// Grants every request the scheduler serves now: a lease per grant, and for a job's request the job's
-/// assignment to its rig's agent.
-pub(crate) fn grant_waiting(st: &mut State, now: u64, aging: Duration, fx: &mut Effects) {
-    for g in scheduler::schedule(&st.rigs, &st.requests, now, aging) {
+/// Grants what the change so far in `fx` made possible (the rigs and requests it writes), repeating while
+/// grants free or touch more (they do not, today: a grant only takes rigs).
+pub(crate) fn grant_changed(st: &mut State, now: u64, aging: Duration, fx: &mut Effects) {
+    let rigs = fx.tx.rigs_written().to_vec();
+    let requests = fx.tx.requests_touched().to_vec();
+    let scope = scheduler::Scope::Changed {
+        rigs: &rigs,
+        requests: &requests,
+    };
+    grant_waiting(st, scope, now, aging, fx);
+}
+
+/// Grants every request the scheduler serves now among `scope`: a lease per grant, and for a job's request the
+/// job's assignment to its rig's agent. Returns how many it granted.
+pub(crate) fn grant_waiting(
+    st: &mut State,
+    scope: scheduler::Scope<'_>,
+    now: u64,
+    aging: Duration,
+    fx: &mut Effects,
+) -> usize {
+    let grants = scheduler::schedule(&st.rigs, &st.requests, scope, now, aging);
+    let n = grants.len();
+    for g in grants {
         let Some(req) = st.requests.remove(&g.request) else {
             continue;
         };
@@ -123,6 +143,7 @@ pub(crate) fn grant_waiting(st: &mut State, now: u64, aging: Duration, fx: &mut 
             fx.event(FarmEvent::Job(job_id.clone()));
         }
     }
+    n
 }
 
 /// Ends a reservation: the lease goes, the rig is free again.
@@ -186,10 +207,10 @@ impl Farm {
                 0
             },
         };
-        st.requests.insert(id.clone(), req.clone());
+        st.requests.insert(req.clone());
         st.watches.insert(id.clone(), Watch::idle());
         fx.tx.request(&req);
-        grant_waiting(&mut st, now, self.cfg.aging, &mut fx);
+        grant_changed(&mut st, now, self.cfg.aging, &mut fx);
         if let Some(mut lease) = st.lease_for_request(&id).cloned() {
             // Granted at once: the answer carries it, so it is claimed.
             lease.claimed = true;
@@ -216,7 +237,7 @@ impl Farm {
                 "no rig free now: {waiting} (use --wait to queue)"
             )));
         }
-        let position = scheduler::position(&st.requests, &id, now, self.cfg.aging);
+        let position = scheduler::position(&st.rigs, &st.requests, &id, now, self.cfg.aging);
         fx.event(FarmEvent::Request(id.clone()));
         self.commit(&mut st, fx).await?;
         Ok(Reservation::Queued {
@@ -323,7 +344,8 @@ impl Farm {
     }
 
     /// A client watches request `id` until the guard goes: a reservation request nobody watches for
-    /// `queue.watch_grace` is withdrawn (unless detached).
+    /// `queue.watch_grace` is withdrawn (unless detached). The guard's [`WatchGuard::status`] holds where the
+    /// request stands and wakes only when that changes.
     pub async fn watching(self: &std::sync::Arc<Self>, id: &str) -> WatchGuard {
         let mut st = self.state.lock().await;
         if st.requests.contains_key(id) {
@@ -332,10 +354,19 @@ impl Farm {
                 .or_insert_with(Watch::idle)
                 .watch();
         }
+        let status = super::watchers::subscribe(&mut st, id, now_ms(), self.cfg.aging);
         WatchGuard {
             farm: self.clone(),
             id: id.to_string(),
+            status,
         }
+    }
+
+    /// Recomputes where watched request `id` stands (time alone can move it: aging), waking its watchers
+    /// only if that changed.
+    pub async fn refresh_watch(&self, id: &str) {
+        let st = self.state.lock().await;
+        super::watchers::refresh(&st, id, now_ms(), self.cfg.aging);
     }
 
     /// The client waiting for request `id` received its lease: the reservation is claimed.
@@ -357,6 +388,8 @@ impl Farm {
 pub struct WatchGuard {
     farm: std::sync::Arc<Farm>,
     id: String,
+    /// Where the request stands; changes only when its position, reason or outcome does.
+    pub status: tokio::sync::watch::Receiver<super::RequestStatus>,
 }
 
 impl Drop for WatchGuard {

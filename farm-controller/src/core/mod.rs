@@ -6,11 +6,13 @@
 //! flushed), and only then sends the messages and answers the caller. So anything acknowledged is on disk, and
 //! a restart rebuilds exactly the acknowledged state.
 //!
-//! - [`state`]: the in-memory state; [`scheduler`]: who gets which rig (pure functions);
+//! - [`state`]: the in-memory state; [`queue`]: the waiting requests, indexed by what they can match;
+//! - [`scheduler`]: who gets which rig, positions and reasons (pure functions);
 //! - [`matching`]: what a selector can match, and rigs that cannot take work now;
 //! - [`leases`]: reservations and grants; [`jobs`]: a job's life; [`health`]: rig health and operator states;
 //! - [`agents`]: agent sessions; [`tick`]: the periodic work; [`sweeps`]: sweeps and their reports;
-//! - [`queries`]: read-only views for the services and the dashboard; [`audit`]: the state's invariants.
+//! - [`queries`]: read-only views for the services and the dashboard; [`audit`]: the state's invariants;
+//! - [`watchers`]: waiting clients told when their own request's position or reason changes.
 
 mod agents;
 mod audit;
@@ -19,10 +21,12 @@ mod jobs;
 mod leases;
 mod matching;
 mod queries;
+pub mod queue;
 pub mod scheduler;
 mod state;
 mod sweeps;
 mod tick;
+mod watchers;
 
 use std::sync::Arc;
 
@@ -217,12 +221,15 @@ impl Farm {
     /// the commit fails nothing is delivered and the records go back to their last committed state: memory never
     /// holds a change the caller is told failed.
     async fn commit(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
+        let now = now_ms();
+        let touched = watchers::Touched::of(st, &fx.tx, now, self.cfg.aging);
         if let Err(e) = self.store.commit(fx.tx).await {
             st.roll_back();
             st.resync = true;
             return Err(e.into());
         }
         st.mark();
+        watchers::notify(st, &touched, now, self.cfg.aging);
         st.deliver(fx.out);
         for e in fx.events {
             let _ = self.events.send(e);
@@ -251,11 +258,33 @@ impl Farm {
         Ok(Change(st))
     }
 
-    /// Plans health checks, schedules, and commits: after any change that may free or need a rig.
-    async fn reschedule(&self, st: &mut State, mut fx: Effects) -> Result<(), FarmError> {
+    /// Plans health checks, schedules what the change touched, and commits: after any change that may free or
+    /// need a rig.
+    async fn reschedule(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
+        self.reschedule_in(st, fx, false).await
+    }
+
+    /// [`Farm::reschedule`], looking at every free rig when `all` is set.
+    async fn reschedule_in(
+        &self,
+        st: &mut State,
+        mut fx: Effects,
+        all: bool,
+    ) -> Result<(), FarmError> {
         let now = now_ms();
         health::plan_health_checks(st, &self.cfg.health_check_plan, now, &mut fx);
-        leases::grant_waiting(st, now, self.cfg.aging, &mut fx);
+        if all {
+            let n = leases::grant_waiting(st, scheduler::Scope::All, now, self.cfg.aging, &mut fx);
+            if n > 0 {
+                tracing::warn!(
+                    grants = n,
+                    "the periodic full scheduling pass granted requests a change had not: a change touched a rig \
+                     without writing it"
+                );
+            }
+        } else {
+            leases::grant_changed(st, now, self.cfg.aging, &mut fx);
+        }
         self.commit(st, fx).await
     }
 }

@@ -63,13 +63,46 @@ fn rig_status(st: &State, r: &nvfarm_model::farm::Rig) -> RigStatus {
     }
 }
 
+/// The queue in service order, each entry with its place among the requests competing with it and why it
+/// waits (the reason is worked out once per selector: requests with the same selector wait for the same rigs).
 fn queue(st: &State, now: u64, aging: std::time::Duration) -> Vec<QueueEntry> {
-    scheduler::service_order(st.requests.values(), now, aging)
+    let mut busy: BTreeMap<&Selector, Option<String>> = BTreeMap::new();
+    scheduler::positions(&st.rigs, &st.requests, now, aging)
         .into_iter()
-        .enumerate()
-        .map(|(i, r)| QueueEntry {
-            position: i as u32 + 1,
-            request: r.clone(),
+        .map(|(position, r)| {
+            let ahead = position.saturating_sub(1) as usize;
+            // A reason that does not depend on who is ahead is the same for the whole group.
+            let cached = busy.entry(&r.selector).or_insert_with(|| {
+                let mut asked = false;
+                let why = scheduler::waiting_because_at(&st.rigs, &st.leases, r, || {
+                    asked = true;
+                    0
+                });
+                (!asked).then_some(why)
+            });
+            let waiting_because = match cached {
+                Some(why) if r.priority != nvfarm_model::farm::Priority::System => why.clone(),
+                _ => scheduler::waiting_because_at(&st.rigs, &st.leases, r, || ahead),
+            };
+            QueueEntry {
+                position,
+                request: r.clone(),
+                waiting_because,
+            }
+        })
+        .collect()
+}
+
+/// Where request `id` stands now.
+pub(crate) fn request_status(
+    st: &State,
+    id: &str,
+    now: u64,
+    aging: std::time::Duration,
+) -> RequestStatus {
+    if let Some(r) = st.requests.get(id) {
+        return RequestStatus::Waiting {
+            position: scheduler::position(&st.rigs, &st.requests, id, now, aging),
             waiting_because: scheduler::waiting_because(
                 &st.rigs,
                 &st.leases,
@@ -78,8 +111,14 @@ fn queue(st: &State, now: u64, aging: std::time::Duration) -> Vec<QueueEntry> {
                 now,
                 aging,
             ),
-        })
-        .collect()
+        };
+    }
+    match st.lease_for_request(id) {
+        Some(lease) => RequestStatus::Granted(lease.clone()),
+        None => RequestStatus::Ended(
+            "the request is no longer waiting (cancelled, or its lease already ended)".into(),
+        ),
+    }
 }
 
 impl Farm {
@@ -143,12 +182,9 @@ impl Farm {
     pub async fn job_waiting(&self, job_id: &str) -> Option<(u32, String)> {
         let st = self.state.lock().await;
         let now = now_ms();
-        let req = st
-            .requests
-            .values()
-            .find(|r| r.job_id.as_deref() == Some(job_id))?;
+        let req = st.requests.for_job(job_id)?;
         Some((
-            scheduler::position(&st.requests, &req.id, now, self.cfg.aging),
+            scheduler::position(&st.rigs, &st.requests, &req.id, now, self.cfg.aging),
             scheduler::waiting_because(
                 &st.rigs,
                 &st.leases,
@@ -163,26 +199,7 @@ impl Farm {
     /// Where a waiting request stands.
     pub async fn request_status(&self, id: &str) -> RequestStatus {
         let st = self.state.lock().await;
-        let now = now_ms();
-        if let Some(r) = st.requests.get(id) {
-            return RequestStatus::Waiting {
-                position: scheduler::position(&st.requests, id, now, self.cfg.aging),
-                waiting_because: scheduler::waiting_because(
-                    &st.rigs,
-                    &st.leases,
-                    &st.requests,
-                    r,
-                    now,
-                    self.cfg.aging,
-                ),
-            };
-        }
-        match st.lease_for_request(id) {
-            Some(lease) => RequestStatus::Granted(lease.clone()),
-            None => RequestStatus::Ended(
-                "the request is no longer waiting (cancelled, or its lease already ended)".into(),
-            ),
-        }
+        request_status(&st, id, now_ms(), self.cfg.aging)
     }
 
     /// A sweep and whether every job of it has ended.

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use nvfarm_model::farm::{Artifact, Job, Lease, LeaseKind, Request, Rig, RigState, Sweep};
+use nvfarm_model::farm::{Artifact, Job, Lease, LeaseKind, Rig, RigState, Sweep};
 use nvfarm_model::link::ToAgent;
 
 use super::agents::AgentSender;
+use super::queue::Queue;
 use super::scheduler::Records;
 use crate::config::Config;
 use crate::store::{Snapshot, Tx};
@@ -59,7 +60,7 @@ pub(crate) struct AgentSession {
 pub(crate) struct State {
     pub rigs: Records<Rig>,
     pub leases: Records<Lease>,
-    pub requests: Records<Request>,
+    pub requests: Queue,
     pub jobs: Records<Job>,
     pub artifacts: Records<Artifact>,
     pub sweeps: Records<Sweep>,
@@ -70,6 +71,8 @@ pub(crate) struct State {
     pub agents: HashMap<String, AgentSession>,
     /// Who watches each waiting reservation request (not stored: after a restart clients reconnect).
     pub watches: HashMap<String, Watch>,
+    /// The status channel of each request a client watches (see [`super::watchers`]).
+    pub watchers: HashMap<String, super::watchers::StatusSender>,
     /// Consecutive infrastructure errors that quarantine a rig.
     pub quarantine_after: u32,
     pub next_conn: u64,
@@ -79,6 +82,8 @@ pub(crate) struct State {
     mark: Option<Marked>,
     /// A write failed: reload the records from the store once it can be read, in case the failed write landed.
     pub resync: bool,
+    /// When the tick last scheduled over every free rig (a backstop; changes schedule what they touch).
+    pub full_pass_at: Option<Instant>,
 }
 
 /// The records at a point in time. Taking one costs O(1) (the maps share structure), so every change starts by
@@ -88,7 +93,7 @@ pub(crate) struct State {
 struct Marked {
     rigs: Records<Rig>,
     leases: Records<Lease>,
-    requests: Records<Request>,
+    requests: Queue,
     jobs: Records<Job>,
     artifacts: Records<Artifact>,
     sweeps: Records<Sweep>,
@@ -130,7 +135,7 @@ impl State {
         for r in snap.requests {
             // Its client gets `watch_grace` from now to come back and watch it again.
             st.watches.insert(r.id.clone(), Watch::idle());
-            st.requests.insert(r.id.clone(), r);
+            st.requests.insert(r);
         }
         for mut j in snap.jobs {
             let (lines, bytes) = logs.get(&j.id).copied().unwrap_or((0, 0));
@@ -145,6 +150,13 @@ impl State {
             st.sweeps.insert(s.id.clone(), s);
         }
         (st, tx)
+    }
+
+    /// Request `id` as it is now, or as it was at the mark (a change under way removed it).
+    pub fn request_now_or_before(&self, id: &str) -> Option<&nvfarm_model::farm::Request> {
+        self.requests
+            .get(id)
+            .or_else(|| self.mark.as_ref().and_then(|m| m.requests.get(id)))
     }
 
     /// The lease granted to request `id`, if it still exists.
@@ -192,11 +204,7 @@ impl State {
             .collect();
         self.rigs = snap.rigs.into_iter().map(|r| (r.name.clone(), r)).collect();
         self.leases = snap.leases.into_iter().map(|l| (l.id.clone(), l)).collect();
-        self.requests = snap
-            .requests
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        self.requests = snap.requests.into_iter().collect();
         self.jobs = snap
             .jobs
             .into_iter()

@@ -12,6 +12,10 @@ use super::leases::drop_reservation;
 use super::state::State;
 use super::{Effects, Farm, FarmError, FarmEvent};
 
+/// How often the tick schedules over every free rig, as a backstop: every change already schedules the rigs
+/// and requests it writes, so this pass finds nothing unless a change touched a rig without writing it.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(30);
+
 /// Marks agents silent for longer than `timeout` as lost: their rigs go offline, their running jobs end as
 /// errors at once, and each such rig stays held (for up to `stop_grace`) until the agent, back, confirms the job
 /// stopped or turns out not to have it: a silent agent may still be running it.
@@ -272,6 +276,12 @@ impl Farm {
         expire_job_leases(&mut st, self.cfg.restart_grace, now, &mut fx);
         time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
         give_up_on_stops(&mut st, now, &mut fx);
-        self.reschedule(&mut st, fx).await
+        let all = st
+            .full_pass_at
+            .is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY);
+        if all {
+            st.full_pass_at = Some(std::time::Instant::now());
+        }
+        self.reschedule_in(&mut st, fx, all).await
     }
 }

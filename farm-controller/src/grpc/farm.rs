@@ -116,50 +116,59 @@ impl FarmApi for FarmService {
         require(&caller(&req)?, CLIENTS, "watching a request")?;
         let id = req.into_inner().request_id;
         let farm = self.farm.clone();
-        let mut rx = farm.subscribe();
         let out = spawn_stream(&self.farm, move |tx| async move {
             // While this stream lives, somebody waits for the request; when the client goes, the watch ends.
-            let _watch = farm.watching(&id).await;
+            let mut watch = farm.watching(&id).await;
+            let mut last: Option<RequestStatus> = None;
             loop {
-                let update = match farm.request_status(&id).await {
-                    RequestStatus::Waiting {
-                        position,
-                        waiting_because,
-                    } => pb::RequestUpdate {
-                        request_id: id.clone(),
-                        position,
-                        waiting_because,
-                        ..Default::default()
-                    },
-                    RequestStatus::Granted(lease) => {
-                        let u = pb::RequestUpdate {
+                let status = watch.status.borrow_and_update().clone();
+                if last.as_ref() != Some(&status) {
+                    last = Some(status.clone());
+                    let update = match status {
+                        RequestStatus::Waiting {
+                            position,
+                            waiting_because,
+                        } => pb::RequestUpdate {
                             request_id: id.clone(),
-                            lease: Some(pb::Lease::from(&lease)),
+                            position,
+                            waiting_because,
                             ..Default::default()
-                        };
-                        if tx.send(Ok(u)).await.is_ok() {
-                            if let Err(e) = farm.claim(&lease.id).await {
-                                tracing::warn!(lease = lease.id, "recording the claim failed: {e}");
+                        },
+                        RequestStatus::Granted(lease) => {
+                            let u = pb::RequestUpdate {
+                                request_id: id.clone(),
+                                lease: Some(pb::Lease::from(&lease)),
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(u)).await.is_ok() {
+                                if let Err(e) = farm.claim(&lease.id).await {
+                                    tracing::warn!(
+                                        lease = lease.id,
+                                        "recording the claim failed: {e}"
+                                    );
+                                }
                             }
+                            return;
                         }
+                        RequestStatus::Ended(why) => {
+                            let u = pb::RequestUpdate {
+                                request_id: id.clone(),
+                                ended: why,
+                                ..Default::default()
+                            };
+                            let _ = tx.send(Ok(u)).await;
+                            return;
+                        }
+                    };
+                    if tx.send(Ok(update)).await.is_err() {
                         return;
                     }
-                    RequestStatus::Ended(why) => {
-                        let u = pb::RequestUpdate {
-                            request_id: id.clone(),
-                            ended: why,
-                            ..Default::default()
-                        };
-                        let _ = tx.send(Ok(u)).await;
-                        return;
-                    }
-                };
-                if tx.send(Ok(update)).await.is_err() {
-                    return;
                 }
-                // Wake on any change, every few seconds to refresh the reason, or when the client goes away.
+                // Wake when this request's own status changes, every few seconds to let time move it (aging),
+                // or when the client goes away.
                 tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => {}
+                    changed = watch.status.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => farm.refresh_watch(&id).await,
                     _ = tx.closed() => return,
                 }
             }
