@@ -333,17 +333,25 @@ impl Store {
         r.map_err(|err| self.fail(err))
     }
 
-    /// Appends job log lines numbered from `first`.
+    /// Appends job log lines numbered from `first`; `bytes` is the job's stored log size after them. The
+    /// job's line and byte counts are written in the same batch, so a restart reads two numbers per job instead
+    /// of every line ([`Store::log_count`]).
     pub async fn append_logs(
         &self,
         job_id: &str,
         first: u64,
         lines: &[LogLine],
+        bytes: u64,
     ) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for (i, line) in lines.iter().enumerate() {
             b.insert(log_key(job_id, first + i as u64), json(line));
         }
+        let count = LogCount {
+            lines: first + lines.len() as u64,
+            bytes,
+        };
+        b.insert(log_count_key(job_id), json(&count));
         let e = self.engine()?;
         let r: Result<(), StoreError> = async {
             e.logs.apply_batch(b)?;
@@ -353,6 +361,23 @@ impl Store {
         .await;
         drop(e);
         r.map_err(|err| self.fail(err))
+    }
+
+    /// How many log lines job `job_id` has stored and their size in bytes: one read, whatever the log's
+    /// length. A store written before the counts were kept is counted line by line once.
+    pub fn log_count(&self, job_id: &str) -> Result<(u64, u64), StoreError> {
+        let e = self.engine()?;
+        if let Some(v) = e.logs.get(log_count_key(job_id))? {
+            let c: LogCount = serde_json::from_slice(&v).map_err(|err| StoreError::Corrupt {
+                key: format!("logs/{job_id}#count"),
+                reason: err.to_string(),
+            })?;
+            return Ok((c.lines, c.bytes));
+        }
+        drop(e);
+        let lines = self.logs(job_id, 0)?;
+        let bytes = lines.iter().map(|(_, l)| l.text.len() as u64 + 1).sum();
+        Ok((lines.len() as u64, bytes))
     }
 
     /// Log lines of a job from line `from` on, with their numbers.
@@ -394,6 +419,20 @@ impl Store {
 /// `step/<job>/<number, 10 digits>`: a job's steps sort by number.
 fn step_key(job_id: &str, number: u32) -> String {
     format!("step/{job_id}/{number:010}")
+}
+
+/// A job's stored log size.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LogCount {
+    lines: u64,
+    bytes: u64,
+}
+
+/// `<job>#`: sorts before the job's lines (`<job>/...`), so a range over the lines never sees it.
+fn log_count_key(job_id: &str) -> Vec<u8> {
+    let mut k = job_id.as_bytes().to_vec();
+    k.push(b'#');
+    k
 }
 
 fn log_key(job_id: &str, n: u64) -> Vec<u8> {
@@ -438,11 +477,11 @@ mod tests {
             tx.rig(&r);
             tx.meta("fencing", 42);
             s.commit(tx).await.unwrap();
-            s.append_logs("job-1", 0, &[line(0, "a"), line(1, "b")])
+            s.append_logs("job-1", 0, &[line(0, "a"), line(1, "b")], 4)
                 .await
                 .unwrap();
-            s.append_logs("job-1", 2, &[line(2, "c")]).await.unwrap();
-            s.append_logs("job-10", 0, &[line(1, "other")])
+            s.append_logs("job-1", 2, &[line(2, "c")], 6).await.unwrap();
+            s.append_logs("job-10", 0, &[line(1, "other")], 6)
                 .await
                 .unwrap();
         }
@@ -453,6 +492,33 @@ mod tests {
         assert_eq!(snap.fencing, 42);
         let logs = s.logs("job-1", 1).unwrap();
         assert_eq!(logs, vec![(1, line(1, "b")), (2, line(2, "c"))]);
+        assert_eq!(s.log_count("job-1").unwrap(), (3, 6));
+        assert_eq!(s.log_count("job-10").unwrap(), (1, 6));
+        assert_eq!(s.log_count("job-2").unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_jobs_log_size_is_read_from_its_count_not_from_its_lines() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let many: Vec<LogLine> = (0..1000).map(|i| line(i, "x")).collect();
+        s.append_logs("job-1", 0, &many, 2000).await.unwrap();
+        // Take the lines away behind the count's back: the count still answers, so a restart reads one
+        // record per job however long its log is.
+        let e = s.engine().unwrap();
+        for n in 0..1000u64 {
+            e.logs.remove(log_key("job-1", n)).unwrap();
+        }
+        drop(e);
+        assert!(s.logs("job-1", 0).unwrap().is_empty());
+        assert_eq!(s.log_count("job-1").unwrap(), (1000, 2000));
+        // A store from before the counts existed is counted line by line.
+        let e = s.engine().unwrap();
+        e.logs
+            .insert(log_key("job-old", 0), json(&line(0, "abc")))
+            .unwrap();
+        drop(e);
+        assert_eq!(s.log_count("job-old").unwrap(), (1, 4));
     }
 
     #[test]

@@ -515,6 +515,7 @@ async fn apply(
                         drive_model: "NVFARM SIM X1".into(),
                         firmware_revision: "1.0.0".into(),
                         newest_token: 0,
+                        probing: false,
                     })
                     .collect(),
                 jobs,

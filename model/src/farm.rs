@@ -29,6 +29,8 @@ pub enum RigState {
     Quarantined,
     /// Taken out of service by an operator for work on it.
     Maintenance,
+    /// Its agent registered it and is reading its drive's identity (a bounded probe; then idle).
+    Probing,
 }
 
 impl RigState {
@@ -40,15 +42,17 @@ impl RigState {
             RigState::Offline => "offline",
             RigState::Quarantined => "quarantined",
             RigState::Maintenance => "maintenance",
+            RigState::Probing => "probing",
         }
     }
     /// Every state.
-    pub const ALL: [RigState; 5] = [
+    pub const ALL: [RigState; 6] = [
         RigState::Idle,
         RigState::Leased,
         RigState::Offline,
         RigState::Quarantined,
         RigState::Maintenance,
+        RigState::Probing,
     ];
 }
 

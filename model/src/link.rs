@@ -29,6 +29,24 @@ pub struct AgentRig {
     pub firmware_revision: String,
     /// The newest fencing token this agent has accepted for the rig.
     pub newest_token: u64,
+    /// The drive is still being probed; its identity follows in a [`FromAgent::Identity`].
+    #[serde(default)]
+    pub probing: bool,
+}
+
+/// A rig's drive identity, sent as each probe answers (or gives up) after registration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RigIdentity {
+    /// The rig.
+    pub rig: String,
+    /// The drive's serial number.
+    pub drive_serial: String,
+    /// The drive's model.
+    pub drive_model: String,
+    /// The running firmware revision.
+    pub firmware_revision: String,
+    /// `false`: the drive did not answer within the probe's bound (the fields are empty).
+    pub answered: bool,
 }
 
 /// A job the agent holds: running, or finished while the controller could not hear it.
@@ -143,6 +161,8 @@ pub enum FromAgent {
     Result(JobResult),
     /// An assignment was refused.
     Refused(Refusal),
+    /// A rig's drive identity, once probed.
+    Identity(RigIdentity),
 }
 
 /// Work for an agent.

@@ -512,3 +512,68 @@ fn a_plan_the_bench_refuses_is_invalid_input_through_the_farm_and_the_rig_stays_
     assert_eq!(rig["state"], "idle", "{rig}");
     assert_eq!(rig["consecutive_infra_errors"], 0, "{rig}");
 }
+
+#[test]
+fn a_drive_that_hangs_at_registration_shows_as_probing_while_its_neighbours_take_work() {
+    let mut lab = lab_with_agent(3);
+    lab.stop_agent("bench", Signal::SIGKILL);
+    // bench-r2's drive stops answering Identify: its probe at the next registration hangs until the bound.
+    let dir = lab.sim_dir("bench", "bench-r2");
+    let f = lab.nvme_flash(&[
+        "sim",
+        "fault",
+        dir.to_str().unwrap(),
+        "hang",
+        "--opcode",
+        "identify",
+    ]);
+    assert_eq!(f.code, 0, "{}", f.all());
+    lab.wait(
+        "the controller to see the agent gone",
+        Duration::from_secs(30),
+        || lab.rig_state("bench-r1") == "offline",
+    );
+    let file = lab.path("bench.toml");
+    lab.start_agent("bench", &file, None);
+    // Its neighbours register and go idle without waiting for it; it shows as probing meanwhile.
+    let mut seen = vec![];
+    lab.wait(
+        "bench-r1 and bench-r3 idle",
+        Duration::from_secs(30),
+        || {
+            seen = lab.rigs_json();
+            let state = |n: &str| {
+                seen.iter()
+                    .find(|r| r["name"] == n)
+                    .map(|r| r["state"].clone())
+            };
+            state("bench-r1") == Some("idle".into()) && state("bench-r3") == Some("idle".into())
+        },
+    );
+    let r2 = seen
+        .iter()
+        .find(|r| r["name"] == "bench-r2")
+        .expect("bench-r2 listed");
+    assert_eq!(
+        r2["state"], "probing",
+        "the hung drive's rig is probing, not idle: {r2:#}"
+    );
+    let o = lab.farmctl(&["reserve", "--rig", "bench-r2", "--for", "1m"]);
+    assert_ne!(o.code, 0, "a probing rig is not handed out: {}", o.all());
+    assert!(o.stderr.contains("probed"), "{}", o.all());
+    // The probe is bounded: the rig becomes idle, saying its drive did not answer.
+    lab.wait(
+        "bench-r2 idle after its probe gave up",
+        Duration::from_secs(30),
+        || lab.rig_state("bench-r2") == "idle",
+    );
+    let r2 = lab
+        .rigs_json()
+        .into_iter()
+        .find(|r| r["name"] == "bench-r2")
+        .unwrap();
+    assert!(
+        r2.to_string().contains("did not answer the identity probe"),
+        "{r2:#}"
+    );
+}

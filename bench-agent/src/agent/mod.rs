@@ -32,7 +32,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use flash_tools::device::{Drive, Sysfs};
-use nvfarm_model::link::{AgentRig, FromAgent, Heartbeat, HeldJob, Refusal, Registration, ToAgent};
+use nvfarm_model::link::{
+    AgentRig, FromAgent, Heartbeat, HeldJob, Refusal, Registration, RigIdentity, ToAgent,
+};
 use nvfarm_proto::client::{controller_endpoint, BearerAuth};
 use nvfarm_proto::v1 as pb;
 use nvfarm_proto::v1::agent_link_client::AgentLinkClient;
@@ -257,20 +259,22 @@ async fn deliver_spooled(shared: &Arc<Shared>) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// The registration: every rig at once, each marked as probing (its drive's identity follows from
+/// [`probe_all`]), so registering never waits for a drive.
 async fn register(shared: &Arc<Shared>) -> Registration {
     let tokens = shared.spool.tokens();
-    let mut rigs = vec![];
-    for rig in &shared.inventory.rigs {
-        let (serial, model, fw) = identity(shared, &rig.name).await;
-        rigs.push(AgentRig {
+    let rigs = shared
+        .inventory
+        .rigs
+        .iter()
+        .map(|rig| AgentRig {
             name: rig.name.clone(),
             labels: rig.labels.clone(),
-            drive_serial: serial,
-            drive_model: model,
-            firmware_revision: fw,
             newest_token: tokens.get(&rig.name).copied().unwrap_or(0),
-        });
-    }
+            probing: true,
+            ..Default::default()
+        })
+        .collect();
     let mut jobs: Vec<HeldJob> = shared
         .running()
         .iter()
@@ -298,14 +302,52 @@ async fn register(shared: &Arc<Shared>) -> Registration {
     }
 }
 
-/// Serial, model and running firmware of a rig's drive, if it answers within a few seconds.
-async fn identity(shared: &Arc<Shared>, rig: &str) -> (String, String, String) {
-    let Ok(r) = shared.inventory.rig(rig) else {
-        return Default::default();
-    };
-    let Ok(loc) = r.locator(&shared.inventory.file, &shared.cfg.sysfs) else {
-        return Default::default();
-    };
+/// How many drives are probed at once after registering.
+const PROBES_AT_ONCE: usize = 64;
+
+/// How long one drive's identity probe may take.
+const PROBE_BOUND: Duration = Duration::from_secs(5);
+
+/// Probes every rig's drive after registering, [`PROBES_AT_ONCE`] at a time, each within [`PROBE_BOUND`],
+/// and sends each identity as it is known: a hung drive delays only its own rig, by at most the bound.
+fn probe_all(shared: &Arc<Shared>, tx: &mpsc::UnboundedSender<FromAgent>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
+    for rig in &shared.inventory.rigs {
+        let (shared, tx, limit, rig) =
+            (shared.clone(), tx.clone(), limit.clone(), rig.name.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = limit.acquire_owned().await else {
+                return;
+            };
+            let id = match identity(&shared, &rig).await {
+                Some((drive_serial, drive_model, firmware_revision)) => RigIdentity {
+                    rig,
+                    drive_serial,
+                    drive_model,
+                    firmware_revision,
+                    answered: true,
+                },
+                None => {
+                    tracing::warn!(
+                        rig,
+                        "the drive did not answer the identity probe within {PROBE_BOUND:?}"
+                    );
+                    RigIdentity {
+                        rig,
+                        ..Default::default()
+                    }
+                }
+            };
+            // The session may have ended meanwhile: the next one probes again.
+            let _ = tx.send(FromAgent::Identity(id));
+        });
+    }
+}
+
+/// Serial, model and running firmware of a rig's drive, if it answers within [`PROBE_BOUND`].
+async fn identity(shared: &Arc<Shared>, rig: &str) -> Option<(String, String, String)> {
+    let r = shared.inventory.rig(rig).ok()?;
+    let loc = r.locator(&shared.inventory.file, &shared.cfg.sysfs).ok()?;
     let probe = tokio::task::spawn_blocking(move || {
         let d = Drive::open(loc, Some(Duration::from_secs(3))).ok()?;
         let id = d.controller().identify_controller().ok()?;
@@ -315,9 +357,9 @@ async fn identity(shared: &Arc<Shared>, rig: &str) -> (String, String, String) {
             id.firmware_revision().to_string(),
         ))
     });
-    match tokio::time::timeout(Duration::from_secs(5), probe).await {
-        Ok(Ok(Some(t))) => t,
-        _ => Default::default(),
+    match tokio::time::timeout(PROBE_BOUND, probe).await {
+        Ok(Ok(t)) => t,
+        _ => None,
     }
 }
 
@@ -358,6 +400,7 @@ async fn session(
         }
         shared.spool.forget_result(id);
     }
+    probe_all(&shared, &tx);
     let mut heartbeat =
         tokio::time::interval(Duration::from_millis(heartbeat_ms.clamp(100, 60_000)));
     let mut seq = 0u64;

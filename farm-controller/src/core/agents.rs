@@ -94,15 +94,20 @@ impl Farm {
                 .or_insert_with(|| Rig::new(&r.name, agent, now));
             rec.agent = agent.to_string();
             rec.labels = r.labels.clone();
-            rec.drive_serial = r.drive_serial.clone();
-            rec.drive_model = r.drive_model.clone();
-            if !r.firmware_revision.is_empty() {
-                rec.firmware_revision = r.firmware_revision.clone();
+            if !r.probing {
+                rec.drive_serial = r.drive_serial.clone();
+                rec.drive_model = r.drive_model.clone();
+                if !r.firmware_revision.is_empty() {
+                    rec.firmware_revision = r.firmware_revision.clone();
+                }
             }
             rec.last_seen_ms = now;
-            if rec.state == RigState::Offline {
+            if matches!(rec.state, RigState::Offline | RigState::Probing) {
                 rec.state = if rec.lease_id.is_some() {
                     RigState::Leased
+                } else if r.probing {
+                    // Listed at once; it takes work once its identity arrives ([`Farm::agent_identity`]).
+                    RigState::Probing
                 } else {
                     RigState::Idle
                 };
@@ -256,6 +261,45 @@ impl Farm {
         self.reschedule(&mut st, fx).await
     }
 
+    /// A rig's drive identity, probed after registration: recorded, and a probing rig becomes idle (able to
+    /// take work) whether or not its drive answered; one that did not answer says so in its reason.
+    pub async fn agent_identity(
+        &self,
+        agent: &str,
+        conn: u64,
+        id: nvfarm_model::link::RigIdentity,
+    ) -> Result<(), FarmError> {
+        let mut st = self.lock().await?;
+        if st.agents.get(agent).is_none_or(|s| s.conn != conn) || !st.alive(agent) {
+            return Ok(());
+        }
+        let Some(rec) = st.rigs.get_mut(&id.rig).filter(|r| r.agent == agent) else {
+            tracing::warn!(
+                agent,
+                rig = id.rig,
+                "ignoring the identity of a rig this agent does not own"
+            );
+            return Ok(());
+        };
+        rec.drive_serial = id.drive_serial;
+        rec.drive_model = id.drive_model;
+        if !id.firmware_revision.is_empty() {
+            rec.firmware_revision = id.firmware_revision;
+        }
+        if rec.state == RigState::Probing {
+            rec.state = RigState::Idle;
+            rec.reason = if id.answered {
+                String::new()
+            } else {
+                "its drive did not answer the identity probe at registration".into()
+            };
+        }
+        let mut fx = Effects::default();
+        fx.tx.rig(rec);
+        fx.event(FarmEvent::Rig(id.rig.clone()));
+        self.reschedule(&mut st, fx).await
+    }
+
     /// A heartbeat: the agent lives, and the leases of the jobs it runs are renewed.
     pub async fn agent_heartbeat(&self, agent: &str, conn: u64, hb: &Heartbeat) {
         let mut st = self.state.lock().await;
@@ -304,7 +348,9 @@ impl Farm {
         let (lines, used) = within_cap(p.lines, used, cap);
         if !lines.is_empty() {
             let first = job.log_lines;
-            self.store.append_logs(&p.job_id, first, &lines).await?;
+            self.store
+                .append_logs(&p.job_id, first, &lines, used)
+                .await?;
             job.log_lines += lines.len() as u64;
             fx.event(FarmEvent::Log(p.job_id.clone()));
         }

@@ -78,11 +78,25 @@ pub(crate) fn after_job(
     }
 }
 
-/// Queues a health-check job for every idle rig that needs one and has none queued.
-pub(crate) fn plan_health_checks(st: &mut State, health_plan: &str, now: u64, fx: &mut Effects) {
-    let need: Vec<String> = st
-        .rigs
-        .values()
+/// Queues a health-check job for every idle rig that needs one and has none queued: among the rigs the change
+/// in `fx` writes, or among all rigs when `all` is set (the tick's periodic full pass).
+pub(crate) fn plan_health_checks(
+    st: &mut State,
+    health_plan: &str,
+    all: bool,
+    now: u64,
+    fx: &mut Effects,
+) {
+    let mut written: Vec<String> = if all {
+        st.rigs.keys().cloned().collect()
+    } else {
+        fx.tx.rigs_written().to_vec()
+    };
+    written.sort();
+    written.dedup();
+    let need: Vec<String> = written
+        .iter()
+        .filter_map(|n| st.rigs.get(n))
         .filter(|r| r.health_check_pending && r.state == RigState::Idle)
         .filter(|r| {
             !st.jobs.values().any(|j| {

@@ -83,7 +83,8 @@ pub fn unusable(rig: &Rig) -> Option<String> {
         RigState::Quarantined => Some(why("quarantined")),
         RigState::Maintenance => Some(why("in maintenance")),
         RigState::Offline => Some(why("offline")),
-        RigState::Idle | RigState::Leased => None,
+        // A probe is bounded: the rig is idle within seconds.
+        RigState::Idle | RigState::Leased | RigState::Probing => None,
     }
 }
 

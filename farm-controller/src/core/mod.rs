@@ -146,9 +146,7 @@ impl Farm {
         let snap = store.load()?;
         let mut logs = std::collections::HashMap::new();
         for j in &snap.jobs {
-            let lines = store.logs(&j.id, 0)?;
-            let bytes = lines.iter().map(|(_, l)| l.text.len() as u64 + 1).sum();
-            logs.insert(j.id.clone(), (lines.len() as u64, bytes));
+            logs.insert(j.id.clone(), store.log_count(&j.id)?);
         }
         let now = now_ms();
         let (st, tx) = State::restore(snap, &logs, &cfg, now);
@@ -272,7 +270,7 @@ impl Farm {
         all: bool,
     ) -> Result<(), FarmError> {
         let now = now_ms();
-        health::plan_health_checks(st, &self.cfg.health_check_plan, now, &mut fx);
+        health::plan_health_checks(st, &self.cfg.health_check_plan, all, now, &mut fx);
         if all {
             let n = leases::grant_waiting(st, scheduler::Scope::All, now, self.cfg.aging, &mut fx);
             if n > 0 {

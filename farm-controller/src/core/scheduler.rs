@@ -300,6 +300,7 @@ pub fn waiting_because_at(
                 format!("{} waiting for its health check", r.name)
             }
             RigState::Idle => format!("{} idle", r.name),
+            RigState::Probing => format!("{} registered, its drive being probed", r.name),
         })
         .collect();
     format!("all matching rigs are busy: {}", reasons.join("; "))

@@ -118,7 +118,7 @@ impl State {
         };
         let mut tx = Tx::new();
         for mut r in snap.rigs {
-            if r.state == RigState::Idle {
+            if matches!(r.state, RigState::Idle | RigState::Probing) {
                 r.state = RigState::Offline;
                 r.reason = "waiting for its agent to reconnect after a controller restart".into();
                 tx.rig(&r);

@@ -1055,3 +1055,75 @@ async fn restoring_an_offline_rig_that_is_still_reserved_keeps_it_held() {
         "never granted twice"
     );
 }
+
+#[tokio::test]
+async fn a_rig_being_probed_takes_no_work_until_its_identity_arrives() {
+    let t = tempfile::tempdir().unwrap();
+    let f = Farm::open(cfg(t.path(), Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let conn = f.agent_connected("a", tx).await;
+    let reg = Registration {
+        agent: "a".into(),
+        rigs: ["r1", "r2"]
+            .iter()
+            .map(|n| AgentRig {
+                name: n.to_string(),
+                probing: true,
+                ..Default::default()
+            })
+            .collect(),
+        jobs: vec![],
+        version: "test".into(),
+    };
+    f.agent_register("a", conn, reg).await.unwrap();
+    assert_eq!(f.rig("r1").await.unwrap().rig.state, RigState::Probing);
+    let hour = Duration::from_secs(3600);
+    let e = f
+        .reserve(
+            &who("u"),
+            reservation(Selector::rig("r1"), Priority::Ci, hour, false),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("r1 registered, its drive being probed"),
+        "{e}"
+    );
+    let Reservation::Queued { request_id, .. } = f
+        .reserve(
+            &who("u"),
+            reservation(Selector::rig("r1"), Priority::Ci, hour, true),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("waits for the probe")
+    };
+    let answered = nvfarm_model::link::RigIdentity {
+        rig: "r1".into(),
+        drive_serial: "S1".into(),
+        drive_model: "SIM".into(),
+        firmware_revision: "1.0.0".into(),
+        answered: true,
+    };
+    f.agent_identity("a", conn, answered).await.unwrap();
+    let r1 = f.rig("r1").await.unwrap();
+    assert_eq!(r1.rig.drive_serial, "S1");
+    assert_eq!(
+        r1.lease.map(|l| l.request_id),
+        Some(Some(request_id)),
+        "the waiting request got r1 as soon as it was probed"
+    );
+    let silent = nvfarm_model::link::RigIdentity {
+        rig: "r2".into(),
+        ..Default::default()
+    };
+    f.agent_identity("a", conn, silent).await.unwrap();
+    let r2 = f.rig("r2").await.unwrap().rig;
+    assert_eq!(r2.state, RigState::Idle);
+    assert!(r2.reason.contains("did not answer"), "{}", r2.reason);
+    f.audit().await.unwrap();
+}

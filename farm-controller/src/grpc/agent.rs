@@ -86,6 +86,7 @@ impl AgentLink for AgentService {
                     FromAgent::Progress(p) => farm.agent_progress(&agent, p).await,
                     FromAgent::Result(r) => farm.agent_result(&agent, r).await,
                     FromAgent::Refused(r) => farm.agent_refused(&agent, r).await,
+                    FromAgent::Identity(i) => farm.agent_identity(&agent, conn, i).await,
                     FromAgent::Register(_) => Err(FarmError::InvalidArgument(
                         "Register twice on one stream".into(),
                     )),

@@ -4,7 +4,7 @@
 use nvfarm_model::farm::DriveFirmware;
 use nvfarm_model::link::{
     AgentRig, Assignment, FromAgent, Heartbeat, HeldJob, JobProgress, JobResult, Refusal,
-    Registration, ToAgent,
+    Registration, RigIdentity, ToAgent,
 };
 use nvfarm_model::{LogLine, Outcome, StepReport};
 
@@ -80,6 +80,7 @@ impl From<&Registration> for pb::Register {
                     drive_model: g.drive_model.clone(),
                     firmware_revision: g.firmware_revision.clone(),
                     newest_token: g.newest_token,
+                    probing: g.probing,
                 })
                 .collect(),
             jobs: r
@@ -112,6 +113,7 @@ impl TryFrom<pb::Register> for Registration {
                     drive_model: g.drive_model,
                     firmware_revision: g.firmware_revision,
                     newest_token: g.newest_token,
+                    probing: g.probing,
                 })
                 .collect(),
             jobs: r
@@ -160,6 +162,13 @@ impl From<&FromAgent> for pb::AgentMessage {
                 fencing_token: r.fencing_token,
                 reason: r.reason.clone(),
             }),
+            FromAgent::Identity(i) => Msg::Identity(pb::RigIdentity {
+                rig: i.rig.clone(),
+                drive_serial: i.drive_serial.clone(),
+                drive_model: i.drive_model.clone(),
+                firmware_revision: i.firmware_revision.clone(),
+                answered: i.answered,
+            }),
         })
     }
 }
@@ -194,6 +203,13 @@ impl TryFrom<pb::AgentMessage> for FromAgent {
                     job_id: r.job_id,
                     fencing_token: r.fencing_token,
                     reason: r.reason,
+                }),
+                Msg::Identity(i) => FromAgent::Identity(RigIdentity {
+                    rig: i.rig,
+                    drive_serial: i.drive_serial,
+                    drive_model: i.drive_model,
+                    firmware_revision: i.firmware_revision,
+                    answered: i.answered,
                 }),
             },
         )

@@ -143,6 +143,7 @@ pub(crate) fn rig_state_pb(s: RigState) -> pb::RigState {
         RigState::Offline => pb::RigState::RigOffline,
         RigState::Quarantined => pb::RigState::RigQuarantined,
         RigState::Maintenance => pb::RigState::RigMaintenance,
+        RigState::Probing => pb::RigState::RigProbing,
     }
 }
 
@@ -156,6 +157,7 @@ pub(crate) fn rig_state(v: i32) -> Result<RigState, WireError> {
             pb::RigState::RigOffline => RigState::Offline,
             pb::RigState::RigQuarantined => RigState::Quarantined,
             pb::RigState::RigMaintenance => RigState::Maintenance,
+            pb::RigState::RigProbing => RigState::Probing,
         },
     )
 }
