@@ -79,6 +79,8 @@ pub struct Tx {
     /// at after the change.
     rigs: Vec<String>,
     requests: Vec<String>,
+    /// Whether it writes a record that carries a deadline (a lease, a request, a job).
+    deadlines: bool,
 }
 
 impl std::fmt::Debug for Tx {
@@ -100,6 +102,7 @@ impl Tx {
             empty: true,
             rigs: vec![],
             requests: vec![],
+            deadlines: false,
         }
     }
     fn put<T: Serialize>(&mut self, key: String, v: &T) {
@@ -123,27 +126,36 @@ impl Tx {
     pub fn requests_touched(&self) -> &[String] {
         &self.requests
     }
+    /// Whether it writes or deletes a lease, a request or a job: records whose deadlines the tick watches.
+    pub fn touches_deadlines(&self) -> bool {
+        self.deadlines
+    }
     /// Writes a lease.
     pub fn lease(&mut self, l: &Lease) {
+        self.deadlines = true;
         self.put(format!("lease/{}", l.id), l)
     }
     /// Deletes a lease.
     pub fn drop_lease(&mut self, id: &str) {
+        self.deadlines = true;
         self.del(format!("lease/{id}"))
     }
     /// Writes a waiting request.
     pub fn request(&mut self, r: &Request) {
+        self.deadlines = true;
         self.requests.push(r.id.clone());
         self.put(format!("req/{}", r.id), r)
     }
     /// Deletes a request.
     pub fn drop_request(&mut self, id: &str) {
+        self.deadlines = true;
         self.requests.push(id.to_string());
         self.del(format!("req/{id}"))
     }
     /// Writes a job's record, without its steps: steps are records of their own ([`Tx::step`]), so a job with
     /// 10,000 steps is not rewritten whole as each one ends.
     pub fn job(&mut self, j: &Job) {
+        self.deadlines = true;
         #[derive(Serialize)]
         struct WithoutSteps<'a> {
             #[serde(flatten)]

@@ -399,6 +399,8 @@ impl Drop for WatchGuard {
             let mut st = farm.state.lock().await;
             if let Some(w) = st.watches.get_mut(&id) {
                 w.unwatch();
+                // Its abandonment clock starts: the tick must look again.
+                st.next_due_ms = 0;
             }
         });
     }

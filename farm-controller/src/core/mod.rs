@@ -221,12 +221,16 @@ impl Farm {
     async fn commit(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
         let now = now_ms();
         let touched = watchers::Touched::of(st, &fx.tx, now, self.cfg.aging);
+        let deadlines = fx.tx.touches_deadlines();
         if let Err(e) = self.store.commit(fx.tx).await {
             st.roll_back();
             st.resync = true;
             return Err(e.into());
         }
         st.mark();
+        if deadlines {
+            st.next_due_ms = 0;
+        }
         watchers::notify(st, &touched, now, self.cfg.aging);
         st.deliver(fx.out);
         for e in fx.events {
@@ -245,6 +249,7 @@ impl Farm {
                 Ok(snap) => {
                     st.reload(snap);
                     st.resync = false;
+                    st.next_due_ms = 0;
                     tracing::info!("the store is back: records reloaded from it");
                 }
                 Err(e) => tracing::warn!(

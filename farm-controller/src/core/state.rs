@@ -84,6 +84,9 @@ pub(crate) struct State {
     pub resync: bool,
     /// When the tick last scheduled over every free rig (a backstop; changes schedule what they touch).
     pub full_pass_at: Option<Instant>,
+    /// The earliest deadline the tick must act on (Unix ms; 0: look at once). Reset to 0 by any commit that
+    /// writes a lease, request or job, and by a client ceasing to watch a request.
+    pub next_due_ms: u64,
 }
 
 /// The records at a point in time. Taking one costs O(1) (the maps share structure), so every change starts by

@@ -1127,3 +1127,31 @@ async fn a_rig_being_probed_takes_no_work_until_its_identity_arrives() {
     assert!(r2.reason.contains("did not answer"), "{}", r2.reason);
     f.audit().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_tick_looks_at_deadlines_only_when_one_is_due_or_a_change_touched_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (f, _rx) = farm(t.path(), Duration::from_secs(3600), 2).await;
+    assert!(f.tick().await.unwrap(), "the first tick looks");
+    assert!(
+        !f.tick().await.unwrap(),
+        "nothing changed and nothing is due: the tick does not scan"
+    );
+    f.reserve(
+        &who("u"),
+        reservation(
+            Selector::rig("r1"),
+            Priority::Ci,
+            Duration::from_secs(1),
+            false,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(f.tick().await.unwrap(), "a new lease: the tick looks again");
+    assert!(!f.tick().await.unwrap(), "and then waits for its end");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(f.tick().await.unwrap(), "its end is due");
+    assert!(f.rig("r1").await.unwrap().lease.is_none(), "and it expired");
+    f.audit().await.unwrap();
+}

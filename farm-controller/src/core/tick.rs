@@ -252,9 +252,63 @@ fn give_up_on_stops(st: &mut State, now: u64, fx: &mut Effects) {
     }
 }
 
+/// The earliest time (Unix ms) any of the tick's deadlines falls due: a reservation's end, an unclaimed grant's
+/// claim timeout, a detached request's wait, an unwatched request's grace, a job lease whose agent never came
+/// back after a restart, a job's timeout, a stop's grace. `u64::MAX` when nothing is pending.
+fn next_deadline(st: &State, grace: Duration, claim_timeout: Duration, now: u64) -> u64 {
+    let mut due = u64::MAX;
+    let claim_ms = nvme_spec::units::millis(claim_timeout);
+    for l in st.leases.values() {
+        if l.stopping.is_some() {
+            due = due.min(l.expires_ms);
+            continue;
+        }
+        match l.kind {
+            LeaseKind::Reservation => {
+                due = due.min(l.expires_ms);
+                if !l.claimed {
+                    due = due.min(l.granted_ms.saturating_add(claim_ms));
+                }
+            }
+            LeaseKind::Job => {
+                // A connected agent's job leases are renewed by its heartbeats; silence is watched per agent.
+                let agent = st.agent_of(&l.rig).unwrap_or_default();
+                if l.expires_ms > 0 && !st.agents.contains_key(&agent) {
+                    due = due.min(l.expires_ms);
+                }
+            }
+        }
+    }
+    for r in st.requests.values().filter(|r| r.job_id.is_none()) {
+        if r.detached {
+            if r.expires_ms > 0 {
+                due = due.min(r.expires_ms);
+            }
+            continue;
+        }
+        match st.watches.get(&r.id) {
+            None => due = due.min(now),
+            Some(w) if w.count == 0 => {
+                let left = grace.saturating_sub(w.idle_since.elapsed());
+                due = due.min(now.saturating_add(nvme_spec::units::millis(left)));
+            }
+            Some(_) => {}
+        }
+    }
+    for j in st.jobs.values() {
+        if !j.state.is_terminal() && j.timeout_ms > 0 {
+            // Timed out once strictly past it.
+            due = due.min(j.created_ms.saturating_add(j.timeout_ms).saturating_add(1));
+        }
+    }
+    due
+}
+
 impl Farm {
-    /// Periodic work: silent agents, expired reservations, job timeouts, unconfirmed stops, then scheduling.
-    pub async fn tick(&self) -> Result<(), FarmError> {
+    /// Periodic work: silent agents (every time: one check per agent); then, only once a deadline is due or a
+    /// change touched one, expired reservations, abandoned requests, job timeouts, unconfirmed stops; then
+    /// scheduling (every 30 s over every free rig, as a backstop). Returns whether it looked at the deadlines.
+    pub async fn tick(&self) -> Result<bool, FarmError> {
         let mut st = self.lock().await?;
         let now = now_ms();
         let mut fx = Effects::default();
@@ -265,23 +319,32 @@ impl Farm {
             now,
             &mut fx,
         );
-        expire_reservations(&mut st, now, &mut fx);
-        drop_abandoned(
-            &mut st,
-            self.cfg.watch_grace,
-            self.cfg.claim_timeout,
-            now,
-            &mut fx,
-        );
-        expire_job_leases(&mut st, self.cfg.restart_grace, now, &mut fx);
-        time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
-        give_up_on_stops(&mut st, now, &mut fx);
         let all = st
             .full_pass_at
             .is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY);
         if all {
             st.full_pass_at = Some(std::time::Instant::now());
         }
-        self.reschedule_in(&mut st, fx, all).await
+        let due = all || now >= st.next_due_ms;
+        if due {
+            expire_reservations(&mut st, now, &mut fx);
+            drop_abandoned(
+                &mut st,
+                self.cfg.watch_grace,
+                self.cfg.claim_timeout,
+                now,
+                &mut fx,
+            );
+            expire_job_leases(&mut st, self.cfg.restart_grace, now, &mut fx);
+            time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
+            give_up_on_stops(&mut st, now, &mut fx);
+        }
+        self.reschedule_in(&mut st, fx, all).await?;
+        if due {
+            // From the state as committed (the commit may have reset it; this is the fresh answer).
+            st.next_due_ms =
+                next_deadline(&st, self.cfg.watch_grace, self.cfg.claim_timeout, now_ms());
+        }
+        Ok(due)
     }
 }
