@@ -872,6 +872,11 @@ async fn check(
                 "{what}: lease {} changed its token",
                 l.id
             ),
+            // A hold for a job the agent still runs after the farm let it go carries that job's old token
+            // (`stopping = "abandoned"`): it is not a grant, so it need not be newer than the last grant.
+            None if l.stopping.is_some() => {
+                seen.tokens.insert(l.id.clone(), l.fencing_token);
+            }
             None => fresh.push((l.id.clone(), l.fencing_token)),
         }
     }
