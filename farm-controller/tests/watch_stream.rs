@@ -82,6 +82,18 @@ async fn queue(svc: &FarmService, who: &str, rig: &str) -> String {
     r.request_id
 }
 
+/// The stream's next update (bounded, so a missing one fails the test instead of hanging it).
+async fn next_update(
+    stream: &mut (impl tokio_stream::Stream<Item = Result<pb::RequestUpdate, tonic::Status>> + Unpin),
+    what: &str,
+) -> pb::RequestUpdate {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("no update within 30 s: expected {what}"))
+        .expect("the stream ended")
+        .expect("an update, not an error")
+}
+
 #[tokio::test]
 async fn a_watcher_hears_only_about_its_own_request() {
     let t = tempfile::tempdir().unwrap();
@@ -104,7 +116,7 @@ async fn a_watcher_hears_only_about_its_own_request() {
         .await
         .unwrap()
         .into_inner();
-    let first = stream.next().await.unwrap().unwrap();
+    let first = next_update(&mut stream, "the first update").await;
     assert_eq!(first.position, 2, "bob is ahead: {first:?}");
     assert!(
         first.waiting_because.contains("r1 reserved by alice"),
@@ -127,11 +139,7 @@ async fn a_watcher_hears_only_about_its_own_request() {
     svc.cancel_request(as_user("bob", pb::CancelRequestRequest { request_id: bob }))
         .await
         .unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .expect("an update after bob's cancel")
-        .unwrap()
-        .unwrap();
+    let next = next_update(&mut stream, "an update after bob's cancel").await;
     assert_eq!(
         next.position, 1,
         "the first update after 20 unrelated cycles is carol's own move: {next:?}"
@@ -140,11 +148,7 @@ async fn a_watcher_hears_only_about_its_own_request() {
     svc.release(as_user("alice", pb::ReleaseRequest { lease_id: held }))
         .await
         .unwrap();
-    let granted = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .expect("the grant")
-        .unwrap()
-        .unwrap();
+    let granted = next_update(&mut stream, "the grant").await;
     assert_eq!(
         granted.lease.as_ref().map(|l| l.rig.as_str()),
         Some("r1"),

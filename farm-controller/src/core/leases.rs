@@ -68,30 +68,34 @@ pub(crate) fn assignment(st: &State, job_id: &str, now: u64) -> Option<ToAgent> 
     }))
 }
 
-/// Grants what the change so far in `fx` made possible (the rigs and requests it writes), repeating while
-/// grants free or touch more (they do not, today: a grant only takes rigs).
-pub(crate) fn grant_changed(st: &mut State, now: u64, aging: Duration, fx: &mut Effects) {
+/// Grants what the change so far in `fx` made possible: it looks at the rigs and requests the change writes.
+/// Returns each granted request with its lease.
+pub(crate) fn grant_changed(
+    st: &mut State,
+    now: u64,
+    aging: Duration,
+    fx: &mut Effects,
+) -> Vec<(String, String)> {
     let rigs = fx.tx.rigs_written().to_vec();
     let requests = fx.tx.requests_touched().to_vec();
     let scope = scheduler::Scope::Changed {
         rigs: &rigs,
         requests: &requests,
     };
-    grant_waiting(st, scope, now, aging, fx);
+    grant_waiting(st, scope, now, aging, fx)
 }
 
 /// Grants every request the scheduler serves now among `scope`: a lease per grant, and for a job's request the
-/// job's assignment to its rig's agent. Returns how many it granted.
+/// job's assignment to its rig's agent. Returns each granted request with its lease.
 pub(crate) fn grant_waiting(
     st: &mut State,
     scope: scheduler::Scope<'_>,
     now: u64,
     aging: Duration,
     fx: &mut Effects,
-) -> usize {
-    let grants = scheduler::schedule(&st.rigs, &st.requests, scope, now, aging);
-    let n = grants.len();
-    for g in grants {
+) -> Vec<(String, String)> {
+    let mut granted = vec![];
+    for g in scheduler::schedule(&st.rigs, &st.requests, scope, now, aging) {
         let Some(req) = st.requests.remove(&g.request) else {
             continue;
         };
@@ -118,6 +122,7 @@ pub(crate) fn grant_waiting(
         };
         fx.tx.lease(&lease);
         st.leases.insert(lease_id.clone(), lease);
+        granted.push((req.id.clone(), lease_id.clone()));
         let Some(rig) = st.rigs.get_mut(&g.rig) else {
             continue;
         };
@@ -143,7 +148,7 @@ pub(crate) fn grant_waiting(
             fx.event(FarmEvent::Job(job_id.clone()));
         }
     }
-    n
+    granted
 }
 
 /// Ends a reservation: the lease goes, the rig is free again.
@@ -210,8 +215,13 @@ impl Farm {
         st.requests.insert(req.clone());
         st.watches.insert(id.clone(), Watch::idle());
         fx.tx.request(&req);
-        grant_changed(&mut st, now, self.cfg.aging, &mut fx);
-        if let Some(mut lease) = st.lease_for_request(&id).cloned() {
+        let granted = grant_changed(&mut st, now, self.cfg.aging, &mut fx);
+        let mine = granted
+            .iter()
+            .find(|(r, _)| *r == id)
+            .and_then(|(_, l)| st.leases.get(l))
+            .cloned();
+        if let Some(mut lease) = mine {
             // Granted at once: the answer carries it, so it is claimed.
             lease.claimed = true;
             fx.tx.lease(&lease);
@@ -219,15 +229,15 @@ impl Farm {
             self.commit(&mut st, fx).await?;
             return Ok(Reservation::Granted(lease));
         }
-        let waiting = scheduler::waiting_because(
-            &st.rigs,
-            &st.leases,
-            &st.requests,
-            &req,
-            now,
-            self.cfg.aging,
-        );
         if !wait {
+            let waiting = scheduler::waiting_because(
+                &st.rigs,
+                &st.leases,
+                &st.requests,
+                &req,
+                now,
+                self.cfg.aging,
+            );
             // Not waiting: drop the request again (other grants in this pass still stand).
             st.requests.remove(&id);
             st.watches.remove(&id);
@@ -237,7 +247,14 @@ impl Farm {
                 "no rig free now: {waiting} (use --wait to queue)"
             )));
         }
-        let position = scheduler::position(&st.rigs, &st.requests, &id, now, self.cfg.aging);
+        let (position, waiting) = scheduler::standing(
+            &st.rigs,
+            &st.leases,
+            &st.requests,
+            &req,
+            now,
+            self.cfg.aging,
+        );
         fx.event(FarmEvent::Request(id.clone()));
         self.commit(&mut st, fx).await?;
         Ok(Reservation::Queued {

@@ -277,7 +277,8 @@ impl Farm {
         let now = now_ms();
         health::plan_health_checks(st, &self.cfg.health_check_plan, all, now, &mut fx);
         if all {
-            let n = leases::grant_waiting(st, scheduler::Scope::All, now, self.cfg.aging, &mut fx);
+            let n = leases::grant_waiting(st, scheduler::Scope::All, now, self.cfg.aging, &mut fx)
+                .len();
             if n > 0 {
                 tracing::warn!(
                     grants = n,

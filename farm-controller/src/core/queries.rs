@@ -66,24 +66,32 @@ fn rig_status(st: &State, r: &nvfarm_model::farm::Rig) -> RigStatus {
 /// The queue in service order, each entry with its place among the requests competing with it and why it
 /// waits (the reason is worked out once per selector: requests with the same selector wait for the same rigs).
 fn queue(st: &State, now: u64, aging: std::time::Duration) -> Vec<QueueEntry> {
-    let mut busy: BTreeMap<&Selector, Option<String>> = BTreeMap::new();
+    // The reason when no matching rig is usable, by selector and whether the request is a health check (only
+    // a health check may take a rig waiting for one); `None` when a rig is usable, and the reason then counts
+    // who is ahead.
+    let mut fixed: BTreeMap<(&Selector, bool), Option<String>> = BTreeMap::new();
     scheduler::positions(&st.rigs, &st.requests, now, aging)
         .into_iter()
         .map(|(position, r)| {
             let ahead = position.saturating_sub(1) as usize;
-            // A reason that does not depend on who is ahead is the same for the whole group.
-            let cached = busy.entry(&r.selector).or_insert_with(|| {
-                let mut asked = false;
-                let why = scheduler::waiting_because_at(&st.rigs, &st.leases, r, || {
-                    asked = true;
-                    0
+            let key = (
+                &r.selector,
+                r.priority == nvfarm_model::farm::Priority::System,
+            );
+            let waiting_because = fixed
+                .entry(key)
+                .or_insert_with(|| {
+                    let mut asked = false;
+                    let why = scheduler::waiting_because_at(&st.rigs, &st.leases, r, || {
+                        asked = true;
+                        0
+                    });
+                    (!asked).then_some(why)
+                })
+                .clone()
+                .unwrap_or_else(|| {
+                    scheduler::waiting_because_at(&st.rigs, &st.leases, r, || ahead)
                 });
-                (!asked).then_some(why)
-            });
-            let waiting_because = match cached {
-                Some(why) if r.priority != nvfarm_model::farm::Priority::System => why.clone(),
-                _ => scheduler::waiting_because_at(&st.rigs, &st.leases, r, || ahead),
-            };
             QueueEntry {
                 position,
                 request: r.clone(),
@@ -101,16 +109,11 @@ pub(crate) fn request_status(
     aging: std::time::Duration,
 ) -> RequestStatus {
     if let Some(r) = st.requests.get(id) {
+        let (position, waiting_because) =
+            scheduler::standing(&st.rigs, &st.leases, &st.requests, r, now, aging);
         return RequestStatus::Waiting {
-            position: scheduler::position(&st.rigs, &st.requests, id, now, aging),
-            waiting_because: scheduler::waiting_because(
-                &st.rigs,
-                &st.leases,
-                &st.requests,
-                r,
-                now,
-                aging,
-            ),
+            position,
+            waiting_because,
         };
     }
     match st.lease_for_request(id) {
@@ -183,16 +186,13 @@ impl Farm {
         let st = self.state.lock().await;
         let now = now_ms();
         let req = st.requests.for_job(job_id)?;
-        Some((
-            scheduler::position(&st.rigs, &st.requests, &req.id, now, self.cfg.aging),
-            scheduler::waiting_because(
-                &st.rigs,
-                &st.leases,
-                &st.requests,
-                req,
-                now,
-                self.cfg.aging,
-            ),
+        Some(scheduler::standing(
+            &st.rigs,
+            &st.leases,
+            &st.requests,
+            req,
+            now,
+            self.cfg.aging,
         ))
     }
 

@@ -241,6 +241,23 @@ pub fn positions<'a>(
     out
 }
 
+/// Where waiting request `req` stands: its 1-based place among the requests competing with it, and why it
+/// waits (the competing requests ahead are counted once for both).
+pub fn standing(
+    rigs: &Records<Rig>,
+    leases: &Records<Lease>,
+    queue: &Queue,
+    req: &Request,
+    now: u64,
+    aging: Duration,
+) -> (u32, String) {
+    let ahead = ahead(rigs, queue, req, now, aging);
+    let position = u32::try_from(ahead)
+        .unwrap_or(u32::MAX - 1)
+        .saturating_add(1);
+    (position, waiting_because_at(rigs, leases, req, || ahead))
+}
+
 /// Why `req` is still waiting, in words.
 pub fn waiting_because(
     rigs: &Records<Rig>,

@@ -113,16 +113,7 @@ pub(crate) fn notify(st: &mut State, touched: &Touched, now: u64, aging: Duratio
         }
     }
     for id in moved {
-        let status = request_status(st, &id, now, aging);
-        if let Some(tx) = st.watchers.get(&id) {
-            tx.send_if_modified(|held| {
-                let changed = *held != status;
-                if changed {
-                    *held = status;
-                }
-                changed
-            });
-        }
+        refresh(st, &id, now, aging);
     }
 }
 
@@ -146,6 +137,7 @@ pub(crate) fn subscribe(
 pub(crate) fn refresh(st: &State, id: &str, now: u64, aging: Duration) {
     if let Some(tx) = st.watchers.get(id) {
         let status = request_status(st, id, now, aging);
+        // Wakes the watchers only when the status differs from what they were last told.
         tx.send_if_modified(|held| {
             let changed = *held != status;
             if changed {
