@@ -1,16 +1,22 @@
 //! Durable storage behind a small interface, so the scheduler does not care what engine keeps its records.
 //!
 //! Today the engine is sled: one tree of records under prefixed keys (`rig/`, `lease/`, `req/`, `job/`,
-//! `step/<job>/<n>`, `art/`, `sweep/`, `meta/`) and one tree of job log lines. A state transition is one [`Tx`] applied as a single sled
-//! batch (atomic) and flushed to disk before the caller acknowledges anything, so a crash (kill -9) loses no
-//! acknowledged change and never shows half of one. Artifact bytes live as files named by their sha256.
+//! `step/<job>/<n>`, `art/`, `sweep/`, `meta/`) and one tree of job log lines. A state transition is one [`Tx`]
+//! applied as a single sled batch (atomic) and flushed to disk before the caller acknowledges anything, so a
+//! crash (kill -9) loses no acknowledged change and never shows half of one. Artifact bytes live as files named
+//! by their sha256.
+//!
+//! Finished jobs are not loaded at startup ([`resident`] says which are): they stay here, read one at a time
+//! ([`Store::job`]) or listed ([`Store::jobs_where`]) when a query asks for them.
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use nvfarm_model::farm::{Artifact, Job, Lease, Request, Rig, Sweep};
+use std::collections::{BTreeMap, HashSet};
+
+use nvfarm_model::farm::{Artifact, Job, JobState, Lease, Request, Rig, Sweep};
 use nvfarm_model::{LogLine, StepReport};
 
 /// What went wrong with the store.
@@ -58,8 +64,10 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     /// Every waiting request.
     pub requests: Vec<Request>,
-    /// Every job.
+    /// Every job the controller keeps in memory ([`resident`]), with its steps and log line count.
     pub jobs: Vec<Job>,
+    /// How many stored jobs are finished and not loaded, by state.
+    pub finished: BTreeMap<JobState, u64>,
     /// Every stored artifact.
     pub artifacts: Vec<Artifact>,
     /// Every sweep.
@@ -79,6 +87,8 @@ pub struct Tx {
     /// at after the change.
     rigs: Vec<String>,
     requests: Vec<String>,
+    /// Jobs written, and jobs whose lease it deletes: the ones that may leave memory after the change.
+    jobs: Vec<String>,
     /// Whether it writes a record that carries a deadline (a lease, a request, a job).
     deadlines: bool,
 }
@@ -102,6 +112,7 @@ impl Tx {
             empty: true,
             rigs: vec![],
             requests: vec![],
+            jobs: vec![],
             deadlines: false,
         }
     }
@@ -126,6 +137,10 @@ impl Tx {
     pub fn requests_touched(&self) -> &[String] {
         &self.requests
     }
+    /// The jobs it writes and the jobs whose leases it deletes (an id may repeat).
+    pub fn jobs_touched(&self) -> &[String] {
+        &self.jobs
+    }
     /// Whether it writes or deletes a lease, a request or a job: records whose deadlines the tick watches.
     pub fn touches_deadlines(&self) -> bool {
         self.deadlines
@@ -136,9 +151,12 @@ impl Tx {
         self.put(format!("lease/{}", l.id), l)
     }
     /// Deletes a lease.
-    pub fn drop_lease(&mut self, id: &str) {
+    pub fn drop_lease(&mut self, l: &Lease) {
         self.deadlines = true;
-        self.del(format!("lease/{id}"))
+        if let Some(j) = &l.job_id {
+            self.jobs.push(j.clone());
+        }
+        self.del(format!("lease/{}", l.id))
     }
     /// Writes a waiting request.
     pub fn request(&mut self, r: &Request) {
@@ -156,6 +174,7 @@ impl Tx {
     /// 10,000 steps is not rewritten whole as each one ends.
     pub fn job(&mut self, j: &Job) {
         self.deadlines = true;
+        self.jobs.push(j.id.clone());
         #[derive(Serialize)]
         struct WithoutSteps<'a> {
             #[serde(flatten)]
@@ -286,41 +305,107 @@ impl Store {
         }
     }
 
-    /// Every job with its steps (records written before steps had their own keep them inline).
-    fn jobs(main: &sled::Tree) -> Result<Vec<Job>, StoreError> {
-        let mut jobs: Vec<Job> = Self::scan(main, "job/")?;
-        let mut steps: std::collections::HashMap<String, Vec<StepReport>> = Default::default();
-        for kv in main.scan_prefix(b"step/") {
+    fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A job's steps, by number (`None`: it has no step records; records written before steps had their own
+    /// keep them inline).
+    fn steps(main: &sled::Tree, job_id: &str) -> Result<Option<Vec<StepReport>>, StoreError> {
+        let mut steps = vec![];
+        for kv in main.scan_prefix(format!("step/{job_id}/").as_bytes()) {
             let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let job = key
-                .strip_prefix("step/")
-                .and_then(|r| r.rsplit_once('/'))
-                .map(|(j, _)| j.to_string())
-                .unwrap_or_default();
-            let step = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-            steps.entry(job).or_default().push(step);
+            steps.push(Self::decode(&k, &v)?); // keys sort by step number
         }
-        for j in &mut jobs {
-            if let Some(s) = steps.remove(&j.id) {
-                j.steps = s; // keys sort by step number
+        Ok((!steps.is_empty()).then_some(steps))
+    }
+
+    /// A whole job from its record: steps from their own records, the log line count from the log tree.
+    fn full_job(e: &Engine, key: &[u8], v: &[u8]) -> Result<Job, StoreError> {
+        let mut j: Job = Self::decode(key, v)?;
+        if let Some(steps) = Self::steps(&e.main, &j.id)? {
+            j.steps = steps;
+        }
+        j.log_lines = Self::log_count_in(e, &j.id)?.0;
+        Ok(j)
+    }
+
+    /// The jobs to keep in memory, whole, and how many finished ones stay on disk, by state. A finished job's
+    /// record is decoded only as far as its [`JobSummary`]; its steps and logs are not read.
+    fn resident_jobs(
+        e: &Engine,
+        held: &HashSet<String>,
+    ) -> Result<(Vec<Job>, BTreeMap<JobState, u64>), StoreError> {
+        let mut jobs = vec![];
+        let mut finished = BTreeMap::new();
+        for kv in e.main.scan_prefix(b"job/") {
+            let (k, v) = kv?;
+            let h: JobSummary = Self::decode(&k, &v)?;
+            if resident(h.state, h.settled, held.contains(&h.id)) {
+                jobs.push(Self::full_job(e, &k, &v)?);
+            } else {
+                *finished.entry(h.state).or_default() += 1;
             }
         }
-        Ok(jobs)
+        Ok((jobs, finished))
+    }
+
+    /// One job as stored, with its steps and log line count (`None`: no such job).
+    pub fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let e = self.engine()?;
+        let key = format!("job/{id}");
+        match e.main.get(key.as_bytes())? {
+            Some(v) => Ok(Some(Self::full_job(&e, key.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest `limit` stored jobs (0: all) that `keep` accepts, newest first (by creation time, then id),
+    /// whole. Only the chosen ones are read past their summary.
+    pub fn jobs_where(
+        &self,
+        keep: impl Fn(&JobSummary) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let e = self.engine()?;
+        let mut chosen: Vec<(u64, String)> = vec![];
+        for kv in e.main.scan_prefix(b"job/") {
+            let (k, v) = kv?;
+            let h: JobSummary = Self::decode(&k, &v)?;
+            if keep(&h) {
+                chosen.push((h.created_ms, h.id));
+            }
+        }
+        chosen.sort_by(|a, b| b.cmp(a));
+        if limit > 0 {
+            chosen.truncate(limit);
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for (_, id) in chosen {
+            let key = format!("job/{id}");
+            if let Some(v) = e.main.get(key.as_bytes())? {
+                out.push(Self::full_job(&e, key.as_bytes(), &v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Everything the store holds.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
         let e = self.engine()?;
         let m = &e.main;
+        let leases: Vec<Lease> = Self::scan(m, "lease/")?;
+        let held: HashSet<String> = leases.iter().filter_map(|l| l.job_id.clone()).collect();
+        let (jobs, finished) = Self::resident_jobs(&e, &held)?;
         Ok(Snapshot {
             rigs: Self::scan(m, "rig/")?,
-            leases: Self::scan(m, "lease/")?,
+            leases,
             requests: Self::scan(m, "req/")?,
-            jobs: Self::jobs(m)?,
+            jobs,
+            finished,
             artifacts: Self::scan(m, "art/")?,
             sweeps: Self::scan(m, "sweep/")?,
             fencing: Self::meta(m, "fencing")?,
@@ -378,7 +463,10 @@ impl Store {
     /// How many log lines job `job_id` has stored and their size in bytes: one read, whatever the log's
     /// length. A store written before the counts were kept is counted line by line once.
     pub fn log_count(&self, job_id: &str) -> Result<(u64, u64), StoreError> {
-        let e = self.engine()?;
+        Self::log_count_in(&self.engine()?, job_id)
+    }
+
+    fn log_count_in(e: &Engine, job_id: &str) -> Result<(u64, u64), StoreError> {
         if let Some(v) = e.logs.get(log_count_key(job_id))? {
             let c: LogCount = serde_json::from_slice(&v).map_err(|err| StoreError::Corrupt {
                 key: format!("logs/{job_id}#count"),
@@ -386,15 +474,17 @@ impl Store {
             })?;
             return Ok((c.lines, c.bytes));
         }
-        drop(e);
-        let lines = self.logs(job_id, 0)?;
+        let lines = Self::logs_in(e, job_id, 0)?;
         let bytes = lines.iter().map(|(_, l)| l.text.len() as u64 + 1).sum();
         Ok((lines.len() as u64, bytes))
     }
 
     /// Log lines of a job from line `from` on, with their numbers.
     pub fn logs(&self, job_id: &str, from: u64) -> Result<Vec<(u64, LogLine)>, StoreError> {
-        let e = self.engine()?;
+        Self::logs_in(&self.engine()?, job_id, from)
+    }
+
+    fn logs_in(e: &Engine, job_id: &str, from: u64) -> Result<Vec<(u64, LogLine)>, StoreError> {
         let mut out = vec![];
         let start = log_key(job_id, from);
         let end = log_key(job_id, u64::MAX);
@@ -426,6 +516,37 @@ impl Store {
     pub fn artifacts_dir(&self) -> &Path {
         &self.blobs
     }
+}
+
+/// Whether a job is kept in memory: until it has ended, its agent has let go of it (settled) and no lease holds
+/// a rig for it. Anything else about a finished job is read from the store when asked for.
+pub fn resident(state: JobState, settled: bool, held: bool) -> bool {
+    !state.is_terminal() || !settled || held
+}
+
+/// What a listing or the startup load reads of a job's record before deciding whether it needs the rest.
+#[derive(Debug, serde::Deserialize)]
+pub struct JobSummary {
+    /// The job's id.
+    pub id: String,
+    /// Its state.
+    pub state: JobState,
+    /// Whether its agent has let go of it.
+    #[serde(default = "settled_by_default")]
+    pub settled: bool,
+    /// The rig it ran on.
+    #[serde(default)]
+    pub rig: Option<String>,
+    /// The sweep it belongs to.
+    #[serde(default)]
+    pub sweep_id: Option<String>,
+    /// When it was submitted.
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+fn settled_by_default() -> bool {
+    true
 }
 
 /// `step/<job>/<number, 10 digits>`: a job's steps sort by number.

@@ -324,7 +324,7 @@ fn answered<T>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) -> Opti
 
 /// The farm's acknowledged records, for comparing across a restart.
 async fn records(farm: &Farm) -> (String, BTreeMap<String, Lease>, Vec<String>) {
-    let jobs = farm.jobs(&JobFilter::default()).await;
+    let jobs = farm.jobs(&JobFilter::default()).await.expect("jobs list");
     let leases = farm
         .rigs(&BTreeMap::new())
         .await
@@ -844,7 +844,7 @@ async fn check(
             }
         }
     }
-    for j in farm.jobs(&JobFilter::default()).await {
+    for j in farm.jobs(&JobFilter::default()).await.expect("jobs list") {
         Seen::note(&mut seen.jobs, &j.id);
         if let Some(l) = &j.lease_id {
             Seen::note(&mut seen.leases, l);

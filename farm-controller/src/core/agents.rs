@@ -135,7 +135,10 @@ impl Farm {
         if let Some(s) = st.agents.get_mut(agent) {
             s.last_heartbeat = Instant::now();
         }
-        // Reconcile jobs.
+        // Reconcile jobs (a finished one it still reports is read back from the store for the purpose).
+        for j in &reg.jobs {
+            self.page_in(&mut st, &j.job_id)?;
+        }
         let mut abandon = vec![];
         let mut reported_running = vec![];
         let grace = now.saturating_add(self.cfg.agent_timeout.as_millis() as u64);
@@ -328,6 +331,7 @@ impl Farm {
         if !st.alive(agent) {
             return Ok(());
         }
+        self.page_in(&mut st, &p.job_id)?;
         if !st.owns_job(agent, &p.job_id) {
             tracing::warn!(
                 agent,
@@ -378,6 +382,7 @@ impl Farm {
         if !st.alive(agent) {
             return Ok(()); // it registers again and reports the result then
         }
+        self.page_in(&mut st, &r.job_id)?;
         if !st.owns_job(agent, &r.job_id) {
             tracing::warn!(
                 agent,
@@ -414,7 +419,11 @@ impl Farm {
     /// The agent refused an assignment: the job ends as an infrastructure error.
     pub async fn agent_refused(&self, agent: &str, r: Refusal) -> Result<(), FarmError> {
         let mut st = self.lock().await?;
-        if !st.alive(agent) || !st.owns_job(agent, &r.job_id) {
+        if !st.alive(agent) {
+            return Ok(());
+        }
+        self.page_in(&mut st, &r.job_id)?;
+        if !st.owns_job(agent, &r.job_id) {
             return Ok(());
         }
         let current = st

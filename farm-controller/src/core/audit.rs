@@ -85,6 +85,12 @@ impl State {
                 .leases
                 .values()
                 .find(|l| l.job_id.as_deref() == Some(j.id.as_str()));
+            if !crate::store::resident(j.state, j.settled, lease.is_some()) {
+                v.push(format!(
+                    "job {} is {} and settled with no lease, yet still in memory: finished jobs leave it",
+                    j.id, j.state
+                ));
+            }
             match j.state {
                 JobState::Queued => {
                     if !self
@@ -170,7 +176,30 @@ impl Farm {
     /// harness and tests: a consistent farm returns `Ok` after any sequence of calls.
     pub async fn audit(&self) -> Result<(), String> {
         let st = self.state.lock().await;
-        let v = st.violations();
+        let mut v = st.violations();
+        // Every stored job is either in memory or counted among the finished ones left in the store.
+        match self.store.jobs_where(|_| true, 0) {
+            Ok(stored) => {
+                let counted = st.jobs.len() as u64 + st.finished.values().sum::<u64>();
+                if stored.len() as u64 != counted {
+                    v.push(format!(
+                        "the store holds {} jobs but memory knows of {counted} ({} resident, {:?} finished)",
+                        stored.len(),
+                        st.jobs.len(),
+                        st.finished
+                    ));
+                }
+                for j in stored.iter().filter(|j| !st.jobs.contains_key(&j.id)) {
+                    if !j.state.is_terminal() || !j.settled {
+                        v.push(format!(
+                            "job {} is {} in the store but not in memory: only finished, settled jobs leave it",
+                            j.id, j.state
+                        ));
+                    }
+                }
+            }
+            Err(e) => v.push(format!("the store cannot list jobs: {e}")),
+        }
         if v.is_empty() {
             Ok(())
         } else {

@@ -201,8 +201,8 @@ fn release(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
     }
     let job = job.clone();
     if let Some(lease_id) = &job.lease_id {
-        if st.leases.remove(lease_id).is_some() {
-            fx.tx.drop_lease(lease_id);
+        if let Some(l) = st.leases.remove(lease_id) {
+            fx.tx.drop_lease(&l);
         }
         if let Some(rig) = job.rig.as_ref().and_then(|r| st.rigs.get_mut(r)) {
             if rig.lease_id.as_deref() == Some(lease_id) {
@@ -357,7 +357,7 @@ fn let_go(st: &mut State, job_id: &str, now: u64, fx: &mut Effects) {
 /// Removes a hold lease; its rig is free again.
 fn drop_hold(st: &mut State, l: &Lease, fx: &mut Effects) {
     st.leases.remove(&l.id);
-    fx.tx.drop_lease(&l.id);
+    fx.tx.drop_lease(l);
     if let Some(rig) = st.rigs.get_mut(&l.rig) {
         if rig.lease_id.as_deref() == Some(l.id.as_str()) {
             rig.lease_id = None;
@@ -570,15 +570,13 @@ impl Farm {
         enqueue(&mut st, job, &mut fx);
         fx.event(FarmEvent::Job(id.clone()));
         self.reschedule(&mut st, fx).await?;
-        st.jobs
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| FarmError::NotFound(format!("job {id} vanished")))
+        self.job_in(&st, &id)
     }
 
     /// Cancels a job; only its submitter or an admin may. A running job's agent is told to stop.
     pub async fn cancel_job(&self, caller: &Caller, id: &str) -> Result<Job, FarmError> {
         let mut st = self.lock().await?;
+        self.page_in(&mut st, id)?;
         let Some(job) = st.jobs.get(id).cloned() else {
             return Err(FarmError::NotFound(format!("no job {id}")));
         };
@@ -611,9 +609,6 @@ impl Farm {
             &mut fx,
         );
         self.reschedule(&mut st, fx).await?;
-        st.jobs
-            .get(id)
-            .cloned()
-            .ok_or_else(|| FarmError::NotFound(format!("job {id} vanished")))
+        self.job_in(&st, id)
     }
 }

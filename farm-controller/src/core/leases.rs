@@ -154,7 +154,7 @@ pub(crate) fn grant_waiting(
 /// Ends a reservation: the lease goes, the rig is free again.
 pub(crate) fn drop_reservation(st: &mut State, lease: &Lease, tx: &mut Tx) {
     st.leases.remove(&lease.id);
-    tx.drop_lease(&lease.id);
+    tx.drop_lease(lease);
     if let Some(r) = st.rigs.get_mut(&lease.rig) {
         if r.lease_id.as_deref() == Some(&lease.id) {
             r.lease_id = None;

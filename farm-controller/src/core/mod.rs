@@ -155,6 +155,7 @@ impl Farm {
         tracing::info!(
             rigs = st.rigs.len(),
             jobs = st.jobs.len(),
+            finished = st.finished.values().sum::<u64>(),
             queued = st.requests.len(),
             leases = st.leases.len(),
             fencing = st.fencing,
@@ -222,11 +223,14 @@ impl Farm {
         let now = now_ms();
         let touched = watchers::Touched::of(st, &fx.tx, now, self.cfg.aging);
         let deadlines = fx.tx.touches_deadlines();
+        let mut leaving = fx.tx.jobs_touched().to_vec();
         if let Err(e) = self.store.commit(fx.tx).await {
             st.roll_back();
             st.resync = true;
             return Err(e.into());
         }
+        leaving.append(&mut st.paged);
+        st.evict(&leaving);
         st.mark();
         if deadlines {
             st.next_due_ms = 0;
@@ -259,6 +263,19 @@ impl Farm {
         }
         st.mark();
         Ok(Change(st))
+    }
+
+    /// Brings job `id` into memory for the change under way if it has finished and left (see
+    /// [`State::page_in`]); nothing happens for a job that is resident or does not exist.
+    fn page_in(&self, st: &mut State, id: &str) -> Result<(), FarmError> {
+        if st.jobs.contains_key(id) {
+            return Ok(());
+        }
+        if let Some(job) = self.store.job(id)? {
+            let (_, bytes) = self.store.log_count(id)?;
+            st.page_in(job, bytes);
+        }
+        Ok(())
     }
 
     /// Plans health checks, schedules what the change touched, and commits: after any change that may free or

@@ -145,29 +145,54 @@ impl Farm {
             .ok_or_else(|| FarmError::NotFound(format!("no rig {name}")))
     }
 
-    /// One job.
+    /// One job: from memory while it runs or holds a rig, from the store once it has finished.
     pub async fn job(&self, id: &str) -> Result<Job, FarmError> {
-        self.state
-            .lock()
-            .await
-            .jobs
-            .get(id)
-            .cloned()
+        let resident = self.state.lock().await.jobs.get(id).cloned();
+        match resident {
+            Some(j) => Ok(j),
+            None => self.stored_job(id),
+        }
+    }
+
+    /// Job `id` from `st`, or from the store if it has left memory.
+    pub(crate) fn job_in(&self, st: &State, id: &str) -> Result<Job, FarmError> {
+        match st.jobs.get(id) {
+            Some(j) => Ok(j.clone()),
+            None => self.stored_job(id),
+        }
+    }
+
+    fn stored_job(&self, id: &str) -> Result<Job, FarmError> {
+        self.store
+            .job(id)?
             .ok_or_else(|| FarmError::NotFound(format!("no job {id}")))
     }
 
-    /// Jobs, newest first.
-    pub async fn jobs(&self, f: &JobFilter) -> Vec<Job> {
-        let st = self.state.lock().await;
-        let mut jobs: Vec<&Job> = st
-            .jobs
-            .values()
-            .filter(|j| f.rig.is_none() || j.rig == f.rig)
-            .filter(|j| f.sweep_id.is_none() || j.sweep_id == f.sweep_id)
-            .collect();
+    /// Jobs, newest first: the resident ones from memory, the finished ones from the store (read without
+    /// holding the state).
+    pub async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>, FarmError> {
+        let wanted = |rig: &Option<String>, sweep: &Option<String>| {
+            (f.rig.is_none() || *rig == f.rig) && (f.sweep_id.is_none() || *sweep == f.sweep_id)
+        };
+        let mut jobs: Vec<Job> = {
+            let st = self.state.lock().await;
+            st.jobs
+                .values()
+                .filter(|j| wanted(&j.rig, &j.sweep_id))
+                .cloned()
+                .collect()
+        };
+        let resident: std::collections::HashSet<String> =
+            jobs.iter().map(|j| j.id.clone()).collect();
+        jobs.extend(self.store.jobs_where(
+            |h| !resident.contains(&h.id) && wanted(&h.rig, &h.sweep_id),
+            f.limit,
+        )?);
         jobs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
-        let limit = if f.limit == 0 { usize::MAX } else { f.limit };
-        jobs.into_iter().take(limit).cloned().collect()
+        if f.limit > 0 {
+            jobs.truncate(f.limit);
+        }
+        Ok(jobs)
     }
 
     /// A job's log lines from line `from` on, with their numbers.
@@ -223,7 +248,17 @@ impl Farm {
             .sweeps
             .get(id)
             .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
-        Ok(sweeps::report(&st, s, threshold_pct))
+        // Its jobs and its predecessor's, finished ones from the store.
+        let previous = s.previous.as_ref().and_then(|p| st.sweeps.get(p));
+        let mut jobs = sweeps::Jobs::new();
+        for j in s
+            .job_ids
+            .iter()
+            .chain(previous.iter().flat_map(|p| &p.job_ids))
+        {
+            jobs.insert(j.clone(), self.job_in(&st, j)?);
+        }
+        Ok(sweeps::report(&st, &jobs, s, threshold_pct))
     }
 
     /// Every sweep, newest first.
@@ -269,6 +304,9 @@ impl Farm {
         }
         for j in st.jobs.values() {
             *m.jobs.entry(j.state).or_default() += 1;
+        }
+        for (s, n) in &st.finished {
+            *m.jobs.entry(*s).or_default() += *n as usize;
         }
         m
     }

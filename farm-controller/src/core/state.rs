@@ -1,17 +1,19 @@
 //! The farm's in-memory state: the records the store holds, plus the connected agents and who watches which
-//! waiting request.
+//! waiting request. Of the jobs, only those that have not finished or still hold a rig are here
+//! ([`crate::store::resident`]); a finished one is paged in when an operation needs it ([`State::page_in`]) and
+//! leaves again with the commit that finishes with it ([`State::evict`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use nvfarm_model::farm::{Artifact, Job, Lease, LeaseKind, Rig, RigState, Sweep};
+use nvfarm_model::farm::{Artifact, Job, JobState, Lease, LeaseKind, Rig, RigState, Sweep};
 use nvfarm_model::link::ToAgent;
 
 use super::agents::AgentSender;
 use super::queue::Queue;
 use super::scheduler::Records;
 use crate::config::Config;
-use crate::store::{Snapshot, Tx};
+use crate::store::{resident, Snapshot, Tx};
 
 /// The clients watching a waiting request.
 #[derive(Debug, Clone)]
@@ -61,7 +63,13 @@ pub(crate) struct State {
     pub rigs: Records<Rig>,
     pub leases: Records<Lease>,
     pub requests: Queue,
+    /// The jobs that have not finished or still hold a rig (the rest are only in the store).
     pub jobs: Records<Job>,
+    /// How many finished jobs are only in the store, by state.
+    pub finished: BTreeMap<JobState, u64>,
+    /// Jobs paged in from the store during the change under way: they leave again with its commit unless
+    /// they are resident by then.
+    pub paged: Vec<String>,
     pub artifacts: Records<Artifact>,
     pub sweeps: Records<Sweep>,
     /// The last fencing token handed out.
@@ -98,6 +106,7 @@ struct Marked {
     leases: Records<Lease>,
     requests: Queue,
     jobs: Records<Job>,
+    finished: BTreeMap<JobState, u64>,
     artifacts: Records<Artifact>,
     sweeps: Records<Sweep>,
     fencing: u64,
@@ -116,6 +125,7 @@ impl State {
         let mut st = State {
             fencing: snap.fencing,
             seq: snap.seq,
+            finished: snap.finished,
             quarantine_after: cfg.quarantine_after,
             ..Default::default()
         };
@@ -171,11 +181,13 @@ impl State {
 
     /// Marks the records as they are now: a change rolls back to here unless it is committed.
     pub fn mark(&mut self) {
+        self.paged.clear();
         self.mark = Some(Marked {
             rigs: self.rigs.clone(),
             leases: self.leases.clone(),
             requests: self.requests.clone(),
             jobs: self.jobs.clone(),
+            finished: self.finished.clone(),
             artifacts: self.artifacts.clone(),
             sweeps: self.sweeps.clone(),
             fencing: self.fencing,
@@ -185,47 +197,79 @@ impl State {
 
     /// Puts the records back as they were at the mark (what the store holds), if a change is under way.
     pub fn roll_back(&mut self) {
+        let paged = std::mem::take(&mut self.paged);
         if let Some(m) = self.mark.take() {
             self.rigs = m.rigs;
             self.leases = m.leases;
             self.requests = m.requests;
             self.jobs = m.jobs;
+            self.finished = m.finished;
             self.artifacts = m.artifacts;
             self.sweeps = m.sweeps;
             self.fencing = m.fencing;
             self.seq = m.seq;
+        }
+        for id in paged {
+            if !self.jobs.contains_key(&id) {
+                self.log_bytes.remove(&id);
+            }
         }
     }
 
     /// Replaces every record with the store's (sessions, watches and log counters stay): what memory holds after
     /// a write failed.
     pub fn reload(&mut self, snap: Snapshot) {
-        let lines: HashMap<String, u64> = self
-            .jobs
-            .iter()
-            .map(|(id, j)| (id.clone(), j.log_lines))
-            .collect();
         self.rigs = snap.rigs.into_iter().map(|r| (r.name.clone(), r)).collect();
         self.leases = snap.leases.into_iter().map(|l| (l.id.clone(), l)).collect();
         self.requests = snap.requests.into_iter().collect();
-        self.jobs = snap
-            .jobs
-            .into_iter()
-            .map(|mut j| {
-                j.log_lines = lines.get(&j.id).copied().unwrap_or(0);
-                (j.id.clone(), j)
-            })
-            .collect();
+        // The store counts each job's log lines (they are appended before memory counts them).
+        self.jobs = snap.jobs.into_iter().map(|j| (j.id.clone(), j)).collect();
+        self.log_bytes.retain(|id, _| self.jobs.contains_key(id));
         self.artifacts = snap
             .artifacts
             .into_iter()
             .map(|a| (a.sha256.clone(), a))
             .collect();
+        self.finished = snap.finished;
         self.sweeps = snap.sweeps.into_iter().map(|s| (s.id.clone(), s)).collect();
         self.fencing = snap.fencing;
         self.seq = snap.seq;
         for id in self.requests.keys() {
             self.watches.entry(id.clone()).or_insert_with(Watch::idle);
+        }
+    }
+
+    /// Brings a finished job back from the store for the change under way (an agent reporting on it, a cancel
+    /// of it): the change sees it as it was before it left. A change that does not commit rolls it back out.
+    pub fn page_in(&mut self, job: Job, log_bytes: u64) {
+        if self.jobs.contains_key(&job.id) {
+            return;
+        }
+        if let Some(n) = self.finished.get_mut(&job.state) {
+            *n = n.saturating_sub(1);
+        }
+        self.paged.push(job.id.clone());
+        self.log_bytes.insert(job.id.clone(), log_bytes);
+        self.jobs.insert(job.id.clone(), job);
+    }
+
+    /// Lets the jobs among `ids` that are no longer resident leave memory (after the commit that finished
+    /// with them, and before the next mark): the store has them.
+    pub fn evict<'a>(&mut self, ids: impl IntoIterator<Item = &'a String>) {
+        for id in ids {
+            let Some(j) = self.jobs.get(id) else {
+                continue;
+            };
+            let held = self
+                .leases
+                .values()
+                .any(|l| l.job_id.as_deref() == Some(id.as_str()));
+            if resident(j.state, j.settled, held) {
+                continue;
+            }
+            *self.finished.entry(j.state).or_default() += 1;
+            self.jobs.remove(id);
+            self.log_bytes.remove(id);
         }
     }
 

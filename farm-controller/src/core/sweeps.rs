@@ -43,7 +43,11 @@ pub struct SweepRequest {
     pub retries: u32,
 }
 
-/// Whether every job of the sweep (retries included) has ended.
+/// The jobs a report reads, by id (finished ones come from the store).
+pub(crate) type Jobs = BTreeMap<String, Job>;
+
+/// Whether every job of the sweep (retries included) has ended. A job that is not in memory has finished and
+/// left it ([`crate::store::resident`]).
 pub(crate) fn done(st: &State, s: &Sweep) -> bool {
     s.job_ids
         .iter()
@@ -51,9 +55,9 @@ pub(crate) fn done(st: &State, s: &Sweep) -> bool {
 }
 
 /// Per rig: the final attempt, and whether an earlier attempt failed.
-fn final_jobs<'a>(st: &'a State, s: &Sweep) -> BTreeMap<String, (&'a Job, bool)> {
+fn final_jobs<'a>(jobs: &'a Jobs, s: &Sweep) -> BTreeMap<String, (&'a Job, bool)> {
     let mut by_rig: BTreeMap<String, Vec<&Job>> = BTreeMap::new();
-    for j in s.job_ids.iter().filter_map(|j| st.jobs.get(j)) {
+    for j in s.job_ids.iter().filter_map(|j| jobs.get(j)) {
         let rig = j.selector.rig.clone().or(j.rig.clone()).unwrap_or_default();
         by_rig.entry(rig).or_default().push(j);
     }
@@ -107,14 +111,14 @@ pub fn direction(metric: &str) -> i32 {
     }
 }
 
-/// The rig × step matrix of sweep `s` against its predecessor.
-pub(crate) fn report(st: &State, s: &Sweep, threshold_pct: f64) -> SweepReport {
-    let now = final_jobs(st, s);
+/// The rig × step matrix of sweep `s` against its predecessor; `jobs` holds the jobs of both.
+pub(crate) fn report(st: &State, jobs: &Jobs, s: &Sweep, threshold_pct: f64) -> SweepReport {
+    let now = final_jobs(jobs, s);
     let prev = s
         .previous
         .as_ref()
         .and_then(|p| st.sweeps.get(p))
-        .map(|p| final_jobs(st, p))
+        .map(|p| final_jobs(jobs, p))
         .unwrap_or_default();
     let mut steps: Vec<String> = vec![];
     for (job, _) in now.values() {
@@ -223,7 +227,7 @@ pub(crate) fn report(st: &State, s: &Sweep, threshold_pct: f64) -> SweepReport {
         jobs: s
             .job_ids
             .iter()
-            .filter_map(|j| st.jobs.get(j))
+            .filter_map(|j| jobs.get(j))
             .cloned()
             .collect(),
         outcome,

@@ -314,6 +314,7 @@ async fn infrastructure_errors_trigger_health_checks_then_quarantine() {
     let hc = f
         .jobs(&JobFilter::default())
         .await
+        .unwrap()
         .into_iter()
         .find(|j| j.health_check)
         .unwrap();
@@ -470,6 +471,7 @@ async fn a_stop_its_agent_never_confirms_frees_the_rig_only_through_a_health_che
     let hc = f
         .jobs(&JobFilter::default())
         .await
+        .unwrap()
         .into_iter()
         .find(|j| j.health_check)
         .expect("a health check before anything else runs on the rig");
@@ -972,6 +974,7 @@ async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_sti
     let hc = f
         .jobs(&JobFilter::default())
         .await
+        .unwrap()
         .into_iter()
         .find(|j| j.health_check)
         .unwrap();
@@ -985,6 +988,10 @@ async fn a_job_let_go_of_while_its_agent_was_away_holds_the_rig_if_the_agent_sti
     f.agent_result("a", result(&j2, Outcome::Passed))
         .await
         .unwrap();
+    assert!(
+        !resident(&f, &j1.id).await,
+        "j1 has left memory: the registration reads it back"
+    );
     let mut rx = reconnect(&f, vec![still_running(&j1)]).await;
     let msgs = sent(&mut rx);
     assert!(
@@ -1153,5 +1160,111 @@ async fn the_tick_looks_at_deadlines_only_when_one_is_due_or_a_change_touched_on
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(f.tick().await.unwrap(), "its end is due");
     assert!(f.rig("r1").await.unwrap().lease.is_none(), "and it expired");
+    f.audit().await.unwrap();
+}
+
+/// Whether job `id` is in the controller's memory (rather than only in its store).
+async fn resident(f: &Farm, id: &str) -> bool {
+    f.state.lock().await.jobs.contains_key(id)
+}
+
+#[tokio::test]
+async fn a_finished_job_leaves_memory_and_every_query_and_agent_message_still_finds_it_in_the_store(
+) {
+    let t = tempfile::tempdir().unwrap();
+    let alice = who("alice");
+    let (done, running) = {
+        let (f, mut rx) = farm(t.path(), Duration::from_secs(60), 2).await;
+        let j1 = f.submit_job(&alice, job_request()).await.unwrap();
+        f.agent_progress(
+            "a",
+            nvfarm_model::link::JobProgress {
+                job_id: j1.id.clone(),
+                fencing_token: j1.fencing_token,
+                phase: Some(JobState::Testing),
+                lines: (0..3)
+                    .map(|i| nvfarm_model::LogLine {
+                        step: 1,
+                        text: format!("line {i}"),
+                    })
+                    .collect(),
+                steps: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        assert!(resident(&f, &j1.id).await, "a running job is in memory");
+        let mut r = result(&j1, Outcome::Passed);
+        r.steps = vec![finished_step(1, Outcome::Passed)];
+        f.agent_result("a", r.clone()).await.unwrap();
+        assert!(
+            !resident(&f, &j1.id).await,
+            "a finished, settled job leaves memory"
+        );
+        let stored = f.job(&j1.id).await.unwrap();
+        assert_eq!(stored.state, JobState::Passed);
+        assert_eq!(stored.steps, vec![finished_step(1, Outcome::Passed)]);
+        assert_eq!(stored.log_lines, 3);
+        assert_eq!(f.logs(&j1.id, 0).unwrap().len(), 3);
+        // Listings and counts include it.
+        let listed = f
+            .jobs(&JobFilter {
+                rig: Some("r1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![stored.clone()]);
+        assert_eq!(f.metrics().await.jobs[&JobState::Passed], 1);
+        // A cancel of it says it had finished, and leaves it out of memory.
+        let e = f.cancel_job(&alice, &j1.id).await.unwrap_err().to_string();
+        assert!(e.contains("had already finished (passed"), "{e}");
+        assert!(!resident(&f, &j1.id).await);
+        // The agent sending its result again is told it is stored; nothing changes.
+        sent(&mut rx);
+        f.agent_result("a", r).await.unwrap();
+        assert!(sent(&mut rx)
+            .iter()
+            .any(|m| matches!(m, ToAgent::Stored { job_id } if *job_id == j1.id)));
+        assert_eq!(f.job(&j1.id).await.unwrap(), stored);
+        assert!(!resident(&f, &j1.id).await);
+        let j2 = f
+            .submit_job(
+                &alice,
+                JobRequest {
+                    selector: Selector::rig("r2"),
+                    ..job_request()
+                },
+            )
+            .await
+            .unwrap();
+        f.audit().await.unwrap();
+        (stored, j2)
+    };
+    // A restart loads only what is still going on; the finished job is counted and read from the store.
+    let f = Farm::open(cfg(t.path(), Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let ids: Vec<String> = f.state.lock().await.jobs.keys().cloned().collect();
+    assert_eq!(ids, vec![running.id.clone()]);
+    assert_eq!(f.metrics().await.jobs[&JobState::Passed], 1);
+    assert_eq!(f.job(&done.id).await.unwrap(), done);
+    let all: Vec<String> = f
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(all, vec![running.id.clone(), done.id.clone()]);
+    let newest = f
+        .jobs(&JobFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].id, running.id);
     f.audit().await.unwrap();
 }

@@ -359,7 +359,7 @@ impl FarmApi for FarmService {
                 sweep_id: (!r.sweep_id.is_empty()).then_some(r.sweep_id),
                 limit: if r.limit == 0 { 50 } else { r.limit as usize },
             })
-            .await;
+            .await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(|j| summary(pb::Job::from(j))).collect(),
         }))

@@ -58,6 +58,10 @@ pub(super) async fn jobs(State(farm): State<Arc<Farm>>, Query(q): Query<JobsQuer
             limit: q.limit.unwrap_or(50),
         })
         .await;
+    let jobs = match jobs {
+        Ok(j) => j,
+        Err(e) => return error(e),
+    };
     Json(jobs.iter().map(|j| j.summary()).collect::<Vec<_>>()).into_response()
 }
 

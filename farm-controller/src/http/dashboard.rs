@@ -39,9 +39,19 @@ pre{background:#f7f7f7;padding:.6em;font-size:85%;overflow-x:auto}";
 pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
     let rigs = farm.rigs(&BTreeMap::new()).await;
     let queue = farm.queue().await;
-    let jobs = farm.jobs(&JobFilter::default()).await;
+    let (jobs, jobs_error) = match farm.jobs(&JobFilter::default()).await {
+        Ok(j) => (j, None),
+        Err(e) => (vec![], Some(e)),
+    };
     let mut h = String::new();
     let _ = write!(h, "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5><title>nvfarm</title><style>{STYLE}</style></head><body><h1>nvfarm</h1>");
+    if let Some(e) = jobs_error {
+        let _ = write!(
+            h,
+            "<p class=bad>jobs cannot be listed: {}</p>",
+            esc(&e.to_string())
+        );
+    }
     let _ = write!(h, "<h2>Rigs ({})</h2><table><tr><th>rig</th><th>agent</th><th>state</th><th>holder / reason</th><th>labels</th><th>drive</th><th>firmware</th></tr>", rigs.len());
     for s in &rigs {
         let r = &s.rig;
