@@ -427,6 +427,16 @@ pub(crate) fn hold_abandoned(
     let Some(rig) = st.jobs.get(job_id).and_then(|j| j.rig.clone()) else {
         return;
     };
+    if token == 0 {
+        // No grant ever carries token 0: the claim is malformed, and a hold under it would be a lease no
+        // agent could ever have been given. The agent is still told to abandon the job.
+        tracing::warn!(
+            job = job_id,
+            rig,
+            "an agent reports running a job under fencing token 0, which is never handed out; not holding the rig for it"
+        );
+        return;
+    }
     if st.rigs.get(&rig).is_none_or(|r| r.lease_id.is_some())
         || stop_lease(st, job_id, Some(token)).is_some()
     {
