@@ -44,6 +44,10 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A flush that covered this change failed (the change is not acknowledged; memory is reloaded from the
+    /// store).
+    #[error("flushing the store failed: {0}")]
+    Failed(String),
     /// A file beside the database (artifacts) failed.
     #[error("{path}: {source}")]
     File {
@@ -206,6 +210,10 @@ impl Tx {
     pub fn meta(&mut self, key: &str, v: u64) {
         self.put(format!("meta/{key}"), &v)
     }
+    /// Something this change applied outside the transaction ([`Store::apply_logs`]) must be flushed with it.
+    pub fn flush_too(&mut self) {
+        self.empty = false;
+    }
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.empty
@@ -244,6 +252,8 @@ pub struct Store {
     dir: PathBuf,
     engine: std::sync::Arc<std::sync::RwLock<Option<Engine>>>,
     blobs: PathBuf,
+    /// Flushes to disk so far ([`Store::sync`]).
+    flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -258,6 +268,7 @@ impl Store {
             dir: dir.to_path_buf(),
             engine: std::sync::Arc::new(std::sync::RwLock::new(Some(engine))),
             blobs: dir.join("artifacts"),
+            flushes: Default::default(),
         })
     }
 
@@ -274,13 +285,6 @@ impl Store {
         tracing::info!(dir = %self.dir.display(), "store reopened from disk after a failure");
         *slot = Some(e.clone());
         Ok(e)
-    }
-
-    /// Closes the database after a failed write: its memory may hold what the disk does not.
-    fn fail(&self, e: StoreError) -> StoreError {
-        tracing::error!("store write failed ({e}); closing the store to reopen it from disk");
-        *self.engine.write().expect("store lock") = None;
-        e
     }
 
     fn scan<T: DeserializeOwned>(main: &sled::Tree, prefix: &str) -> Result<Vec<T>, StoreError> {
@@ -414,26 +418,52 @@ impl Store {
     }
 
     /// Applies `tx` atomically and waits until it is on disk. On failure the database is closed, to be reopened
-    /// from disk by the next use.
+    /// from disk by the next use. (The controller applies and flushes separately, to share flushes: see
+    /// [`Store::apply`] and [`Store::sync`].)
     pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        self.apply(tx)?;
+        self.sync()
+            .await
+            .inspect_err(|e| self.close_after_failure(e))
+    }
+
+    /// Applies `tx` atomically, in memory and in the database's log: readable at once, durable after the next
+    /// [`Store::sync`]. A failed apply changed nothing.
+    pub fn apply(&self, tx: Tx) -> Result<(), StoreError> {
         if tx.empty {
             return Ok(());
         }
+        self.engine()?.main.apply_batch(tx.batch)?;
+        Ok(())
+    }
+
+    /// Waits until everything applied so far is on disk. On failure the caller decides when to close the
+    /// database ([`Store::close_after_failure`]): nothing may be applied between the failure and the reload
+    /// of what memory holds.
+    pub async fn sync(&self) -> Result<(), StoreError> {
         let e = self.engine()?;
-        let r: Result<(), StoreError> = async {
-            e.main.apply_batch(tx.batch)?;
-            e.db.flush_async().await?;
-            Ok(())
-        }
-        .await;
-        drop(e);
-        r.map_err(|err| self.fail(err))
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        e.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// How many flushes [`Store::sync`] has started since the store was opened.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes the database after a failed write or flush: its memory may hold what the disk does not. The next
+    /// use opens it again from disk.
+    pub fn close_after_failure(&self, e: &StoreError) {
+        tracing::error!("store write failed ({e}); closing the store to reopen it from disk");
+        *self.engine.write().expect("store lock") = None;
     }
 
     /// Appends job log lines numbered from `first`; `bytes` is the job's stored log size after them. The
     /// job's line and byte counts are written in the same batch, so a restart reads two numbers per job instead
-    /// of every line ([`Store::log_count`]).
-    pub async fn append_logs(
+    /// of every line ([`Store::log_count`]). Durable after the next [`Store::sync`].
+    pub fn apply_logs(
         &self,
         job_id: &str,
         first: u64,
@@ -449,15 +479,8 @@ impl Store {
             bytes,
         };
         b.insert(log_count_key(job_id), json(&count));
-        let e = self.engine()?;
-        let r: Result<(), StoreError> = async {
-            e.logs.apply_batch(b)?;
-            e.db.flush_async().await?;
-            Ok(())
-        }
-        .await;
-        drop(e);
-        r.map_err(|err| self.fail(err))
+        self.engine()?.logs.apply_batch(b)?;
+        Ok(())
     }
 
     /// How many log lines job `job_id` has stored and their size in bytes: one read, whatever the log's
@@ -610,13 +633,11 @@ mod tests {
             tx.rig(&r);
             tx.meta("fencing", 42);
             s.commit(tx).await.unwrap();
-            s.append_logs("job-1", 0, &[line(0, "a"), line(1, "b")], 4)
-                .await
+            s.apply_logs("job-1", 0, &[line(0, "a"), line(1, "b")], 4)
                 .unwrap();
-            s.append_logs("job-1", 2, &[line(2, "c")], 6).await.unwrap();
-            s.append_logs("job-10", 0, &[line(1, "other")], 6)
-                .await
-                .unwrap();
+            s.apply_logs("job-1", 2, &[line(2, "c")], 6).unwrap();
+            s.apply_logs("job-10", 0, &[line(1, "other")], 6).unwrap();
+            s.sync().await.unwrap();
         }
         let s = Store::open(t.path()).unwrap();
         let snap = s.load().unwrap();
@@ -635,7 +656,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let s = Store::open(t.path()).unwrap();
         let many: Vec<LogLine> = (0..1000).map(|i| line(i, "x")).collect();
-        s.append_logs("job-1", 0, &many, 2000).await.unwrap();
+        s.apply_logs("job-1", 0, &many, 2000).unwrap();
         // Take the lines away behind the count's back: the count still answers, so a restart reads one
         // record per job however long its log is.
         let e = s.engine().unwrap();

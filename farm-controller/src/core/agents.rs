@@ -261,7 +261,7 @@ impl Farm {
                 },
             ),
         );
-        self.reschedule(&mut st, fx).await
+        self.reschedule(st, fx).await
     }
 
     /// A rig's drive identity, probed after registration: recorded, and a probing rig becomes idle (able to
@@ -300,7 +300,7 @@ impl Farm {
         let mut fx = Effects::default();
         fx.tx.rig(rec);
         fx.event(FarmEvent::Rig(id.rig.clone()));
-        self.reschedule(&mut st, fx).await
+        self.reschedule(st, fx).await
     }
 
     /// A heartbeat: the agent lives, and the leases of the jobs it runs are renewed.
@@ -352,9 +352,10 @@ impl Farm {
         let (lines, used) = within_cap(p.lines, used, cap);
         if !lines.is_empty() {
             let first = job.log_lines;
-            self.store
-                .append_logs(&p.job_id, first, &lines, used)
-                .await?;
+            if let Err(e) = self.store.apply_logs(&p.job_id, first, &lines, used) {
+                return Err(self.apply_failed(&mut st, e));
+            }
+            fx.tx.flush_too();
             job.log_lines += lines.len() as u64;
             fx.event(FarmEvent::Log(p.job_id.clone()));
         }
@@ -373,7 +374,7 @@ impl Farm {
             fx.event(FarmEvent::Job(job.id.clone()));
         }
         st.log_bytes.insert(p.job_id, used);
-        self.commit(&mut st, fx).await
+        self.commit(st, fx).await
     }
 
     /// A job's result; stored if it is the current job, confirmed to the agent either way.
@@ -413,7 +414,7 @@ impl Farm {
             );
         }
         fx.send(agent, stored(&r.job_id));
-        self.reschedule(&mut st, fx).await
+        self.reschedule(st, fx).await
     }
 
     /// The agent refused an assignment: the job ends as an infrastructure error.
@@ -445,7 +446,7 @@ impl Farm {
             // Stopped before it started: nothing ran, the rig is free.
             settle(&mut st, &r.job_id, None, now_ms(), &mut fx);
         }
-        self.reschedule(&mut st, fx).await
+        self.reschedule(st, fx).await
     }
 
     /// The agent's stream closed. The session stays until its heartbeats time out: a quick reconnect keeps

@@ -195,7 +195,7 @@ impl Farm {
         fx.tx.rig(r);
         let rec = r.clone();
         fx.event(FarmEvent::Rig(rig.to_string()));
-        self.reschedule(&mut st, fx).await?;
+        self.reschedule(st, fx).await?;
         Ok(rec)
     }
 
@@ -255,7 +255,7 @@ impl Farm {
         let rec = r.clone();
         fx.tx.rig(&rec);
         fx.event(FarmEvent::Rig(rig.to_string()));
-        self.reschedule(&mut st, fx).await?;
+        self.reschedule(st, fx).await?;
         tracing::info!(rig, from, to, by = caller.name, "rig moved");
         Ok(rec)
     }

@@ -579,8 +579,8 @@ impl Farm {
         let job = new_job(id.clone(), &r, &plan.name, &caller.name, now);
         enqueue(&mut st, job, &mut fx);
         fx.event(FarmEvent::Job(id.clone()));
-        self.reschedule(&mut st, fx).await?;
-        self.job_in(&st, &id)
+        self.reschedule(st, fx).await?;
+        self.job(&id).await
     }
 
     /// Cancels a job; only its submitter or an admin may. A running job's agent is told to stop.
@@ -618,7 +618,7 @@ impl Farm {
             now.saturating_add(self.cfg.stop_grace.as_millis() as u64),
             &mut fx,
         );
-        self.reschedule(&mut st, fx).await?;
-        self.job_in(&st, id)
+        self.reschedule(st, fx).await?;
+        self.job(id).await
     }
 }

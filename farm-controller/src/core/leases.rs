@@ -226,7 +226,7 @@ impl Farm {
             lease.claimed = true;
             fx.tx.lease(&lease);
             st.leases.insert(lease.id.clone(), lease.clone());
-            self.commit(&mut st, fx).await?;
+            self.commit(st, fx).await?;
             return Ok(Reservation::Granted(lease));
         }
         if !wait {
@@ -242,7 +242,7 @@ impl Farm {
             st.requests.remove(&id);
             st.watches.remove(&id);
             fx.tx.drop_request(&id);
-            self.commit(&mut st, fx).await?;
+            self.commit(st, fx).await?;
             return Err(FarmError::Busy(format!(
                 "no rig free now: {waiting} (use --wait to queue)"
             )));
@@ -256,7 +256,7 @@ impl Farm {
             self.cfg.aging,
         );
         fx.event(FarmEvent::Request(id.clone()));
-        self.commit(&mut st, fx).await?;
+        self.commit(st, fx).await?;
         Ok(Reservation::Queued {
             request_id: id,
             position,
@@ -284,7 +284,7 @@ impl Farm {
         st.requests.remove(id);
         fx.tx.drop_request(id);
         fx.event(FarmEvent::Request(id.to_string()));
-        self.commit(&mut st, fx).await
+        self.commit(st, fx).await
     }
 
     /// Ends a reservation early; only its holder or an admin may.
@@ -310,7 +310,7 @@ impl Farm {
         let mut fx = Effects::default();
         drop_reservation(&mut st, &lease, &mut fx.tx);
         fx.event(FarmEvent::Rig(lease.rig.clone()));
-        self.reschedule(&mut st, fx).await?;
+        self.reschedule(st, fx).await?;
         Ok(lease)
     }
 
@@ -356,7 +356,7 @@ impl Farm {
         fx.tx.lease(&l);
         fx.event(FarmEvent::Rig(l.rig.clone()));
         st.leases.insert(l.id.clone(), l.clone());
-        self.commit(&mut st, fx).await?;
+        self.commit(st, fx).await?;
         Ok(l)
     }
 
@@ -372,6 +372,10 @@ impl Farm {
                 .watch();
         }
         let status = super::watchers::subscribe(&mut st, id, now_ms(), self.cfg.aging);
+        // The first status it sees is on disk before the client hears it.
+        let seq = st.applied;
+        drop(st);
+        let _ = self.durable(seq).await;
         WatchGuard {
             farm: self.clone(),
             id: id.to_string(),
@@ -382,8 +386,12 @@ impl Farm {
     /// Recomputes where watched request `id` stands (time alone can move it: aging), waking its watchers
     /// only if that changed.
     pub async fn refresh_watch(&self, id: &str) {
-        let st = self.state.lock().await;
-        super::watchers::refresh(&st, id, now_ms(), self.cfg.aging);
+        let status = self
+            .read(|st| super::watchers::status(st, id, now_ms(), self.cfg.aging))
+            .await;
+        if let Some((tx, status)) = status {
+            super::watchers::send(&tx, status);
+        }
     }
 
     /// The client waiting for request `id` received its lease: the reservation is claimed.
@@ -396,7 +404,7 @@ impl Farm {
         let l = l.clone();
         let mut fx = Effects::default();
         fx.tx.lease(&l);
-        self.commit(&mut st, fx).await
+        self.commit(st, fx).await
     }
 }
 

@@ -2,9 +2,10 @@
 //! HTTP). The services and the dashboard call [`Farm`]'s methods; they never touch its state directly.
 //!
 //! One [`Farm`] holds the in-memory state behind a mutex. Each operation mutates the state and collects its
-//! [`Effects`] (records to write, messages for agents, events for watchers), commits the writes (atomic and
-//! flushed), and only then sends the messages and answers the caller. So anything acknowledged is on disk, and
-//! a restart rebuilds exactly the acknowledged state.
+//! [`Effects`] (records to write, messages for agents, events for watchers), commits the writes (atomic; the
+//! flush that makes them durable is shared with concurrent changes, see [`durability`]), and only once they are
+//! on disk sends the messages and answers the caller. So anything acknowledged is on disk, and a restart
+//! rebuilds exactly the acknowledged state.
 //!
 //! - [`state`]: the in-memory state; [`queue`]: the waiting requests, indexed by what they can match;
 //! - [`scheduler`]: who gets which rig, positions and reasons (pure functions);
@@ -12,10 +13,12 @@
 //! - [`leases`]: reservations and grants; [`jobs`]: a job's life; [`health`]: rig health and operator states;
 //! - [`agents`]: agent sessions; [`tick`]: the periodic work; [`sweeps`]: sweeps and their reports;
 //! - [`queries`]: read-only views for the services and the dashboard; [`audit`]: the state's invariants;
-//! - [`watchers`]: waiting clients told when their own request's position or reason changes.
+//! - [`watchers`]: waiting clients told when their own request's position or reason changes;
+//! - [`durability`]: group commit, and what a change sends once it is durable.
 
 mod agents;
 mod audit;
+mod durability;
 mod health;
 mod jobs;
 mod leases;
@@ -136,6 +139,8 @@ pub struct Farm {
     events: broadcast::Sender<FarmEvent>,
     /// Set once the controller is stopping: streams end, agents are let go.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Changes applied and waiting for the flush that makes them durable.
+    durability: durability::Durability,
 }
 
 impl Farm {
@@ -169,6 +174,7 @@ impl Farm {
             state: Mutex::new(st),
             events,
             stop: tokio::sync::watch::channel(false).0,
+            durability: durability::Durability::new(),
         }))
     }
 
@@ -216,36 +222,66 @@ impl Farm {
         Ok(self.store.flush()?)
     }
 
-    /// Commits `fx.tx`, then delivers `fx.out` and emits `fx.events`. The order is the durability guarantee. When
-    /// the commit fails nothing is delivered and the records go back to their last committed state: memory never
-    /// holds a change the caller is told failed.
-    async fn commit(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
+    /// Commits `fx.tx` and gives up the state: the change is applied to the store and numbered under the lock,
+    /// then the lock is let go while the change waits for the flush that makes it durable (shared with every
+    /// change applied meanwhile: see [`durability`]). Only then do `fx.out`, `fx.events` and the watchers'
+    /// updates go out, in commit order, and does the caller hear `Ok`. When the apply fails nothing goes out
+    /// and the records go back to their last committed state; when the flush fails the caller gets the error,
+    /// nothing of the change goes out, and memory is reloaded from the store before the next change. Taking
+    /// the guard means nothing can use the state after its commit without locking it again.
+    async fn commit(&self, mut st: Change<'_>, fx: Effects) -> Result<(), FarmError> {
         let now = now_ms();
-        let touched = watchers::Touched::of(st, &fx.tx, now, self.cfg.aging);
+        let touched = watchers::Touched::of(&st, &fx.tx, now, self.cfg.aging);
         let deadlines = fx.tx.touches_deadlines();
         let mut leaving = fx.tx.jobs_touched().to_vec();
-        if let Err(e) = self.store.commit(fx.tx).await {
-            st.roll_back();
-            st.resync = true;
-            return Err(e.into());
+        // Nothing to write and nothing waiting to be flushed: what it sends can go at once, in order.
+        let at_once = fx.tx.is_empty() && self.durability.settled(st.applied);
+        if let Err(e) = self.store.apply(fx.tx) {
+            return Err(self.apply_failed(&mut st, e));
         }
+        if !at_once {
+            st.applied += 1;
+        }
+        let seq = st.applied;
+        // The records before this change, to go back to if its flush fails.
+        let before = st.take_mark();
         leaving.append(&mut st.paged);
         st.evict(&leaving);
         st.mark();
         if deadlines {
             st.next_due_ms = 0;
         }
-        watchers::notify(st, &touched, now, self.cfg.aging);
-        st.deliver(fx.out);
-        for e in fx.events {
-            let _ = self.events.send(e);
+        let statuses = watchers::notify(&mut st, &touched, now, self.cfg.aging);
+        let out = st.sessions_for(fx.out);
+        let d = durability::Deferred {
+            seq,
+            before,
+            out,
+            events: fx.events,
+            statuses,
+        };
+        if at_once {
+            self.send(d);
+            return Ok(());
         }
-        Ok(())
+        self.durability.defer(d);
+        drop(st);
+        self.durable(seq).await
+    }
+
+    /// A write to the store failed before it was applied: the change's records go back to their last
+    /// committed state. If no earlier change is still waiting for a flush the store is closed (to be reopened
+    /// from disk); otherwise the flush those changes wait for finds out whether the store still works.
+    fn apply_failed(&self, st: &mut State, e: StoreError) -> FarmError {
+        st.roll_back();
+        if self.durability.settled(st.applied) {
+            self.store.close_after_failure(&e);
+        }
+        e.into()
     }
 
     /// The state, for a change: marked, so whatever the change does not commit is rolled back when the guard
-    /// goes. After a failed write, the records are first reloaded from the store once it can be read again (in
-    /// case the failed write landed after all).
+    /// goes. After a failed flush, the records are first reloaded from the store once it can be read again.
     async fn lock(&self) -> Result<Change<'_>, FarmError> {
         let mut st = self.state.lock().await;
         if st.resync {
@@ -254,6 +290,9 @@ impl Farm {
                     st.reload(snap);
                     st.resync = false;
                     st.next_due_ms = 0;
+                    // What memory holds now is what the disk holds: a read from here on waits for nothing.
+                    st.applied += 1;
+                    self.durability.settled_at(st.applied);
                     tracing::info!("the store is back: records reloaded from it");
                 }
                 Err(e) => tracing::warn!(
@@ -280,22 +319,23 @@ impl Farm {
 
     /// Plans health checks, schedules what the change touched, and commits: after any change that may free or
     /// need a rig.
-    async fn reschedule(&self, st: &mut State, fx: Effects) -> Result<(), FarmError> {
+    async fn reschedule(&self, st: Change<'_>, fx: Effects) -> Result<(), FarmError> {
         self.reschedule_in(st, fx, false).await
     }
 
     /// [`Farm::reschedule`], looking at every free rig when `all` is set.
     async fn reschedule_in(
         &self,
-        st: &mut State,
+        mut st: Change<'_>,
         mut fx: Effects,
         all: bool,
     ) -> Result<(), FarmError> {
         let now = now_ms();
-        health::plan_health_checks(st, &self.cfg.health_check_plan, all, now, &mut fx);
+        health::plan_health_checks(&mut st, &self.cfg.health_check_plan, all, now, &mut fx);
         if all {
-            let n = leases::grant_waiting(st, scheduler::Scope::All, now, self.cfg.aging, &mut fx)
-                .len();
+            let n =
+                leases::grant_waiting(&mut st, scheduler::Scope::All, now, self.cfg.aging, &mut fx)
+                    .len();
             if n > 0 {
                 tracing::warn!(
                     grants = n,
@@ -304,7 +344,7 @@ impl Farm {
                 );
             }
         } else {
-            leases::grant_changed(st, now, self.cfg.aging, &mut fx);
+            leases::grant_changed(&mut st, now, self.cfg.aging, &mut fx);
         }
         self.commit(st, fx).await
     }

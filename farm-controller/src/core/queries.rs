@@ -54,6 +54,10 @@ pub struct MetricsSnapshot {
     pub leases: usize,
     /// The last fencing token handed out.
     pub fencing_token: u64,
+    /// Changes committed since the controller started.
+    pub commits: u64,
+    /// Flushes of the store since the controller started (concurrent changes share one).
+    pub store_flushes: u64,
 }
 
 fn rig_status(st: &State, r: &nvfarm_model::farm::Rig) -> RigStatus {
@@ -127,67 +131,68 @@ pub(crate) fn request_status(
 impl Farm {
     /// Rigs with these labels (all rigs for an empty map), by name.
     pub async fn rigs(&self, labels: &BTreeMap<String, String>) -> Vec<RigStatus> {
-        let st = self.state.lock().await;
         let sel = Selector::labels(labels.clone());
-        st.rigs
-            .values()
-            .filter(|r| sel.matches(r))
-            .map(|r| rig_status(&st, r))
-            .collect()
+        self.read(|st| {
+            st.rigs
+                .values()
+                .filter(|r| sel.matches(r))
+                .map(|r| rig_status(st, r))
+                .collect()
+        })
+        .await
     }
 
     /// One rig.
     pub async fn rig(&self, name: &str) -> Result<RigStatus, FarmError> {
-        let st = self.state.lock().await;
-        st.rigs
-            .get(name)
-            .map(|r| rig_status(&st, r))
-            .ok_or_else(|| FarmError::NotFound(format!("no rig {name}")))
+        self.read(|st| {
+            st.rigs
+                .get(name)
+                .map(|r| rig_status(st, r))
+                .ok_or_else(|| FarmError::NotFound(format!("no rig {name}")))
+        })
+        .await
     }
 
     /// One job: from memory while it runs or holds a rig, from the store once it has finished.
     pub async fn job(&self, id: &str) -> Result<Job, FarmError> {
-        let resident = self.state.lock().await.jobs.get(id).cloned();
-        match resident {
-            Some(j) => Ok(j),
-            None => self.stored_job(id),
-        }
+        self.read(|st| self.job_in(st, id)).await
     }
 
     /// Job `id` from `st`, or from the store if it has left memory.
     pub(crate) fn job_in(&self, st: &State, id: &str) -> Result<Job, FarmError> {
         match st.jobs.get(id) {
             Some(j) => Ok(j.clone()),
-            None => self.stored_job(id),
+            None => self
+                .store
+                .job(id)?
+                .ok_or_else(|| FarmError::NotFound(format!("no job {id}"))),
         }
     }
 
-    fn stored_job(&self, id: &str) -> Result<Job, FarmError> {
-        self.store
-            .job(id)?
-            .ok_or_else(|| FarmError::NotFound(format!("no job {id}")))
-    }
-
     /// Jobs, newest first: the resident ones from memory, the finished ones from the store (read without
-    /// holding the state).
+    /// holding the state, then answered once what it saw is durable).
     pub async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>, FarmError> {
         let wanted = |rig: &Option<String>, sweep: &Option<String>| {
             (f.rig.is_none() || *rig == f.rig) && (f.sweep_id.is_none() || *sweep == f.sweep_id)
         };
-        let mut jobs: Vec<Job> = {
-            let st = self.state.lock().await;
-            st.jobs
-                .values()
-                .filter(|j| wanted(&j.rig, &j.sweep_id))
-                .cloned()
-                .collect()
-        };
+        let mut jobs: Vec<Job> = self
+            .read(|st| {
+                st.jobs
+                    .values()
+                    .filter(|j| wanted(&j.rig, &j.sweep_id))
+                    .cloned()
+                    .collect()
+            })
+            .await;
         let resident: std::collections::HashSet<String> =
             jobs.iter().map(|j| j.id.clone()).collect();
         jobs.extend(self.store.jobs_where(
             |h| !resident.contains(&h.id) && wanted(&h.rig, &h.sweep_id),
             f.limit,
         )?);
+        // Everything the scan saw was applied by the change numbered `applied` now.
+        let seq = self.state.lock().await.applied;
+        self.durable(seq).await?;
         jobs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
         if f.limit > 0 {
             jobs.truncate(f.limit);
@@ -202,39 +207,41 @@ impl Farm {
 
     /// The queue in service order, with reasons.
     pub async fn queue(&self) -> Vec<QueueEntry> {
-        let st = self.state.lock().await;
-        queue(&st, now_ms(), self.cfg.aging)
+        self.read(|st| queue(st, now_ms(), self.cfg.aging)).await
     }
 
     /// A queued job's place in the queue and why it waits (`None` once it has a rig or ended).
     pub async fn job_waiting(&self, job_id: &str) -> Option<(u32, String)> {
-        let st = self.state.lock().await;
-        let now = now_ms();
-        let req = st.requests.for_job(job_id)?;
-        Some(scheduler::standing(
-            &st.rigs,
-            &st.leases,
-            &st.requests,
-            req,
-            now,
-            self.cfg.aging,
-        ))
+        self.read(|st| {
+            let req = st.requests.for_job(job_id)?;
+            Some(scheduler::standing(
+                &st.rigs,
+                &st.leases,
+                &st.requests,
+                req,
+                now_ms(),
+                self.cfg.aging,
+            ))
+        })
+        .await
     }
 
     /// Where a waiting request stands.
     pub async fn request_status(&self, id: &str) -> RequestStatus {
-        let st = self.state.lock().await;
-        request_status(&st, id, now_ms(), self.cfg.aging)
+        self.read(|st| request_status(st, id, now_ms(), self.cfg.aging))
+            .await
     }
 
     /// A sweep and whether every job of it has ended.
     pub async fn sweep(&self, id: &str) -> Result<(Sweep, bool), FarmError> {
-        let st = self.state.lock().await;
-        let s = st
-            .sweeps
-            .get(id)
-            .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
-        Ok((s.clone(), sweeps::done(&st, s)))
+        self.read(|st| {
+            let s = st
+                .sweeps
+                .get(id)
+                .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
+            Ok((s.clone(), sweeps::done(st, s)))
+        })
+        .await
     }
 
     /// A sweep's report against the previous sweep of its name.
@@ -243,35 +250,39 @@ impl Farm {
         id: &str,
         threshold_pct: f64,
     ) -> Result<SweepReport, FarmError> {
-        let st = self.state.lock().await;
-        let s = st
-            .sweeps
-            .get(id)
-            .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
-        // Its jobs and its predecessor's, finished ones from the store.
-        let previous = s.previous.as_ref().and_then(|p| st.sweeps.get(p));
-        let mut jobs = sweeps::Jobs::new();
-        for j in s
-            .job_ids
-            .iter()
-            .chain(previous.iter().flat_map(|p| &p.job_ids))
-        {
-            jobs.insert(j.clone(), self.job_in(&st, j)?);
-        }
-        Ok(sweeps::report(&st, &jobs, s, threshold_pct))
+        self.read(|st| {
+            let s = st
+                .sweeps
+                .get(id)
+                .ok_or_else(|| FarmError::NotFound(format!("no sweep {id}")))?;
+            // Its jobs and its predecessor's, finished ones from the store.
+            let previous = s.previous.as_ref().and_then(|p| st.sweeps.get(p));
+            let mut jobs = sweeps::Jobs::new();
+            for j in s
+                .job_ids
+                .iter()
+                .chain(previous.iter().flat_map(|p| &p.job_ids))
+            {
+                jobs.insert(j.clone(), self.job_in(st, j)?);
+            }
+            Ok(sweeps::report(st, &jobs, s, threshold_pct))
+        })
+        .await
     }
 
     /// Every sweep, newest first.
     pub async fn sweeps(&self) -> Vec<Sweep> {
-        let st = self.state.lock().await;
-        let mut v: Vec<Sweep> = st.sweeps.values().cloned().collect();
-        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
-        v
+        self.read(|st| {
+            let mut v: Vec<Sweep> = st.sweeps.values().cloned().collect();
+            v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+            v
+        })
+        .await
     }
 
     /// A stored artifact.
     pub async fn artifact(&self, sha256: &str) -> Option<Artifact> {
-        self.state.lock().await.artifacts.get(sha256).cloned()
+        self.read(|st| st.artifacts.get(sha256).cloned()).await
     }
 
     /// Records an artifact whose bytes are in place.
@@ -280,34 +291,41 @@ impl Farm {
         let mut fx = super::Effects::default();
         fx.tx.artifact(&a);
         st.artifacts.insert(a.sha256.clone(), a);
-        self.commit(&mut st, fx).await
+        self.commit(st, fx).await
     }
 
     /// Counts for `/metrics`.
     pub async fn metrics(&self) -> MetricsSnapshot {
-        let st = self.state.lock().await;
-        let mut m = MetricsSnapshot {
-            queue_length: st.requests.len(),
-            agents_connected: st.agents.values().filter(|a| !a.lost).count(),
-            leases: st.leases.len(),
-            fencing_token: st.fencing,
-            ..Default::default()
-        };
-        for s in RigState::ALL {
-            m.rigs.insert(s, 0);
-        }
-        for s in JobState::ALL {
-            m.jobs.insert(s, 0);
-        }
-        for r in st.rigs.values() {
-            *m.rigs.entry(r.state).or_default() += 1;
-        }
-        for j in st.jobs.values() {
-            *m.jobs.entry(j.state).or_default() += 1;
-        }
-        for (s, n) in &st.finished {
-            *m.jobs.entry(*s).or_default() += *n as usize;
-        }
+        let mut m = self.read(metrics).await;
+        m.store_flushes = self.store.flushes();
         m
     }
+}
+
+/// Counts for `/metrics`.
+fn metrics(st: &State) -> MetricsSnapshot {
+    let mut m = MetricsSnapshot {
+        queue_length: st.requests.len(),
+        agents_connected: st.agents.values().filter(|a| !a.lost).count(),
+        leases: st.leases.len(),
+        fencing_token: st.fencing,
+        commits: st.applied,
+        ..Default::default()
+    };
+    for s in RigState::ALL {
+        m.rigs.insert(s, 0);
+    }
+    for s in JobState::ALL {
+        m.jobs.insert(s, 0);
+    }
+    for r in st.rigs.values() {
+        *m.rigs.entry(r.state).or_default() += 1;
+    }
+    for j in st.jobs.values() {
+        *m.jobs.entry(j.state).or_default() += 1;
+    }
+    for (s, n) in &st.finished {
+        *m.jobs.entry(*s).or_default() += *n as usize;
+    }
+    m
 }

@@ -76,6 +76,8 @@ pub(crate) struct State {
     pub fencing: u64,
     /// The last id sequence number handed out.
     pub seq: u64,
+    /// The number of the last change applied to the store (see [`super::durability`]); never rolled back.
+    pub applied: u64,
     pub agents: HashMap<String, AgentSession>,
     /// Who watches each waiting reservation request (not stored: after a restart clients reconnect).
     pub watches: HashMap<String, Watch>,
@@ -101,7 +103,7 @@ pub(crate) struct State {
 /// marking the state and ends either committed (a new mark) or rolled back to the mark: memory never holds a
 /// record the store does not.
 #[derive(Debug, Clone)]
-struct Marked {
+pub(crate) struct Marked {
     rigs: Records<Rig>,
     leases: Records<Lease>,
     requests: Queue,
@@ -193,6 +195,18 @@ impl State {
             fencing: self.fencing,
             seq: self.seq,
         });
+    }
+
+    /// The mark taken before the change under way: the records as they were before it (kept with the change
+    /// until it is durable, see [`super::durability`]).
+    pub fn take_mark(&mut self) -> Option<Marked> {
+        self.mark.take()
+    }
+
+    /// Puts the records back as they were before a change whose flush failed (and every change after it).
+    pub fn go_back_to(&mut self, m: Marked) {
+        self.mark = Some(m);
+        self.roll_back();
     }
 
     /// Puts the records back as they were at the mark (what the store holds), if a change is under way.
@@ -329,18 +343,19 @@ impl State {
         self.agents.get(agent).is_some_and(|a| !a.lost)
     }
 
-    /// Sends committed messages to their agents (a lost or absent agent is told when it registers).
-    pub fn deliver(&self, out: Vec<(String, ToAgent)>) {
+    /// Each committed message with the session it goes to once the change is durable (a lost or absent agent
+    /// is told when it registers).
+    pub fn sessions_for(&self, out: Vec<(String, ToAgent)>) -> Vec<(AgentSender, ToAgent)> {
+        let mut v = Vec::with_capacity(out.len());
         for (agent, msg) in out {
             match self.agents.get(&agent) {
-                Some(s) if !s.lost => {
-                    let _ = s.tx.send(msg);
-                }
+                Some(s) if !s.lost => v.push((s.tx.clone(), msg)),
                 _ => tracing::warn!(
                     agent,
                     "agent not connected; it will be told when it registers"
                 ),
             }
         }
+        v
     }
 }

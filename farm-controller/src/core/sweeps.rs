@@ -326,7 +326,7 @@ impl Farm {
         }
         fx.tx.sweep(&sweep);
         st.sweeps.insert(id, sweep.clone());
-        self.reschedule(&mut st, fx).await?;
+        self.reschedule(st, fx).await?;
         Ok(sweep)
     }
 }

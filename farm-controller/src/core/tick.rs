@@ -339,9 +339,10 @@ impl Farm {
             time_out_jobs(&mut st, self.cfg.stop_grace, now, &mut fx);
             give_up_on_stops(&mut st, now, &mut fx);
         }
-        self.reschedule_in(&mut st, fx, all).await?;
+        self.reschedule_in(st, fx, all).await?;
         if due {
-            // From the state as committed (the commit may have reset it; this is the fresh answer).
+            // From the state as it is now (a commit may have reset it; this is the fresh answer).
+            let mut st = self.lock().await?;
             st.next_due_ms =
                 next_deadline(&st, self.cfg.watch_grace, self.cfg.claim_timeout, now_ms());
         }

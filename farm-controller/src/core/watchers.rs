@@ -85,12 +85,18 @@ impl Touched {
     }
 }
 
-/// Recomputes the status of every watched request `touched` could have moved, and wakes its watchers if it
-/// changed. Channels nobody listens to any more are dropped.
-pub(crate) fn notify(st: &mut State, touched: &Touched, now: u64, aging: Duration) {
+/// The new status of every watched request `touched` could have moved, to send once the change is durable
+/// (a channel wakes its watchers only if the status differs from what it holds). Channels nobody listens to
+/// any more are dropped.
+pub(crate) fn notify(
+    st: &mut State,
+    touched: &Touched,
+    now: u64,
+    aging: Duration,
+) -> Vec<(StatusSender, RequestStatus)> {
     st.watchers.retain(|_, tx| tx.receiver_count() > 0);
     if touched.is_empty() || st.watchers.is_empty() {
-        return;
+        return vec![];
     }
     let rigs: Vec<&Rig> = touched.rigs.iter().filter_map(|n| st.rigs.get(n)).collect();
     let mut moved = vec![];
@@ -112,9 +118,10 @@ pub(crate) fn notify(st: &mut State, touched: &Touched, now: u64, aging: Duratio
             moved.push(id.clone());
         }
     }
-    for id in moved {
-        refresh(st, &id, now, aging);
-    }
+    moved
+        .iter()
+        .filter_map(|id| status(st, id, now, aging))
+        .collect()
 }
 
 /// A receiver of request `id`'s status, creating its channel with the status now.
@@ -132,18 +139,25 @@ pub(crate) fn subscribe(
     rx
 }
 
-/// Recomputes request `id`'s status (time alone can move it: a CI request ages past others) and wakes its
-/// watchers if it changed.
-pub(crate) fn refresh(st: &State, id: &str, now: u64, aging: Duration) {
-    if let Some(tx) = st.watchers.get(id) {
-        let status = request_status(st, id, now, aging);
-        // Wakes the watchers only when the status differs from what they were last told.
-        tx.send_if_modified(|held| {
-            let changed = *held != status;
-            if changed {
-                *held = status;
-            }
-            changed
-        });
-    }
+/// Request `id`'s status now, with the channel to send it on (time alone can move it: a CI request ages past
+/// others); `None` if nobody watches it.
+pub(crate) fn status(
+    st: &State,
+    id: &str,
+    now: u64,
+    aging: Duration,
+) -> Option<(StatusSender, RequestStatus)> {
+    let tx = st.watchers.get(id)?;
+    Some((tx.clone(), request_status(st, id, now, aging)))
+}
+
+/// Sends a status, waking the channel's watchers only when it differs from what they were last told.
+pub(crate) fn send(tx: &StatusSender, status: RequestStatus) {
+    tx.send_if_modified(|held| {
+        let changed = *held != status;
+        if changed {
+            *held = status;
+        }
+        changed
+    });
 }

@@ -23,6 +23,8 @@ pub(super) async fn metrics(State(farm): State<Arc<Farm>>) -> Response {
     let _ = writeln!(m, "# HELP nvfarm_queue_length Waiting requests.\n# TYPE nvfarm_queue_length gauge\nnvfarm_queue_length {}", s.queue_length);
     let _ = writeln!(m, "# HELP nvfarm_agents_connected Agents heard from recently.\n# TYPE nvfarm_agents_connected gauge\nnvfarm_agents_connected {}", s.agents_connected);
     let _ = writeln!(m, "# HELP nvfarm_fencing_token Last fencing token issued.\n# TYPE nvfarm_fencing_token counter\nnvfarm_fencing_token {}", s.fencing_token);
+    let _ = writeln!(m, "# HELP nvfarm_commits_total Changes committed since the controller started.\n# TYPE nvfarm_commits_total counter\nnvfarm_commits_total {}", s.commits);
+    let _ = writeln!(m, "# HELP nvfarm_store_flushes_total Store flushes since the controller started (concurrent changes share one).\n# TYPE nvfarm_store_flushes_total counter\nnvfarm_store_flushes_total {}", s.store_flushes);
     let _ = writeln!(
         m,
         "# HELP nvfarm_leases Active leases.\n# TYPE nvfarm_leases gauge\nnvfarm_leases {}",
