@@ -225,6 +225,13 @@ pub trait Passthru: Send + Sync + fmt::Debug {
     /// Asks the host to rescan the controller's namespaces.
     fn rescan(&self) -> Result<(), TransportError>;
 
+    /// Gives the drive a shutdown notification (CC.SHN) before its power is cut, so the cut is not an unsafe
+    /// shutdown: `Some(Ok(true))` once the drive completed it, `Some(Ok(false))` if the drive could not be told
+    /// (not powered, off the bus), `None` where this transport cannot send one.
+    fn shutdown(&self) -> Option<Result<bool, TransportError>> {
+        None
+    }
+
     /// The device's current name (`nvme0`, or `sim:/path` for the simulator), for messages.
     fn name(&self) -> String;
 

@@ -515,6 +515,10 @@ impl IdentifyController {
     pub fn supports_firmware_commands(&self) -> bool {
         self.oacs & OACS_FIRMWARE != 0
     }
+    /// Maximum Time for Firmware Activation (MTFA, 100 ms units): `None` when the controller does not report it.
+    pub fn max_time_for_activation(&self) -> Option<std::time::Duration> {
+        (self.mtfa != 0).then(|| std::time::Duration::from_millis(self.mtfa as u64 * 100))
+    }
     /// Maximum data transfer in bytes, assuming a 4 KiB minimum memory page size; `None` = no limit.
     pub fn max_transfer_bytes(&self) -> Option<u64> {
         (self.mdts != 0).then(|| 4096u64 << self.mdts.min(20))

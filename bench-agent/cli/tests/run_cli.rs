@@ -655,3 +655,86 @@ fn a_confined_bench_runs_its_own_programs_directly_without_a_shell() {
     let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
     assert_eq!(code, 2, "{err}");
 }
+
+/// A rig file with one simulated rig `r1` whose drive only a power cycle activates, with or without power.
+fn conventional_rig(lab: &Lab, power: bool) -> String {
+    let text = format!(
+        r#"[agent]
+name = "test"
+[[rig]]
+name = "r1"
+drive = {{ sim = "{}", serial = "TST0001", firmware = "1.0.0", size = "128M", boot_time = "50ms", activation = "conventional" }}
+{}
+"#,
+        lab.p("drive"),
+        if power { "power = { sim = true }" } else { "" }
+    );
+    let f = lab.p(if power {
+        "rigs-power.toml"
+    } else {
+        "rigs-bare.toml"
+    });
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+fn smart_counts(lab: &Lab) -> (String, String) {
+    let (_, smart, _) = run(
+        &nvme_flash(),
+        &[&format!("sim:{}", lab.p("drive")), "log", "smart", "--json"],
+    );
+    let smart: Value = serde_json::from_str(&smart).unwrap();
+    (
+        smart["power_cycles"].as_str().unwrap().to_string(),
+        smart["unsafe_shutdowns"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn a_drive_only_a_power_cycle_activates_is_flashed_through_the_rigs_power_or_blamed_on_the_rig() {
+    let lab = Lab::new();
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.plan(
+        "flash.toml",
+        "name = \"f\"\n[[step]]\nkind = \"flash\"\n[[step]]\nkind = \"smart\"\n",
+    );
+    // Without power control the rig cannot activate the image: an infrastructure error naming the reset,
+    // and the drive really still runs the old image with the new one pending.
+    let bare = conventional_rig(&lab, false);
+    let (code, report, junit, err) = lab.run_plan(&bare, &plan, Some(&fw));
+    assert_eq!(code, 3, "{err}\n{report:#}");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("needs a conventional reset (power cycle)")
+            && msg.contains("still running 1.0.0"),
+        "{msg}"
+    );
+    assert!(junit.contains(r#"type="infrastructure""#), "{junit}");
+    assert_eq!(smart_counts(&lab).0, "0", "nothing power-cycled the drive");
+    // With the rig's power control it is flashed, after a shutdown notification: no unsafe shutdown.
+    let powered = conventional_rig(&lab, true);
+    let (code, report, _, err) = lab.run_plan(&powered, &plan, Some(&fw));
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    assert_eq!(report["firmware"]["revision"], "2.0.0");
+    assert_eq!(smart_counts(&lab), ("1".to_string(), "0".to_string()));
+}
+
+#[test]
+fn a_power_cycle_step_is_orderly_and_counts_no_unsafe_shutdown() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "pc.toml",
+        "name = \"pc\"\n[[step]]\nkind = \"power_cycle\"\noff_time = \"10ms\"\n",
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let log = report["steps"][0]["log"].to_string();
+    assert!(log.contains("shutdown notification sent"), "{log}");
+    assert_eq!(smart_counts(&lab), ("1".to_string(), "0".to_string()));
+    // A bare power cut (the simulator's switch, as a tripped relay) is an unsafe shutdown.
+    run(&nvme_flash(), &["sim", "power", &lab.p("drive"), "off"]);
+    run(&nvme_flash(), &["sim", "power", &lab.p("drive"), "on"]);
+    run(&nvme_flash(), &[&format!("sim:{}", lab.p("drive")), "wait"]);
+    assert_eq!(smart_counts(&lab), ("2".to_string(), "1".to_string()));
+}

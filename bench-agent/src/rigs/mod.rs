@@ -134,6 +134,8 @@ pub struct DriveSpec {
     pub self_test_short: Option<String>,
     /// Extended self-test duration of a simulated drive.
     pub self_test_extended: Option<String>,
+    /// Which reset activates a simulated drive's committed image: `controller`, `subsystem` or `conventional`.
+    pub activation: Option<String>,
 }
 
 /// A USB HID relay board and channel.
@@ -224,6 +226,8 @@ pub struct SimSettings {
     pub self_test_short_ms: u64,
     /// Extended self-test duration.
     pub self_test_extended_ms: u64,
+    /// Which reset activates a committed image.
+    pub activation: flash_tools::sim::state::ResetRequirement,
 }
 
 /// How a rig's power is switched.
@@ -313,6 +317,7 @@ impl SimSettings {
             slot1_readonly: self.slot1_readonly,
             size_bytes: self.size,
             block_size: self.block_size,
+            activation: self.activation,
             bus,
             timing: Timing {
                 boot_ms: self.boot_ms,

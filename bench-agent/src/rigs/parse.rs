@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use flash_tools::device::DeviceAddr;
-use flash_tools::sim::state::Timing;
+use flash_tools::sim::state::{ResetRequirement, Timing};
 use nvme_spec::units::{parse_duration, parse_size};
 
 use super::{
@@ -293,6 +293,17 @@ impl Inventory {
                     &d.self_test_extended,
                     defaults.self_test_extended_ms,
                 )?,
+                activation: match d.activation.as_deref() {
+                    None | Some("controller") => ResetRequirement::Controller,
+                    Some("subsystem") => ResetRequirement::Subsystem,
+                    Some("conventional") => ResetRequirement::Conventional,
+                    Some(other) => return Err((
+                        "drive.activation".into(),
+                        format!(
+                            "'{other}' is not a reset: give controller, subsystem or conventional"
+                        ),
+                    )),
+                },
             };
             // Let the simulator's own checks speak for impossible values, now rather than at first use.
             settings.to_config(None).validate().map_err(|e| match e {
@@ -319,6 +330,7 @@ impl Inventory {
                 ("slot1_readonly", d.slot1_readonly.is_some()),
                 ("block_size", d.block_size.is_some()),
                 ("boot_time", d.boot_time.is_some()),
+                ("activation", d.activation.is_some()),
             ] {
                 if set {
                     return Err((

@@ -105,7 +105,7 @@ pub(crate) struct Ctx<'a> {
     pub firmware: Option<&'a Firmware>,
     pub opts: &'a RunOptions,
     pub locator: Locator,
-    pub power: Option<Box<dyn PowerControl>>,
+    pub power: Option<std::sync::Arc<dyn PowerControl>>,
     pub console: Option<Console>,
     /// Where `console_expect` continues searching.
     pub console_cursor: usize,
@@ -130,7 +130,7 @@ impl<'a> Ctx<'a> {
         let power = rig
             .power
             .as_ref()
-            .map(|p| power::from_spec(p, &rig.name, rig.sim_dir()));
+            .map(|p| std::sync::Arc::from(power::from_spec(p, &rig.name, rig.sim_dir())));
         let console = rig.open_console()?;
         let mut vars = BTreeMap::new();
         vars.insert("rig.name".to_string(), rig.name.clone());

@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -12,7 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use flash_tools::device::{DeviceAddr, Drive, Locator};
-use flash_tools::firmware::{self, FailureKind, UpdateEvent, UpdateOptions, UpdateResult};
+use flash_tools::firmware::{
+    self, FailureKind, PowerCycle, UpdateEvent, UpdateOptions, UpdateResult,
+};
+use flash_tools::sim::SimController;
 use flash_tools::ResetKind;
 use nvme_spec::command::{sanitize_action, self_test_code, NSID_ALL};
 use nvme_spec::features::{feature_name, select};
@@ -109,6 +113,12 @@ enum Action {
         /// Leave a drive that came up wrong as it is instead of rolling back.
         #[arg(long)]
         no_rollback: bool,
+        /// A shell command that power-cycles the drive (off, wait, on), for a drive whose image only a power
+        /// cycle activates (0x10B) or that refuses the NVM subsystem reset it asks for (0x110). Without it such
+        /// an update stops and says which reset the drive needs; a simulated drive (sim:DIR) uses its own
+        /// power switch.
+        #[arg(long, value_name = "CMD")]
+        power_cycle_cmd: Option<String>,
     },
     /// Firmware Image Download only (no commit), like nvme-cli `fw-download`.
     FwDownload {
@@ -332,6 +342,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
             wait_timeout,
             retries,
             no_rollback,
+            power_cycle_cmd,
         } => {
             let bytes = std::fs::read(&image).map_err(|e| {
                 CmdError::usage(format!(
@@ -349,6 +360,7 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
                 come_back_timeout: wait_timeout,
                 rollback: !no_rollback,
                 cancel: Some(interrupt_flag()),
+                power_cycle: power_cycle_for(&drive.locator.addr, power_cycle_cmd),
             };
             return update(drive, &bytes, &opts, common);
         }
@@ -621,6 +633,43 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     flag
 }
 
+/// How `update` can power-cycle the drive: `--power-cycle-cmd`, or a simulated drive's own power switch.
+fn power_cycle_for(addr: &DeviceAddr, cmd: Option<String>) -> Option<PowerCycle> {
+    if let Some(cmd) = cmd {
+        return Some(PowerCycle {
+            describe: format!("`{cmd}`"),
+            run: Arc::new(move || {
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .output()
+                    .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{cmd}` failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            }),
+        });
+    }
+    let DeviceAddr::Sim(dir) = addr else {
+        return None;
+    };
+    let dir = dir.clone();
+    Some(PowerCycle {
+        describe: format!("the simulated drive's power switch ({})", dir.display()),
+        run: Arc::new(move || {
+            SimController::open(&dir)
+                .and_then(|s| s.power_cycle())
+                .map_err(|e| e.to_string())
+        }),
+    })
+}
+
 fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common) -> CmdResult {
     let mut progress = CliProgress {
         bar: terminal_bar(image.len() as u64, "download"),
@@ -636,7 +685,9 @@ fn update(drive: &mut Drive, image: &[u8], opts: &UpdateOptions, common: &Common
         match (&report.outcome, report.failure.as_ref().map(|f| f.kind)) {
             (UpdateResult::Updated | UpdateResult::Staged, _) => ExitCode::Passed,
             (_, Some(FailureKind::BadInput)) => ExitCode::Usage,
-            (_, Some(FailureKind::Unreachable)) => ExitCode::Infrastructure,
+            (_, Some(FailureKind::Unreachable | FailureKind::ResetUnavailable)) => {
+                ExitCode::Infrastructure
+            }
             (_, Some(FailureKind::Timeout | FailureKind::Cancelled)) => ExitCode::TimedOut,
             _ => ExitCode::Failed,
         },

@@ -68,7 +68,7 @@ struct Cli {
 enum Top {
     /// Make and manage simulated drives and firmware images.
     #[command(subcommand)]
-    Sim(sim_cmd::SimCommand),
+    Sim(Box<sim_cmd::SimCommand>),
     /// List NVMe controllers under the sysfs root.
     List,
     #[command(external_subcommand)]
@@ -163,7 +163,7 @@ fn main() -> std::process::ExitCode {
     };
     init_tracing(cli.common.verbose);
     let result = match cli.command {
-        Top::Sim(cmd) => sim_cmd::run(cmd, &cli.common),
+        Top::Sim(cmd) => sim_cmd::run(*cmd, &cli.common),
         Top::List => device_cmd::list(&cli.common),
         Top::Device(args) => device_cmd::run(args, cli.common),
     };

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use flash_tools::sim::faults::{Fault, FaultKind, OpcodeFilter};
 use flash_tools::sim::image::{self, Behaviour, ImageSpec, FOREVER_MS};
-use flash_tools::sim::state::{Power, Timing};
+use flash_tools::sim::state::{Power, ResetRequirement, Timing};
 use flash_tools::sim::{SimConfig, SimController};
 use nvme_spec::units::{format_size, parse_duration, parse_size};
 
@@ -44,9 +44,21 @@ pub enum SimCommand {
         /// Maximum data transfer size as a power of two of 4 KiB.
         #[arg(long, default_value_t = 5)]
         mdts: u8,
-        /// Commit action 3 needs a reset (answers 0x111) instead of activating immediately.
+        /// Commit action 3 needs a reset (answers the --activation status) instead of activating immediately.
         #[arg(long)]
         no_immediate_activation: bool,
+        /// Which reset activates a committed image: `controller` (a controller reset or more; commit actions 1
+        /// and 2 answer success, action 3 without immediate activation 0x111), `subsystem` (an NVM subsystem
+        /// reset or a power cycle; they answer 0x110) or `conventional` (only a power cycle; they answer 0x10B).
+        #[arg(long, value_enum, default_value_t = ActivationArg::Controller)]
+        activation: ActivationArg,
+        /// Maximum Time for Firmware Activation (Identify MTFA, 100 ms units, at most 6553.5s; 0 = not
+        /// reported): commit action 3 of an image whose activation takes longer answers 0x112.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        mtfa: Duration,
+        /// The drive does not support NVM Subsystem Reset (CAP.NSSRS clear): a subsystem reset is refused.
+        #[arg(long)]
+        no_subsystem_reset: bool,
         /// PCI address to report (default: derived from the serial).
         #[arg(long)]
         pci: Option<String>,
@@ -184,6 +196,39 @@ pub enum FaultCommand {
     List,
 }
 
+/// `--activation`: the reset that activates a committed image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActivationArg {
+    /// A controller reset (or anything more) activates it.
+    Controller,
+    /// An NVM subsystem reset or a power cycle activates it.
+    Subsystem,
+    /// Only a power cycle (conventional reset) activates it.
+    Conventional,
+}
+
+impl From<ActivationArg> for ResetRequirement {
+    fn from(a: ActivationArg) -> Self {
+        match a {
+            ActivationArg::Controller => ResetRequirement::Controller,
+            ActivationArg::Subsystem => ResetRequirement::Subsystem,
+            ActivationArg::Conventional => ResetRequirement::Conventional,
+        }
+    }
+}
+
+/// `--mtfa` in ms, if Identify can report it (100 ms units in 16 bits).
+fn mtfa_ms(d: Duration) -> Result<u32, CmdError> {
+    let ms = d.as_millis();
+    if ms > u16::MAX as u128 * 100 {
+        return Err(CmdError::usage(format!(
+            "--mtfa {}: Identify reports MTFA in 100 ms units up to 6553.5s; give at most 6553s (0 = not reported)",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(ms as u32)
+}
+
 fn parse_status(s: &str) -> Result<u16, String> {
     crate::device_cmd::parse_u32(s)
         .ok()
@@ -224,6 +269,9 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             fwug,
             mdts,
             no_immediate_activation,
+            activation,
+            mtfa,
+            no_subsystem_reset,
             pci,
             bus,
             boot_time,
@@ -237,6 +285,9 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 slots,
                 slot1_readonly,
                 activation_without_reset: !no_immediate_activation,
+                activation: activation.into(),
+                mtfa_ms: mtfa_ms(mtfa)?,
+                subsystem_reset: !no_subsystem_reset,
                 size_bytes: size,
                 block_size,
                 fwug,

@@ -623,3 +623,148 @@ fn a_command_that_times_out_leaves_the_state_unknown_until_it_is_recovered_and_r
     let r = ok(&[&dev, "update", &img, "--json"]);
     assert_eq!(r.json()["outcome"], "updated");
 }
+
+fn smart(dev: &str) -> (u64, u64) {
+    let j = ok(&[dev, "log", "smart", "--json"]).json();
+    // 128-bit counters are JSON strings, as nvme-cli prints them.
+    let n = |k: &str| j[k].as_str().unwrap().parse::<u64>().unwrap();
+    (n("power_cycles"), n("unsafe_shutdowns"))
+}
+
+#[test]
+fn a_drive_that_needs_a_subsystem_reset_gets_one_not_a_controller_reset() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--activation", "subsystem"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["running_revision"], "2.0.0");
+    assert!(
+        r.stderr
+            .contains("Firmware Activation Requires NVM Subsystem Reset"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("NVM subsystem reset to activate slot 2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("controller reset to activate"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(smart(&dev), (0, 0), "no power cycle was needed");
+}
+
+#[test]
+fn a_subsystem_reset_the_drive_refuses_falls_back_to_an_orderly_power_cycle() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--activation", "subsystem", "--no-subsystem-reset"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["running_revision"], "2.0.0");
+    assert!(
+        r.stderr.contains("the NVM subsystem reset was refused"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("in place of the NVM subsystem reset"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        smart(&dev),
+        (1, 0),
+        "one power cycle, after a shutdown notification: not an unsafe shutdown"
+    );
+}
+
+#[test]
+fn a_drive_only_a_power_cycle_activates_is_power_cycled_and_a_controller_reset_is_not_trusted() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--activation", "conventional"]);
+    let img = lab.image("fw.img", "2.0.0", &[]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["running_revision"], "2.0.0");
+    assert!(
+        r.stderr
+            .contains("Firmware Activation Requires Conventional Reset"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("shutdown notification sent first"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(smart(&dev), (1, 0));
+    // With --power-cycle-cmd the command does it (here: a command that fails, so the update says so).
+    let dev2 = lab.drive("d2", &["--activation", "conventional"]);
+    let r = nvme_flash(&[
+        &dev2,
+        "update",
+        &img,
+        "--power-cycle-cmd",
+        "echo relay offline >&2; exit 4",
+    ]);
+    assert_eq!(r.code, 3, "an infrastructure failure: {}", r.all());
+    assert!(r.all().contains("relay offline"), "{}", r.all());
+    assert!(
+        r.all()
+            .contains("activates at a conventional reset (power cycle); still running 1.0.0"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(running(&dev2, &[]), "1.0.0");
+}
+
+#[test]
+fn activating_now_past_mtfa_commits_again_and_resets() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--mtfa", "500ms"]);
+    let img = lab.image(
+        "s.img",
+        "2.0.0",
+        &["--behaviour", "slow-boot", "--duration", "800ms"],
+    );
+    let r = nvme_flash(&[&dev, "update", &img, "--activate", "now", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.json()["running_revision"], "2.0.0");
+    assert!(
+        r.stderr.contains("would exceed MTFA, 500ms"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("controller reset to activate slot 2"),
+        "{}",
+        r.stderr
+    );
+    // An absurd MTFA is refused with what would be valid.
+    let bad = nvme_flash(&["sim", "create", &lab.path("x"), "--mtfa", "2h"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("--mtfa 2h"), "{}", bad.stderr);
+}
+
+#[test]
+fn a_rollback_gives_the_reset_the_drive_asks_for_too() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--activation", "conventional"]);
+    let img = lab.image("bad.img", "2.0.0", &["--behaviour", "boot-fail"]);
+    let r = nvme_flash(&[&dev, "update", &img, "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["outcome"], "rolled_back", "{j}");
+    assert_eq!(j["rollback"]["verified"], true);
+    assert_eq!(running(&dev, &[]), "1.0.0");
+    assert_eq!(
+        smart(&dev),
+        (2, 0),
+        "one orderly power cycle to activate, one to roll back"
+    );
+}

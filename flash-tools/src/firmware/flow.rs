@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::activate::NeededReset;
 use super::report::{
     FailureKind, Progress, UpdateEvent, UpdateFailure, UpdateOptions, UpdateReport, UpdateResult,
     UpdateStep,
 };
 use crate::controller::{CommitOutcome, NvmeError};
 use crate::device::{DeviceError, Drive};
-use crate::transport::ResetKind;
-use nvme_spec::status::code;
+use nvme_spec::status::{code, Status};
 use nvme_spec::{Activation, CommitAction, IdentifyController};
 
 /// One update in progress.
@@ -216,27 +216,62 @@ impl Updater<'_> {
             Activation::Now => CommitAction::ActivateNow,
             _ => CommitAction::ReplaceActivateOnReset,
         };
-        let outcome = ctrl
-            .firmware_commit(target, action)
-            .map_err(|e| self.commit_failure(&id, target, action, e))?;
-        let mut reset_needed = match (self.opts.activation, outcome) {
-            (_, CommitOutcome::NeedsReset(s)) => {
+        let outcome = match ctrl.firmware_commit(target, action) {
+            Err(NvmeError::Status { status, .. })
+                if status.code() == code::FW_NEEDS_MAX_TIME_VIOLATION && target != 0 =>
+            {
+                // The image is in the slot, but activating it now would take longer than the drive's MTFA:
+                // commit it again for activation at a reset, and give that reset.
                 self.note(
                     UpdateStep::Commit,
-                    format!("committed to slot {target}; the drive answered {s}: resetting"),
+                    format!(
+                        "committed to slot {target}; the drive answered {status} (activating now would exceed MTFA, {}): committing again to activate at a reset",
+                        id.max_time_for_activation()
+                            .map_or("not reported".into(), |d| humantime::format_duration(d).to_string())
+                    ),
                 );
-                Some(if s.code() == code::FW_NEEDS_SUBSYSTEM_RESET {
-                    ResetKind::Subsystem
-                } else {
-                    ResetKind::Controller
-                })
+                let again = CommitAction::ActivateOnReset;
+                match ctrl
+                    .firmware_commit(target, again)
+                    .map_err(|e| self.commit_failure(&id, target, again, e))?
+                {
+                    CommitOutcome::Committed => CommitOutcome::NeedsReset(Status::from_code(
+                        code::FW_NEEDS_CONTROLLER_RESET,
+                    )),
+                    o => o,
+                }
+            }
+            r => r.map_err(|e| self.commit_failure(&id, target, action, e))?,
+        };
+        let mut reset_needed = match (self.opts.activation, outcome) {
+            (Activation::NextReset, CommitOutcome::NeedsReset(s)) => {
+                let needs = NeededReset::from_status(s).unwrap_or(NeededReset::Controller);
+                self.note(
+                    UpdateStep::Commit,
+                    format!(
+                        "committed to slot {target}; the drive answered {s}: activates at the next reset that reaches it ({})",
+                        needs.describe()
+                    ),
+                );
+                None
+            }
+            (_, CommitOutcome::NeedsReset(s)) => {
+                let needs = NeededReset::from_status(s).unwrap_or(NeededReset::Controller);
+                self.note(
+                    UpdateStep::Commit,
+                    format!(
+                        "committed to slot {target}; the drive answered {s}: it needs {}",
+                        needs.describe()
+                    ),
+                );
+                Some(needs)
             }
             (Activation::Reset, _) => {
                 self.note(
                     UpdateStep::Commit,
                     format!("committed to slot {target} ({})", action.describe()),
                 );
-                Some(ResetKind::Controller)
+                Some(NeededReset::Controller)
             }
             (Activation::NextReset, _) => {
                 self.note(
@@ -276,24 +311,20 @@ impl Updater<'_> {
         }
 
         // 5. Activate and wait.
-        if let Some(kind) = reset_needed.take() {
-            self.note(
-                UpdateStep::Activate,
-                format!("{kind:?} reset to activate slot {target}")
-                    .replace("Controller", "controller")
-                    .replace("Subsystem", "NVM subsystem"),
-            );
-            if let Err(e) = self.drive.controller().reset(kind) {
-                if !e.is_absent() {
-                    let (k, status) = describe_nvme(&e);
-                    return Err(self.fail(
-                        UpdateStep::Activate,
-                        k,
-                        format!("the reset failed: {e}"),
-                        status,
-                        format!("new image committed to slot {target}, activates at the next reset; still running {}", self.report.previous_revision),
-                    ));
-                }
+        if let Some(needs) = reset_needed.take() {
+            if let Err(f) = self.give_reset(needs, target, UpdateStep::Activate) {
+                return Err(self.fail(
+                    UpdateStep::Activate,
+                    f.kind,
+                    f.message,
+                    f.status,
+                    format!(
+                        "new image committed to slot {target}, activates at {}; still running {} from slot {}",
+                        needs.describe(),
+                        self.report.previous_revision,
+                        self.report.previous_slot
+                    ),
+                ));
             }
         }
         self.wait_for_drive(UpdateStep::WaitForDrive, target)?;

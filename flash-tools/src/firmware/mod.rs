@@ -9,8 +9,10 @@
 //! 3. **Download** in chunks no larger than MDTS, aligned to FWUG; a chunk the drive rejects without DNR is
 //!    retried with backoff.
 //! 4. **Commit** (action 1 for activation at reset, 3 for immediate activation).
-//! 5. **Activate** (controller reset, or the reset the drive says it needs) and **wait** for the drive to come
-//!    back, possibly under another device name.
+//! 5. **Activate** with the reset the drive's commit status asks for (0x111 controller, 0x110 NVM subsystem,
+//!    0x10B conventional = a power cycle through the rig's power control; 0x112 commits again for activation at
+//!    a reset) and **wait** for the drive to come back, possibly under another device name. A reset nothing can
+//!    give stops the update with the drive's state and the reset it needs.
 //! 6. **Verify** over passthrough (sysfs goes stale): Identify FR is the new revision, the slot log says the
 //!    target slot is active, and the drive is healthy (no new SMART critical warning, a read of LBA 0 works).
 //! 7. On a failed verification, **roll back**: activate the previous slot, reset, wait, verify the old revision.
@@ -18,18 +20,23 @@
 //! Every failure names its step, the NVMe status by name, and the state the drive was left in.
 //!
 //! - [`report`]: what the flow reports (options, steps, outcome, failure, events);
-//! - `flow`: the run from check to commit and activation; `download`: the image transfer and the commit's
+//! - `flow`: the run from check to commit and activation; `activate`: which reset activates an image, and
+//!   giving it; `download`: the image transfer and the commit's
 //!   failures; `verify`: verification, the staged case, and rollback; `recover`: the drive's state after a
 //!   command timed out (reset, wait, read back).
 
+mod activate;
 mod download;
 mod flow;
 mod recover;
 mod report;
+#[cfg(test)]
+mod tests;
 mod verify;
 
+pub use activate::NeededReset;
 pub use flow::update;
 pub use report::{
-    FailureKind, NoProgress, Progress, RollbackReport, UpdateEvent, UpdateFailure, UpdateOptions,
-    UpdateReport, UpdateResult, UpdateStep,
+    FailureKind, NoProgress, PowerCycle, Progress, RollbackReport, UpdateEvent, UpdateFailure,
+    UpdateOptions, UpdateReport, UpdateResult, UpdateStep,
 };

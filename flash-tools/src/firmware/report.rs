@@ -32,6 +32,27 @@ pub struct UpdateOptions {
     /// Set to stop the update at its next safe point: between download chunks or before the commit. Once the
     /// commit is sent the update runs to the end (activation and verification), so the drive's state is known.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// A conventional reset (a power cycle through the rig's power control), for a drive whose image only a
+    /// power cycle activates (0x10B) or that needs an NVM subsystem reset it cannot take from the host.
+    /// Without one such an update stops and says which reset the drive needs.
+    pub power_cycle: Option<PowerCycle>,
+}
+
+/// Power-cycles the drive (off, wait, on); `Err` says why it could not.
+#[derive(Clone)]
+pub struct PowerCycle {
+    /// What does it, for the report ("USB relay 16c0:05df channel 1").
+    pub describe: String,
+    /// Does it.
+    pub run: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+impl fmt::Debug for PowerCycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PowerCycle")
+            .field("describe", &self.describe)
+            .finish()
+    }
 }
 
 impl Default for UpdateOptions {
@@ -46,6 +67,7 @@ impl Default for UpdateOptions {
             come_back_timeout: Duration::from_secs(60),
             rollback: true,
             cancel: None,
+            power_cycle: None,
         }
     }
 }
@@ -117,6 +139,9 @@ pub enum FailureKind {
     Timeout,
     /// The caller stopped the update before the commit.
     Cancelled,
+    /// The drive needs a reset this host or rig cannot give it (a power cycle without power control, an NVM
+    /// subsystem reset the drive does not support): the image is committed and waits for that reset.
+    ResetUnavailable,
 }
 
 /// Why an update failed, where, and what state it left the drive in.

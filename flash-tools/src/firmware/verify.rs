@@ -2,9 +2,10 @@
 //! staged for the next reset; when the new image came up wrong, rolling back to the previous one and proving
 //! that.
 
+use super::activate::NeededReset;
 use super::flow::{describe_nvme, Updater};
 use super::report::{FailureKind, RollbackReport, UpdateFailure, UpdateResult, UpdateStep};
-use crate::transport::ResetKind;
+use crate::controller::CommitOutcome;
 use nvme_spec::CommitAction;
 
 impl Updater<'_> {
@@ -187,13 +188,17 @@ impl Updater<'_> {
 
     fn roll_back(&mut self, slot: u8, revision: &str) -> Result<(), String> {
         let ctrl = self.drive.controller().clone();
-        ctrl.firmware_commit(slot, CommitAction::ActivateOnReset)
-            .map_err(|e| e.to_string())?;
-        if let Err(e) = ctrl.reset(ResetKind::Controller) {
-            if !e.is_absent() {
-                return Err(format!("reset failed: {e}"));
+        let needs = match ctrl
+            .firmware_commit(slot, CommitAction::ActivateOnReset)
+            .map_err(|e| e.to_string())?
+        {
+            CommitOutcome::NeedsReset(s) => {
+                NeededReset::from_status(s).unwrap_or(NeededReset::Controller)
             }
-        }
+            CommitOutcome::Committed => NeededReset::Controller,
+        };
+        self.give_reset(needs, slot, UpdateStep::Rollback)
+            .map_err(|f| f.message)?;
         self.drive
             .wait_ready(self.opts.come_back_timeout)
             .map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 
 use super::image;
+use super::image::Behaviour;
 use super::state::{RunningSelfTest, SlotImage, StagedRange};
 use super::{fail, Ctx, SimError, NAMESPACE_FILE, SLOTS_DIR, STAGING_FILE};
 use crate::transport::{Completion, Data};
@@ -64,6 +65,7 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
         ieee: 0x1d1d00,
         mdts: fw.mdts,
         cntlid: 1,
+        mtfa: (fw.mtfa_ms / 100).min(u16::MAX as u32) as u16,
         ver: 0x0001_0400,
         rtd3r: 1_000_000,
         rtd3e: 1_000_000,
@@ -469,14 +471,38 @@ fn firmware_commit(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimEr
     } else if ctx.st.firmware.image(slot).is_none() {
         return Ok(fail(code::INVALID_FIRMWARE_SLOT));
     }
+    use super::state::ResetRequirement;
     match action {
         0 => Ok(Completion::ok(0)),
         1 | 2 => {
             ctx.st.firmware.next_slot = Some(slot);
-            Ok(Completion::ok(0))
+            // Committed; the status says which reset activates it (success: a controller reset does).
+            Ok(match ctx.st.firmware.activation_reset {
+                ResetRequirement::Controller => Completion::ok(0),
+                ResetRequirement::Subsystem => {
+                    Completion::status(Status::from_code(code::FW_NEEDS_SUBSYSTEM_RESET))
+                }
+                ResetRequirement::Conventional => {
+                    Completion::status(Status::from_code(code::FW_NEEDS_CONVENTIONAL_RESET))
+                }
+            })
         }
         _ => {
-            if ctx.st.firmware.activation_without_reset {
+            let takes_ms = ctx.st.firmware.image(slot).map_or(0, |i| {
+                if i.behaviour == Behaviour::SlowBoot {
+                    i.behaviour_ms as u64
+                } else {
+                    ctx.st.timing.boot_ms
+                }
+            });
+            let mtfa = ctx.st.firmware.mtfa_ms as u64;
+            if ctx.st.firmware.activation_without_reset && mtfa > 0 && takes_ms > mtfa {
+                // The image is in its slot; activating it now would take longer than MTFA: the host commits
+                // it again for activation at a reset.
+                Ok(Completion::status(Status::from_code(
+                    code::FW_NEEDS_MAX_TIME_VIOLATION,
+                )))
+            } else if ctx.st.firmware.activation_without_reset {
                 ctx.activate(slot)?;
                 Ok(Completion::ok(0))
             } else {

@@ -205,10 +205,15 @@ impl Ctx<'_> {
         };
         let Some(since) = since else { return };
         self.st.counters.power_on_ms += self.now.saturating_sub(since) as u128;
-        if self.st.dirty {
+        // Without a completed shutdown notification, losing power is an unsafe shutdown, pending writes or not.
+        if !self.st.shut_down {
             self.st.counters.unsafe_shutdowns += 1;
-            self.st.dirty = false;
+            if self.st.dirty {
+                self.console("power lost with writes not flushed");
+            }
         }
+        self.st.dirty = false;
+        self.st.shut_down = false;
         self.clear_staging();
         self.abort_self_test(self_test_result::ABORTED_UNKNOWN);
         self.st.features_current = self.st.features_saved.clone();
@@ -258,15 +263,46 @@ impl Ctx<'_> {
 
     /// Power lost without warning (injected during a firmware download): the drive restarts by itself.
     pub(super) fn power_loss(&mut self) {
-        self.st.dirty = true; // a transfer was in flight: the shutdown is unsafe
+        self.st.shut_down = false;
         self.power_off();
         let _ = self.power_on();
     }
 
+    /// A shutdown notification (CC.SHN = normal) that completes: volatile writes are flushed, and power may go
+    /// now without an unsafe shutdown.
+    pub(super) fn shutdown_notify(&mut self) {
+        self.st.dirty = false;
+        self.st.shut_down = true;
+        self.console("shutdown notification: writes flushed, shutdown complete");
+    }
+
     /// A controller level reset: aborts a self-test, drops partial downloads, restores saved features and
-    /// activates the pending firmware slot, if any.
+    /// activates the pending firmware slot if a controller reset is what activates it.
     pub(super) fn controller_reset(&mut self) -> Result<(), SimError> {
-        self.console("controller reset");
+        self.reset_as(
+            "controller reset",
+            super::state::ResetRequirement::Controller,
+        )
+    }
+
+    /// An NVM subsystem reset: a controller reset of the whole subsystem, which also activates an image that
+    /// needs a subsystem reset.
+    pub(super) fn subsystem_reset(&mut self) -> Result<(), SimError> {
+        self.reset_as(
+            "NVM subsystem reset",
+            super::state::ResetRequirement::Subsystem,
+        )
+    }
+
+    /// A reset that activates pending images needing at most `reaches` (controller < subsystem < conventional).
+    fn reset_as(
+        &mut self,
+        what: &str,
+        reaches: super::state::ResetRequirement,
+    ) -> Result<(), SimError> {
+        use super::state::ResetRequirement::*;
+        self.console(what);
+        self.st.shut_down = false;
         self.abort_self_test(self_test_result::ABORTED_BY_RESET);
         self.clear_staging();
         self.st.features_current = self.st.features_saved.clone();
@@ -275,8 +311,22 @@ impl Ctx<'_> {
             since_ms,
             until_ms: self.now + self.st.timing.boot_ms,
         };
-        if let Some(slot) = self.st.firmware.next_slot {
-            self.activate(slot)?;
+        let activates = match self.st.firmware.activation_reset {
+            Controller => true,
+            Subsystem => reaches == Subsystem,
+            Conventional => false,
+        };
+        match self.st.firmware.next_slot {
+            Some(slot) if activates => self.activate(slot)?,
+            Some(slot) => self.console(&format!(
+                "slot {slot} stays pending: its image activates only at {} (the running firmware {} carries on)",
+                match self.st.firmware.activation_reset {
+                    Subsystem => "an NVM subsystem reset or a power cycle",
+                    _ => "a power cycle (conventional reset)",
+                },
+                self.st.firmware.running_revision
+            )),
+            None => {}
         }
         Ok(())
     }

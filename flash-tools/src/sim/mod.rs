@@ -121,6 +121,13 @@ pub struct SimConfig {
     pub slot1_readonly: bool,
     /// Commit action 3 activates without a reset.
     pub activation_without_reset: bool,
+    /// The reset that activates a committed image (what commit actions 1 and 2 answer, and action 3 when it
+    /// cannot activate at once).
+    pub activation: ResetRequirement,
+    /// Maximum Time for Firmware Activation in ms (Identify MTFA; 0: not reported).
+    pub mtfa_ms: u32,
+    /// CAP.NSSRS: NVM Subsystem Reset is supported.
+    pub subsystem_reset: bool,
     /// Namespace 1's size.
     pub size_bytes: u64,
     /// 512 or 4096.
@@ -146,6 +153,9 @@ impl Default for SimConfig {
             slots: 3,
             slot1_readonly: false,
             activation_without_reset: true,
+            activation: ResetRequirement::Controller,
+            mtfa_ms: 5000,
+            subsystem_reset: true,
             size_bytes: 1 << 30,
             block_size: 4096,
             fwug: 1,
@@ -286,7 +296,9 @@ impl SimController {
                 slots: cfg.slots,
                 slot1_readonly: cfg.slot1_readonly,
                 activation_without_reset: cfg.activation_without_reset,
-                activation_reset: ResetRequirement::Controller,
+                activation_reset: cfg.activation,
+                mtfa_ms: cfg.mtfa_ms,
+                subsystem_reset: cfg.subsystem_reset,
                 fwug: cfg.fwug,
                 mdts: cfg.mdts,
                 images,
@@ -314,6 +326,7 @@ impl SimController {
             features_saved: Default::default(),
             power: Power::On { since_ms: now },
             dirty: false,
+            shut_down: false,
             instance,
             bus: cfg.bus.clone(),
             timing: cfg.timing.clone(),
@@ -395,13 +408,26 @@ impl SimController {
         self.with_state(|_| Ok(()))
     }
 
-    /// Cuts and restores power, as a relay would: counts a power cycle (and an unsafe shutdown if writes were
-    /// not flushed), loses any partial firmware download, applies a pending activation and brings back a drive
-    /// that had dropped off the bus.
+    /// Cuts and restores power, as a relay would: counts a power cycle (and an unsafe shutdown unless a
+    /// shutdown notification completed first, see [`SimController::shutdown`]), loses any partial firmware
+    /// download, applies a pending activation (a conventional reset activates any) and brings back a drive that
+    /// had dropped off the bus.
     pub fn power_cycle(&self) -> Result<(), SimError> {
         self.with_state(|ctx| {
             ctx.power_off();
             ctx.power_on()
+        })
+    }
+
+    /// A shutdown notification (CC.SHN): the drive flushes and completes its shutdown, so the power cut that
+    /// follows is not an unsafe shutdown. A drive that is off the bus or unpowered cannot be told.
+    pub fn shutdown(&self) -> Result<bool, SimError> {
+        self.with_state(|ctx| {
+            if !matches!(ctx.st.power, Power::On { .. }) {
+                return Ok(false);
+            }
+            ctx.shutdown_notify();
+            Ok(true)
         })
     }
 
@@ -620,17 +646,32 @@ impl Passthru for SimController {
         }
     }
 
-    fn reset(&self, _kind: ResetKind) -> Result<(), TransportError> {
+    fn reset(&self, kind: ResetKind) -> Result<(), TransportError> {
         self.with_state(|ctx| {
             if let Some(err) = ctx.presence(self) {
                 if matches!(err, TransportError::Gone { .. }) {
                     return Ok(Err(err));
                 }
             }
-            ctx.controller_reset()?;
+            match kind {
+                ResetKind::Controller => ctx.controller_reset()?,
+                // As Linux answers NVME_IOCTL_SUBSYS_RESET for a controller without CAP.NSSRS.
+                ResetKind::Subsystem if !ctx.st.firmware.subsystem_reset => {
+                    return Ok(Err(TransportError::Os {
+                        device: self.name(),
+                        op: "NVM subsystem reset (the drive does not set CAP.NSSRS)".into(),
+                        errno: nix::errno::Errno::ENOTTY,
+                    }))
+                }
+                ResetKind::Subsystem => ctx.subsystem_reset()?,
+            }
             Ok(Ok(()))
         })
         .map_err(|e| self.transport_err(e))?
+    }
+
+    fn shutdown(&self) -> Option<Result<bool, TransportError>> {
+        Some(SimController::shutdown(self).map_err(|e| self.transport_err(e)))
     }
 
     fn rescan(&self) -> Result<(), TransportError> {

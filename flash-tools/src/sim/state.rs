@@ -21,6 +21,14 @@ pub const STATE_FILE: &str = "sim.json";
 /// The state format this simulator writes.
 pub const STATE_VERSION: u32 = 1;
 
+fn default_mtfa_ms() -> u32 {
+    5000
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// The simulated drive's clock: now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     nvme_spec::units::unix_ms(SystemTime::now())
@@ -75,8 +83,18 @@ pub struct FirmwareState {
     pub slot1_readonly: bool,
     /// Commit action 3 activates without a reset (FRMW bit 4).
     pub activation_without_reset: bool,
-    /// Status returned by commit action 3 when activation needs a reset.
+    /// The reset that activates a committed image: answered by commit actions 1 and 2 (0x10B or 0x110; a
+    /// drive that a controller reset activates answers success) and by action 3 when it cannot activate
+    /// without a reset. A controller reset does not activate an image that needs a subsystem or conventional
+    /// one; an NVM subsystem reset does not activate one that needs a conventional reset.
     pub activation_reset: ResetRequirement,
+    /// Maximum Time for Firmware Activation (Identify MTFA, reported in 100 ms units; 0: not reported): commit
+    /// action 3 of an image whose activation would take longer answers 0x112 and activates nothing.
+    #[serde(default = "default_mtfa_ms")]
+    pub mtfa_ms: u32,
+    /// CAP.NSSRS: the drive supports NVM Subsystem Reset.
+    #[serde(default = "yes")]
+    pub subsystem_reset: bool,
     /// FWUG, in 4 KiB units.
     pub fwug: u8,
     /// MDTS, as a power of two of 4 KiB.
@@ -323,8 +341,12 @@ pub struct SimState {
     pub features_saved: BTreeMap<u8, u32>,
     /// Power and boot state.
     pub power: Power,
-    /// Writes since the last Flush: a power loss now is an unsafe shutdown with data at risk.
+    /// Writes since the last Flush: a power loss now loses data.
     pub dirty: bool,
+    /// The host gave a shutdown notification (CC.SHN) and the drive completed it: power can go without an
+    /// unsafe shutdown. Cleared when the controller runs again (reset, power on).
+    #[serde(default)]
+    pub shut_down: bool,
     /// Device instance (the N of nvmeN) it enumerated as.
     pub instance: u32,
     /// Fake sysfs tree the drive publishes itself into (see [`super::bus`]).

@@ -474,7 +474,8 @@ fn io_moves_data_and_smart_counters() {
         smart.data_units_written, 1,
         "16 sectors round up to one unit of 1000"
     );
-    // Unflushed writes make a power cut unsafe; a flush makes it safe.
+    // A power cut without a shutdown notification is an unsafe shutdown, whether or not writes were pending
+    // (a flush does not make it safe); after a completed shutdown notification it is not.
     sim.power_cycle().unwrap();
     wait_up(&ctrl);
     ctrl.write(1, 0, &data, 4096).unwrap();
@@ -482,7 +483,20 @@ fn io_moves_data_and_smart_counters() {
     sim.power_cycle().unwrap();
     wait_up(&ctrl);
     let smart = ctrl.smart_log().unwrap();
-    assert_eq!((smart.power_cycles, smart.unsafe_shutdowns), (2, 1));
+    assert_eq!((smart.power_cycles, smart.unsafe_shutdowns), (2, 2));
+    ctrl.write(1, 0, &data, 4096).unwrap();
+    assert!(
+        sim.shutdown().unwrap(),
+        "a powered drive completes a shutdown"
+    );
+    sim.power_cycle().unwrap();
+    wait_up(&ctrl);
+    let smart = ctrl.smart_log().unwrap();
+    assert_eq!((smart.power_cycles, smart.unsafe_shutdowns), (3, 2));
+    // The notification covers one power cut: the next bare cut is unsafe again.
+    sim.power_cycle().unwrap();
+    wait_up(&ctrl);
+    assert_eq!(ctrl.smart_log().unwrap().unsafe_shutdowns, 3);
 }
 
 #[test]
@@ -722,4 +736,157 @@ fn unknown_opcodes_are_invalid() {
         )
         .unwrap_err();
     assert_eq!(e.status().unwrap().raw(), 0x4001);
+}
+
+/// Downloads and commits a v2 image with `action`, returning the commit's outcome.
+fn commit_v2(ctrl: &Controller, action: CommitAction) -> Result<CommitOutcome, NvmeError> {
+    download(ctrl, &img("2.0.0"));
+    ctrl.firmware_commit(2, action)
+}
+
+#[test]
+fn each_activation_requirement_answers_its_status_and_only_a_reset_that_reaches_it_activates() {
+    use crate::transport::ResetKind;
+    // (requirement, status of commit action 1, resets that leave the old image running, the one that activates)
+    let cases = [
+        (
+            ResetRequirement::Controller,
+            None,
+            vec![],
+            ResetKind::Controller,
+        ),
+        (
+            ResetRequirement::Subsystem,
+            Some(code::FW_NEEDS_SUBSYSTEM_RESET),
+            vec![ResetKind::Controller],
+            ResetKind::Subsystem,
+        ),
+    ];
+    for (req, status, no, yes) in cases {
+        let (_t, sim, ctrl) = drive(SimConfig {
+            activation: req,
+            ..Default::default()
+        });
+        let out = commit_v2(&ctrl, CommitAction::ReplaceActivateOnReset).unwrap();
+        match status {
+            None => assert_eq!(out, CommitOutcome::Committed, "{req:?}"),
+            Some(c) => assert!(
+                matches!(out, CommitOutcome::NeedsReset(s) if s.code() == c),
+                "{req:?}: {out:?}"
+            ),
+        }
+        for kind in no {
+            sim.reset(kind).unwrap();
+            wait_up(&ctrl);
+            let id = ctrl.identify_controller().unwrap();
+            assert_eq!(id.firmware_revision(), "1.0.0", "{req:?} after {kind:?}");
+            assert_eq!(
+                ctrl.firmware_slot_log().unwrap().next_active_slot(),
+                Some(2),
+                "still pending"
+            );
+        }
+        sim.reset(yes).unwrap();
+        wait_up(&ctrl);
+        assert_eq!(
+            ctrl.identify_controller().unwrap().firmware_revision(),
+            "2.0.0",
+            "{req:?} after {yes:?}"
+        );
+    }
+    // Conventional: neither reset activates it; a power cycle does.
+    let (_t, sim, ctrl) = drive(SimConfig {
+        activation: ResetRequirement::Conventional,
+        ..Default::default()
+    });
+    let out = commit_v2(&ctrl, CommitAction::ReplaceActivateOnReset).unwrap();
+    assert!(
+        matches!(out, CommitOutcome::NeedsReset(s) if s.code() == code::FW_NEEDS_CONVENTIONAL_RESET),
+        "{out:?}"
+    );
+    for kind in [ResetKind::Controller, ResetKind::Subsystem] {
+        sim.reset(kind).unwrap();
+        wait_up(&ctrl);
+        assert_eq!(
+            ctrl.identify_controller().unwrap().firmware_revision(),
+            "1.0.0",
+            "{kind:?}"
+        );
+    }
+    sim.power_cycle().unwrap();
+    wait_up(&ctrl);
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "2.0.0"
+    );
+}
+
+#[test]
+fn a_drive_without_nssrs_refuses_a_subsystem_reset_as_linux_does() {
+    use crate::transport::ResetKind;
+    let (_t, sim, ctrl) = drive(SimConfig {
+        activation: ResetRequirement::Subsystem,
+        subsystem_reset: false,
+        ..Default::default()
+    });
+    commit_v2(&ctrl, CommitAction::ReplaceActivateOnReset).unwrap();
+    let e = sim.reset(ResetKind::Subsystem).unwrap_err();
+    assert!(
+        matches!(e, TransportError::Os { errno, .. } if errno == nix::errno::Errno::ENOTTY),
+        "{e}"
+    );
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
+}
+
+#[test]
+fn activating_now_past_mtfa_answers_0x112_and_activates_nothing_until_a_reset() {
+    let (_t, sim, ctrl) = drive(SimConfig {
+        mtfa_ms: 500,
+        ..Default::default()
+    });
+    assert_eq!(ctrl.identify_controller().unwrap().mtfa, 5, "100 ms units");
+    let slow = image::build(&ImageSpec {
+        behaviour: Behaviour::SlowBoot,
+        behaviour_ms: 800,
+        ..ImageSpec::new("2.0.0")
+    })
+    .unwrap();
+    download(&ctrl, &slow);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::ActivateNow)),
+        code::FW_NEEDS_MAX_TIME_VIOLATION
+    );
+    let log = ctrl.firmware_slot_log().unwrap();
+    assert_eq!(log.revision(2), Some("2.0.0"), "the image is in its slot");
+    assert_eq!(log.next_active_slot(), None, "nothing pending");
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "1.0.0"
+    );
+    // Committed again for activation at a reset, a controller reset runs it.
+    assert_eq!(
+        ctrl.firmware_commit(2, CommitAction::ActivateOnReset)
+            .unwrap(),
+        CommitOutcome::Committed
+    );
+    sim.reset(crate::transport::ResetKind::Controller).unwrap();
+    wait_up(&ctrl);
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "2.0.0"
+    );
+    // A quick image activates at once under the same MTFA.
+    download(&ctrl, &img("3.0.0"));
+    assert_eq!(
+        ctrl.firmware_commit(3, CommitAction::ActivateNow).unwrap(),
+        CommitOutcome::Committed
+    );
+    wait_up(&ctrl);
+    assert_eq!(
+        ctrl.identify_controller().unwrap().firmware_revision(),
+        "3.0.0"
+    );
 }

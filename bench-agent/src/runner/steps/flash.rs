@@ -19,6 +19,9 @@ impl firmware::Progress for Forward<'_, '_> {
     }
 }
 
+/// How long power stays off for a power cycle that activates firmware.
+const ACTIVATION_OFF_TIME: Duration = Duration::from_secs(2);
+
 pub(super) fn run(
     ctx: &mut Ctx<'_>,
     activation: Activation,
@@ -43,6 +46,13 @@ pub(super) fn run(
         rollback,
         come_back_timeout: wait_timeout.min(left),
         cancel: Some(ctx.opts.cancel.clone()),
+        power_cycle: ctx.power.clone().map(|p| firmware::PowerCycle {
+            describe: p.describe(),
+            run: std::sync::Arc::new(move || {
+                p.cycle(ACTIVATION_OFF_TIME, &|| false)
+                    .map_err(|e| e.to_string())
+            }),
+        }),
         ..UpdateOptions::default()
     };
     let report = firmware::update(&mut drive, &fw.bytes, &opts, &mut Forward { log });
@@ -85,7 +95,8 @@ fn outcome_of(kind: FailureKind) -> Outcome {
         FailureKind::Cancelled => Outcome::Cancelled,
         // The image cannot be used on this drive: the submitter's to fix, not the rig's fault.
         FailureKind::BadInput => Outcome::Invalid,
-        FailureKind::Unreachable => Outcome::Error,
+        // The drive needs a reset this rig cannot give (no power control): the rig's shortcoming.
+        FailureKind::Unreachable | FailureKind::ResetUnavailable => Outcome::Error,
     }
 }
 
