@@ -373,6 +373,31 @@ impl Controller {
         )
         .map(drop)
     }
+    /// Write Uncorrectable over `blocks` blocks from `slba` of `nsid`: reads of them fail until they are
+    /// written again.
+    pub fn write_uncorrectable(&self, nsid: u32, slba: u64, blocks: u32) -> Result<(), NvmeError> {
+        self.submit(
+            Queue::Io,
+            &Command::write_uncorrectable(nsid, slba, blocks),
+            Data::None,
+        )
+        .map(drop)
+    }
+    /// Dataset Management over `ranges` of `nsid` (1 to 256 of them); `deallocate` sets AD.
+    pub fn dataset_management(
+        &self,
+        nsid: u32,
+        ranges: &[nvme_spec::DsmRange],
+        deallocate: bool,
+    ) -> Result<(), NvmeError> {
+        let data = nvme_spec::DsmRange::encode(ranges);
+        self.submit(
+            Queue::Io,
+            &Command::dataset_management(nsid, ranges.len() as u32, deallocate),
+            Data::ToDevice(&data),
+        )
+        .map(drop)
+    }
     /// Flush the volatile write cache of `nsid`.
     pub fn flush(&self, nsid: u32) -> Result<(), NvmeError> {
         self.submit(Queue::Io, &Command::flush(nsid), Data::None)

@@ -343,6 +343,21 @@ impl Command {
         c.cdw12 |= (deallocate as u32) << 25;
         c
     }
+    /// Write Uncorrectable: `blocks` blocks at `slba` read back as Unrecovered Read Error until written again.
+    pub fn write_uncorrectable(nsid: u32, slba: u64, blocks: u32) -> Self {
+        Self::lba_command(io::WRITE_UNCORRECTABLE, nsid, slba, blocks)
+    }
+    /// Dataset Management over `ranges` ranges (1-256, sent as data: [`DsmRange::encode`]); `deallocate` sets
+    /// AD (CDW11 bit 2).
+    pub fn dataset_management(nsid: u32, ranges: u32, deallocate: bool) -> Self {
+        Command {
+            opcode: io::DATASET_MANAGEMENT,
+            nsid,
+            cdw10: ranges.saturating_sub(1) & 0xff,
+            cdw11: (deallocate as u32) << 2,
+            ..Default::default()
+        }
+    }
     /// Flush namespace `nsid`'s volatile write cache.
     pub fn flush(nsid: u32) -> Self {
         Command {
@@ -552,5 +567,79 @@ mod tests {
             opcode_name(Queue::Admin, 0xC1),
             "Vendor Specific Admin Command"
         );
+    }
+}
+
+/// One range of a Dataset Management command (16 bytes: context attributes, length in blocks, starting LBA).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DsmRange {
+    /// Context attributes (access hints).
+    pub attributes: u32,
+    /// Length in logical blocks (not zeroes-based).
+    pub blocks: u32,
+    /// Starting LBA.
+    pub slba: u64,
+}
+
+impl DsmRange {
+    /// Bytes per range on the wire.
+    pub const SIZE: usize = 16;
+
+    /// The ranges as the command's data.
+    pub fn encode(ranges: &[DsmRange]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ranges.len() * Self::SIZE);
+        for r in ranges {
+            b.extend_from_slice(&r.attributes.to_le_bytes());
+            b.extend_from_slice(&r.blocks.to_le_bytes());
+            b.extend_from_slice(&r.slba.to_le_bytes());
+        }
+        b
+    }
+
+    /// The first `count` ranges of a command's data (`None` if the data is shorter).
+    pub fn decode(b: &[u8], count: usize) -> Option<Vec<DsmRange>> {
+        if b.len() < count * Self::SIZE {
+            return None;
+        }
+        Some(
+            b.chunks_exact(Self::SIZE)
+                .take(count)
+                .map(|c| DsmRange {
+                    attributes: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                    blocks: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                    slba: u64::from_le_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod dsm_tests {
+    use super::*;
+
+    #[test]
+    fn dsm_ranges_round_trip_in_the_specs_layout() {
+        let r = [
+            DsmRange {
+                attributes: 0x0102_0304,
+                blocks: 8,
+                slba: 0x1122_3344_5566_7788,
+            },
+            DsmRange {
+                attributes: 0,
+                blocks: 1,
+                slba: 0,
+            },
+        ];
+        let b = DsmRange::encode(&r);
+        assert_eq!(b.len(), 32);
+        assert_eq!(&b[..4], &[4, 3, 2, 1], "context attributes, little endian");
+        assert_eq!(&b[4..8], &[8, 0, 0, 0]);
+        assert_eq!(b[8], 0x88);
+        assert_eq!(DsmRange::decode(&b, 2).unwrap(), r);
+        assert_eq!(DsmRange::decode(&b[..31], 2), None);
+        let c = Command::dataset_management(1, 2, true);
+        assert_eq!((c.cdw10, c.cdw11), (1, 4));
     }
 }

@@ -269,6 +269,16 @@ pub struct IdentifyController {
 
 /// OACS bit 2: the controller supports Firmware Commit and Firmware Image Download.
 pub const OACS_FIRMWARE: u16 = 1 << 2;
+/// ONCS bit 0: Compare.
+pub const ONCS_COMPARE: u16 = 1 << 0;
+/// ONCS bit 1: Write Uncorrectable.
+pub const ONCS_WRITE_UNCORRECTABLE: u16 = 1 << 1;
+/// ONCS bit 2: Dataset Management.
+pub const ONCS_DSM: u16 = 1 << 2;
+/// ONCS bit 3: Write Zeroes.
+pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+/// ONCS bit 4: the Save field of Set Features and the Select field of Get Features.
+pub const ONCS_SAVE_SELECT: u16 = 1 << 4;
 /// OACS bit 1: Format NVM.
 pub const OACS_FORMAT: u16 = 1 << 1;
 /// OACS bit 4: Device Self-test.

@@ -22,7 +22,7 @@ pub mod status;
 pub mod units;
 
 pub use activation::Activation;
-pub use command::{Command, CommitAction, Queue, NSID_ALL};
+pub use command::{Command, CommitAction, DsmRange, Queue, NSID_ALL};
 pub use identify::{IdentifyController, IdentifyNamespace, LbaFormat, PowerState};
 pub use log_page::{
     EffectsLog, ErrorLog, ErrorLogEntry, FirmwareSlotLog, SanitizeStatus, SelfTestLog,

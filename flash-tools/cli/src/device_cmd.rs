@@ -208,11 +208,78 @@ enum Action {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Write Uncorrectable, like nvme-cli `write-uncor`: the blocks read back as Unrecovered Read Error until
+    /// they are written again.
+    WriteUncor {
+        #[command(flatten)]
+        range: BlockRange,
+    },
+    /// Write Zeroes, like nvme-cli `write-zeroes`.
+    WriteZeroes {
+        #[command(flatten)]
+        range: BlockRange,
+    },
+    /// Dataset Management, like nvme-cli `dsm`: one range per --slbs/--blocks pair; --ad deallocates them
+    /// (they read back as zeros).
+    Dsm {
+        /// Namespace.
+        #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+        nsid: u32,
+        /// Starting LBAs of the ranges, comma-separated.
+        #[arg(short = 's', long, value_delimiter = ',', required = true)]
+        slbs: Vec<u64>,
+        /// Blocks in each range (not zeroes-based, as in the range itself), comma-separated, one per --slbs.
+        #[arg(short = 'b', long, value_delimiter = ',', required = true)]
+        blocks: Vec<u32>,
+        /// Deallocate the ranges (AD).
+        #[arg(short = 'd', long)]
+        ad: bool,
+    },
+    /// Flush the volatile write cache, like nvme-cli `flush`.
+    Flush {
+        /// Namespace.
+        #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+        nsid: u32,
+    },
+    /// Compare blocks with a file, like nvme-cli `compare`: a mismatch is the Compare Failure status (exit 1).
+    Compare {
+        #[command(flatten)]
+        range: BlockRange,
+        /// The data to compare with: exactly (--block-count + 1) blocks.
+        #[arg(short = 'd', long)]
+        data: PathBuf,
+    },
     /// Wait until the drive is present and answers Identify.
     Wait {
         #[arg(long = "for", value_parser = parse_duration, default_value = "60s")]
         within: Duration,
     },
+}
+
+/// A block range as nvme-cli gives it.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct BlockRange {
+    /// Namespace.
+    #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+    nsid: u32,
+    /// First block.
+    #[arg(short = 's', long)]
+    start_block: u64,
+    /// Blocks, zeroes-based as in nvme-cli (0 = one block, at most 65535 = 65536 blocks).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    block_count: u16,
+}
+
+impl BlockRange {
+    fn blocks(&self) -> u32 {
+        self.block_count as u32 + 1
+    }
+}
+
+/// Blocks of `bs` bytes one command may carry on this drive: MDTS, and NLB's 16 bits.
+fn blocks_per_command(ctrl: &flash_tools::Controller, bs: u64) -> Result<u64, CmdError> {
+    let mdts = ctrl.identify_controller()?.max_transfer_bytes();
+    Ok(mdts.map_or(65536, |m| (m / bs).clamp(1, 65536)))
 }
 
 pub(crate) fn parse_u32(s: &str) -> Result<u32, String> {
@@ -472,9 +539,10 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
         } => {
             let bs = ctrl.identify_namespace(nsid)?.block_size() as u32;
             let mut buf = vec![0u8; blocks as usize * bs as usize];
-            // One command moves at most MDTS; keep chunks at 64 blocks or fewer.
-            for (i, chunk) in buf.chunks_mut(bs as usize * 64).enumerate() {
-                ctrl.read(nsid, slba + i as u64 * 64, chunk, bs)?;
+            // One command moves at most MDTS.
+            let per = blocks_per_command(&ctrl, bs as u64)?;
+            for (i, chunk) in buf.chunks_mut(bs as usize * per as usize).enumerate() {
+                ctrl.read(nsid, slba + i as u64 * per, chunk, bs)?;
             }
             std::fs::write(&out, &buf)
                 .map_err(|e| CmdError::usage(format!("cannot write {}: {e}", out.display())))?;
@@ -491,13 +559,84 @@ fn execute(drive: &mut Drive, action: Action, common: &Common) -> CmdResult {
                 return Err(CmdError::usage(format!("{} is empty", data.display())));
             }
             buf.resize(buf.len().div_ceil(bs) * bs, 0);
-            for (i, chunk) in buf.chunks(bs * 64).enumerate() {
-                ctrl.write(nsid, slba + i as u64 * 64, chunk, bs as u32)?;
+            let per = blocks_per_command(&ctrl, bs as u64)?;
+            for (i, chunk) in buf.chunks(bs * per as usize).enumerate() {
+                ctrl.write(nsid, slba + i as u64 * per, chunk, bs as u32)?;
             }
             ctrl.flush(nsid)?;
             eprintln!(
                 "wrote {} block(s) of {bs} bytes at LBA {slba}",
                 buf.len() / bs
+            );
+        }
+        Action::WriteUncor { range: r } => {
+            ctrl.write_uncorrectable(r.nsid, r.start_block, r.blocks())?;
+            eprintln!(
+                "marked {} block(s) from LBA {} uncorrectable",
+                r.blocks(),
+                r.start_block
+            );
+        }
+        Action::WriteZeroes { range: r } => {
+            ctrl.write_zeroes(r.nsid, r.start_block, r.blocks())?;
+            eprintln!("zeroed {} block(s) from LBA {}", r.blocks(), r.start_block);
+        }
+        Action::Dsm {
+            nsid,
+            slbs,
+            blocks,
+            ad,
+        } => {
+            if slbs.len() != blocks.len() || slbs.is_empty() || slbs.len() > 256 {
+                return Err(CmdError::usage(format!(
+                    "--slbs gives {} range(s) and --blocks {}: give the same number, 1 to 256",
+                    slbs.len(),
+                    blocks.len()
+                )));
+            }
+            let ranges: Vec<nvme_spec::DsmRange> = slbs
+                .iter()
+                .zip(&blocks)
+                .map(|(&slba, &blocks)| nvme_spec::DsmRange {
+                    attributes: 0,
+                    blocks,
+                    slba,
+                })
+                .collect();
+            ctrl.dataset_management(nsid, &ranges, ad)?;
+            eprintln!(
+                "dataset management over {} range(s){}",
+                ranges.len(),
+                if ad { ", deallocated" } else { "" }
+            );
+        }
+        Action::Flush { nsid } => {
+            ctrl.flush(nsid)?;
+            eprintln!("flushed namespace {nsid}");
+        }
+        Action::Compare { range: r, data } => {
+            let bs = ctrl.identify_namespace(r.nsid)?.block_size();
+            let buf = std::fs::read(&data)
+                .map_err(|e| CmdError::usage(format!("cannot read {}: {e}", data.display())))?;
+            let want = r.blocks() as u64 * bs;
+            if buf.len() as u64 != want {
+                return Err(CmdError::usage(format!(
+                    "{} is {} bytes; --block-count {} compares {} block(s) of {bs} bytes = {want} bytes",
+                    data.display(),
+                    buf.len(),
+                    r.block_count,
+                    r.blocks()
+                )));
+            }
+            let per = blocks_per_command(&ctrl, bs)?;
+            for (i, chunk) in buf.chunks((bs * per) as usize).enumerate() {
+                ctrl.compare(r.nsid, r.start_block + i as u64 * per, chunk, bs as u32)?;
+            }
+            eprintln!(
+                "{} block(s) from LBA {} match {}",
+                r.blocks(),
+                r.start_block,
+                data.display()
             );
         }
         Action::Wait { within } => {

@@ -768,3 +768,45 @@ fn a_rollback_gives_the_reset_the_drive_asks_for_too() {
         "one orderly power cycle to activate, one to roll back"
     );
 }
+
+#[test]
+fn the_nvm_commands_act_on_the_drive_as_nvme_cli_names_them() {
+    let lab = Lab::new();
+    let dev = lab.drive("d", &["--mdts", "1"]);
+    let data = lab.path("data.bin");
+    std::fs::write(&data, vec![0x5au8; 8 * 4096]).unwrap();
+    // 8 blocks through a drive whose MDTS is 8 KiB: split into commands of 2 blocks.
+    ok(&[&dev, "write", "--slba", "10", "--data", &data]);
+    let back = lab.path("back.bin");
+    ok(&[&dev, "read", "--slba", "10", "--blocks", "8", "-o", &back]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&data).unwrap());
+    ok(&[&dev, "compare", "-s", "10", "-c", "7", "-d", &data]);
+    // Write Uncorrectable: the block reads back as an Unrecovered Read Error (exit 1, the status by name).
+    ok(&[&dev, "write-uncor", "--start-block", "12", "--block-count", "0"]);
+    let r = nvme_flash(&[&dev, "read", "--slba", "12", "-o", &back]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("Unrecovered Read Error"), "{}", r.stderr);
+    let r = nvme_flash(&[&dev, "compare", "-s", "10", "-c", "7", "-d", &data]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    // Write Zeroes heals it and zeroes it; the compare now fails as a mismatch.
+    ok(&[&dev, "write-zeroes", "-s", "12", "-c", "1"]);
+    ok(&[&dev, "read", "--slba", "12", "--blocks", "2", "-o", &back]);
+    assert!(std::fs::read(&back).unwrap().iter().all(|&b| b == 0));
+    let r = nvme_flash(&[&dev, "compare", "-s", "10", "-c", "7", "-d", &data]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("Compare Failure"), "{}", r.stderr);
+    // Deallocate two ranges; read back zeros.
+    ok(&[&dev, "dsm", "--slbs", "10,16", "--blocks", "2,2", "--ad"]);
+    ok(&[&dev, "read", "--slba", "16", "--blocks", "2", "-o", &back]);
+    assert!(std::fs::read(&back).unwrap().iter().all(|&b| b == 0));
+    ok(&[&dev, "flush"]);
+    // Bad input names the flags and what would be valid.
+    let r = nvme_flash(&[&dev, "dsm", "--slbs", "1,2", "--blocks", "1"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--slbs gives 2 range(s) and --blocks 1"), "{}", r.stderr);
+    let r = nvme_flash(&[&dev, "compare", "-s", "0", "-c", "1", "-d", &data]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--block-count 1 compares 2 block(s)"), "{}", r.stderr);
+    let r = nvme_flash(&[&dev, "write-zeroes", "-s", "0", "-c", "70000"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}

@@ -11,7 +11,10 @@ use super::{fail, Ctx, SimError, NAMESPACE_FILE, SLOTS_DIR, STAGING_FILE};
 use crate::transport::{Completion, Data};
 use nvme_spec::command::{admin, cns, self_test_code, NSID_ALL};
 use nvme_spec::features::{capability, fid, select};
-use nvme_spec::identify::{OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST};
+use nvme_spec::identify::{
+    OACS_FIRMWARE, OACS_FORMAT, OACS_SELF_TEST, ONCS_COMPARE, ONCS_DSM, ONCS_SAVE_SELECT,
+    ONCS_WRITE_UNCORRECTABLE, ONCS_WRITE_ZEROES,
+};
 use nvme_spec::log_page::{self, critical_warning, effects, lid, self_test_result};
 use nvme_spec::status::code;
 use nvme_spec::{
@@ -90,7 +93,12 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
         sqes: 0x66,
         cqes: 0x44,
         nn: 1,
-        oncs: 0x1d,
+        // Exactly what `nvm` implements.
+        oncs: ONCS_COMPARE
+            | ONCS_WRITE_UNCORRECTABLE
+            | ONCS_DSM
+            | ONCS_WRITE_ZEROES
+            | ONCS_SAVE_SELECT,
         vwc: 1,
         ocfs: 0,
         sgls: 0,
@@ -230,8 +238,14 @@ fn effects_log() -> EffectsLog {
     for op in [io::FLUSH, io::READ, io::COMPARE] {
         log.io[op as usize] = s;
     }
-    log.io[io::WRITE as usize] = s | effects::LBCC;
-    log.io[io::WRITE_ZEROES as usize] = s | effects::LBCC;
+    for op in [
+        io::WRITE,
+        io::WRITE_ZEROES,
+        io::WRITE_UNCORRECTABLE,
+        io::DATASET_MANAGEMENT,
+    ] {
+        log.io[op as usize] = s | effects::LBCC;
+    }
     log
 }
 

@@ -311,6 +311,7 @@ impl SimController {
             namespace: NamespaceState {
                 size_bytes: cfg.size_bytes,
                 lba_format: (cfg.block_size == 4096) as u8,
+                uncorrectable: vec![],
             },
             counters: Counters {
                 heat_updated_ms: now,
@@ -619,6 +620,13 @@ impl Passthru for SimController {
                         return Ok(Step::Done(Completion::status(status), latency));
                     }
                     let data = data.take().expect("data used once");
+                    // MDTS bounds every data-carrying command, as on a drive: Invalid Field.
+                    let mdts = ctx.st.firmware.mdts;
+                    if mdts != 0 && data.len() as u64 > 4096u64 << mdts.min(20) {
+                        let status = Status::from_code(nvme_spec::status::code::INVALID_FIELD);
+                        ctx.record_failure(queue, cmd, status);
+                        return Ok(Step::Done(Completion::status(status), latency));
+                    }
                     let c = match queue {
                         Queue::Admin => admin::execute(ctx, cmd, data)?,
                         Queue::Io => nvm::execute(ctx, cmd, data)?,

@@ -128,9 +128,52 @@ pub struct NamespaceState {
     pub size_bytes: u64,
     /// LBA format in use: 0 = 512-byte blocks, 1 = 4096-byte blocks.
     pub lba_format: u8,
+    /// Blocks marked by Write Uncorrectable (start, count), sorted and disjoint: reads fail until rewritten.
+    #[serde(default)]
+    pub uncorrectable: Vec<(u64, u64)>,
 }
 
 impl NamespaceState {
+    /// Whether any of `count` blocks from `slba` is marked uncorrectable.
+    pub fn uncorrectable_in(&self, slba: u64, count: u64) -> bool {
+        self.uncorrectable
+            .iter()
+            .any(|&(s, n)| s < slba.saturating_add(count) && slba < s.saturating_add(n))
+    }
+
+    /// Marks `count` blocks from `slba` uncorrectable (`true`) or good again (`false`: they were written).
+    pub fn mark_uncorrectable(&mut self, slba: u64, count: u64, bad: bool) {
+        let end = slba.saturating_add(count);
+        let mut out = Vec::with_capacity(self.uncorrectable.len() + 1);
+        for &(s, n) in &self.uncorrectable {
+            let e = s.saturating_add(n);
+            if e <= slba || s >= end {
+                out.push((s, n));
+                continue;
+            }
+            // Keep what lies outside the written range.
+            if s < slba {
+                out.push((s, slba - s));
+            }
+            if e > end {
+                out.push((end, e - end));
+            }
+        }
+        if bad {
+            out.push((slba, count));
+        }
+        out.sort_unstable();
+        // Merge neighbours so the list stays small however the ranges were marked.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (s, n) in out {
+            match merged.last_mut() {
+                Some((ps, pn)) if *ps + *pn >= s => *pn = (s + n).max(*ps + *pn) - *ps,
+                _ => merged.push((s, n)),
+            }
+        }
+        self.uncorrectable = merged;
+    }
+
     /// Bytes per logical block.
     pub fn block_size(&self) -> u64 {
         if self.lba_format == 1 {

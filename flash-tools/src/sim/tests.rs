@@ -890,3 +890,150 @@ fn activating_now_past_mtfa_answers_0x112_and_activates_nothing_until_a_reset() 
         "3.0.0"
     );
 }
+
+#[test]
+fn write_uncorrectable_blocks_fail_reads_until_rewritten_and_dsm_deallocates_to_zeros() {
+    let (_t, _sim, ctrl) = drive(SimConfig::default());
+    let data = vec![0xa5u8; 4 * 4096];
+    ctrl.write(1, 100, &data, 4096).unwrap();
+    ctrl.write_uncorrectable(1, 101, 2).unwrap();
+    let mut back = vec![0u8; 4096];
+    // Blocks 101 and 102 are bad; 100 and 103 are not.
+    ctrl.read(1, 100, &mut back, 4096).unwrap();
+    for lba in [101, 102] {
+        assert_eq!(
+            status_of(ctrl.read(1, lba, &mut back, 4096)),
+            code::UNRECOVERED_READ_ERROR,
+            "LBA {lba}"
+        );
+    }
+    assert_eq!(
+        status_of(ctrl.compare(1, 100, &data, 4096)),
+        code::UNRECOVERED_READ_ERROR,
+        "a compare reads the bad blocks too"
+    );
+    ctrl.read(1, 103, &mut back, 4096).unwrap();
+    let smart = ctrl.smart_log().unwrap();
+    assert_eq!(smart.media_errors, 3);
+    // Rewriting one of them heals only that one; write zeroes heals the other.
+    ctrl.write(1, 101, &data[..4096], 4096).unwrap();
+    ctrl.read(1, 101, &mut back, 4096).unwrap();
+    assert_eq!(
+        status_of(ctrl.read(1, 102, &mut back, 4096)),
+        code::UNRECOVERED_READ_ERROR
+    );
+    ctrl.write_zeroes(1, 102, 1).unwrap();
+    ctrl.read(1, 102, &mut back, 4096).unwrap();
+    assert!(back.iter().all(|&b| b == 0));
+    // Deallocate 100..104: zeros, and marked blocks in a deallocated range are good again.
+    ctrl.write_uncorrectable(1, 103, 1).unwrap();
+    ctrl.dataset_management(
+        1,
+        &[nvme_spec::DsmRange {
+            attributes: 0,
+            blocks: 4,
+            slba: 100,
+        }],
+        true,
+    )
+    .unwrap();
+    let mut four = vec![1u8; 4 * 4096];
+    ctrl.read(1, 100, &mut four, 4096).unwrap();
+    assert!(four.iter().all(|&b| b == 0), "deallocated blocks read as zeros (DLFEAT 1)");
+    // Ranges past the end are refused; ranges without AD change nothing.
+    ctrl.write(1, 100, &data[..4096], 4096).unwrap();
+    let blocks = _sim.state().unwrap().namespace.blocks();
+    let past = nvme_spec::DsmRange {
+        attributes: 0,
+        blocks: 2,
+        slba: blocks - 1,
+    };
+    assert_eq!(
+        status_of(ctrl.dataset_management(1, &[past], true)),
+        code::LBA_OUT_OF_RANGE
+    );
+    let hint = nvme_spec::DsmRange {
+        attributes: 1,
+        blocks: 1,
+        slba: 100,
+    };
+    ctrl.dataset_management(1, &[hint], false).unwrap();
+    ctrl.read(1, 100, &mut back, 4096).unwrap();
+    assert_eq!(back, data[..4096]);
+}
+
+#[test]
+fn oncs_and_the_effects_log_list_exactly_what_the_simulator_implements() {
+    use nvme_spec::command::io;
+    let (_t, _sim, ctrl) = drive(SimConfig::default());
+    let id = ctrl.identify_controller().unwrap();
+    assert_eq!(id.oncs, 0x1f, "compare, write uncorrectable, DSM, write zeroes, save/select");
+    let log = ctrl.effects_log().unwrap();
+    let supported: Vec<u8> = (0..=255u8)
+        .filter(|&op| log.io[op as usize] & nvme_spec::log_page::effects::CSUPP != 0)
+        .collect();
+    assert_eq!(
+        supported,
+        vec![
+            io::FLUSH,
+            io::WRITE,
+            io::READ,
+            io::WRITE_UNCORRECTABLE,
+            io::COMPARE,
+            io::WRITE_ZEROES,
+            io::DATASET_MANAGEMENT
+        ]
+    );
+    // Every listed opcode is answered by something other than Invalid Opcode, every other one with it.
+    let mut buf = vec![0u8; 4096];
+    for op in 0..=255u8 {
+        let cmd = nvme_spec::Command {
+            opcode: op,
+            nsid: 1,
+            ..Default::default()
+        };
+        // The opcode's low bits give its data direction; bidirectional ones cannot be sent through this API.
+        let data = match op & 3 {
+            0 => crate::transport::Data::None,
+            1 => crate::transport::Data::ToDevice(&buf[..]),
+            2 => crate::transport::Data::FromDevice(&mut buf[..]),
+            _ => continue,
+        };
+        let c = ctrl.submit_raw(nvme_spec::Queue::Io, &cmd, data).unwrap();
+        assert_eq!(
+            c.status.code() == code::INVALID_OPCODE,
+            !supported.contains(&op),
+            "opcode {op:#04x}: {}",
+            c.status
+        );
+        buf = vec![0u8; 4096];
+    }
+}
+
+#[test]
+fn a_transfer_larger_than_mdts_is_invalid_field() {
+    let (_t, _sim, ctrl) = drive(SimConfig {
+        mdts: 1, // 8 KiB
+        ..Default::default()
+    });
+    assert_eq!(
+        ctrl.identify_controller().unwrap().max_transfer_bytes(),
+        Some(8192)
+    );
+    let mut two = vec![0u8; 8192];
+    ctrl.read(1, 0, &mut two, 4096).unwrap();
+    let mut three = vec![0u8; 3 * 4096];
+    assert_eq!(
+        status_of(ctrl.read(1, 0, &mut three, 4096)),
+        code::INVALID_FIELD
+    );
+    assert_eq!(
+        status_of(ctrl.write(1, 0, &three, 4096)),
+        code::INVALID_FIELD
+    );
+    // Admin commands too: a firmware download chunk over MDTS.
+    assert_eq!(
+        status_of(ctrl.firmware_download(0, &three)),
+        code::INVALID_FIELD
+    );
+}
