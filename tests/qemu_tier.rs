@@ -244,6 +244,87 @@ fn a_failed_passthrough_command_reaps_every_command_in_flight() {
     );
 }
 
+/// Whether nvme-cli and nvme-flash ended the same way (both succeeded, or both failed).
+fn same_outcome(what: &str) {
+    let (cli, ours) = (
+        rc(&format!("nvm-cli-{what}.rc")),
+        rc(&format!("nvm-flash-{what}.rc")),
+    );
+    assert_eq!(
+        cli == 0,
+        ours == 0,
+        "{what}: nvme-cli exited {cli}, nvme-flash {ours}: {}",
+        read(&format!("nvm-flash-{what}.err"))
+    );
+}
+
+fn the_nvm_commands_agree_with_nvme_cli_where_the_controller_advertises_them() {
+    let oncs = json("cli-id-ctrl.json")["oncs"].as_u64().unwrap();
+    // What QEMU's controller advertises must work through nvme-flash, exactly as through nvme-cli.
+    for (bit, what) in [(0, "compare"), (3, "wz"), (2, "dsm")] {
+        same_outcome(what);
+        if oncs & (1 << bit) != 0 {
+            assert_eq!(
+                rc(&format!("nvm-flash-{what}.rc")),
+                0,
+                "{what} is advertised in ONCS {oncs:#x}: {}",
+                read(&format!("nvm-flash-{what}.err"))
+            );
+        }
+    }
+    // A mismatching compare fails through both, with the status by name in ours.
+    same_outcome("compare-bad");
+    if oncs & 1 != 0 {
+        assert_eq!(rc("nvm-flash-compare-bad.rc"), 1);
+        assert!(
+            read("nvm-flash-compare-bad.err").contains("Compare Failure"),
+            "{}",
+            read("nvm-flash-compare-bad.err")
+        );
+    }
+    same_outcome("flush");
+    assert_eq!(rc("nvm-flash-flush.rc"), 0);
+    // After write zeroes and deallocate, both ranges hold the same bytes.
+    assert_eq!(
+        rc("nvm-ranges.cmp"),
+        0,
+        "the range nvme-cli worked on and the range nvme-flash worked on differ"
+    );
+    // Write Uncorrectable and the read after it end the same way through both (QEMU may not implement it).
+    same_outcome("uncor");
+    same_outcome("uncor-read");
+    // The io engine refuses a passthrough I/O larger than MDTS instead of sending it.
+    assert_eq!(rc("uring-cmd-mdts.rc"), 2, "{}", read("uring-cmd-mdts.err"));
+    assert!(
+        read("uring-cmd-mdts.err").contains("MDTS"),
+        "{}",
+        read("uring-cmd-mdts.err")
+    );
+}
+
+fn a_subsystem_reset_ends_as_nvme_clis_does() {
+    let (cli, ours) = (rc("cli-nssr.rc"), rc("flash-nssr.rc"));
+    assert_eq!(
+        cli == 0,
+        ours == 0,
+        "nvme subsystem-reset exited {cli} ({}), nvme-flash reset --subsystem {ours} ({})",
+        read("cli-nssr.out"),
+        read("flash-nssr.err")
+    );
+    if ours != 0 {
+        let err = read("flash-nssr.err");
+        assert!(err.contains("CAP.NSSRS"), "says why: {err}");
+    }
+    // Either way the drive is there afterwards.
+    assert_eq!(rc("cli-nssr-wait.rc"), 0, "{}", read("cli-nssr-wait.err"));
+    assert_eq!(
+        rc("flash-nssr-wait.rc"),
+        0,
+        "{}",
+        read("flash-nssr-wait.err")
+    );
+}
+
 /// One VM boot, every check. Each check's message says what disagreed.
 #[test]
 fn qemu_tier() {
@@ -256,4 +337,6 @@ fn qemu_tier() {
     reset_and_io_passthrough_work_on_the_real_driver();
     uring_cmd_moves_data_through_the_generic_char_device();
     a_failed_passthrough_command_reaps_every_command_in_flight();
+    the_nvm_commands_agree_with_nvme_cli_where_the_controller_advertises_them();
+    a_subsystem_reset_ends_as_nvme_clis_does();
 }

@@ -329,7 +329,14 @@ impl Passthru for LinuxIoctl {
                 ioctls::nvme_ioctl_subsys_reset(fd)
             }),
         };
-        r.map(drop).map_err(|e| self.os_error(op, e))
+        r.map(drop).map_err(|e| match (kind, e) {
+            // The driver answers ENOTTY when the controller does not set CAP.NSSRS.
+            (ResetKind::Subsystem, Errno::ENOTTY) => self.os_error(
+                "NVME_IOCTL_SUBSYS_RESET (the controller does not support NVM Subsystem Reset: CAP.NSSRS is clear)",
+                e,
+            ),
+            _ => self.os_error(op, e),
+        })
     }
 
     fn rescan(&self) -> Result<(), TransportError> {

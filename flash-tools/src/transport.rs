@@ -165,7 +165,7 @@ pub enum TransportError {
         timeout: Duration,
     },
     /// The OS refused the operation.
-    #[error("{device}: {op} failed: {errno} ({})", errno.desc())]
+    #[error("{device}: {op} failed: {errno}")]
     Os {
         /// The device.
         device: String,

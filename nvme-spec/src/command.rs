@@ -607,7 +607,9 @@ impl DsmRange {
                 .map(|c| DsmRange {
                     attributes: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
                     blocks: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-                    slba: u64::from_le_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+                    slba: u64::from_le_bytes([
+                        c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15],
+                    ]),
                 })
                 .collect(),
         )

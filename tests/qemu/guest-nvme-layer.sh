@@ -43,3 +43,33 @@ bench-agent io --target /dev/ng0n1 --rw randread --bs 4k --iodepth 16 --runtime 
 slow=; for d in /sys/class/nvme/nvme*; do [ "$(tr -d ' ' < $d/serial)" = NVFARMSLOW0002 ] && slow=$(basename $d); done
 n=${slow#nvme}; i=0; while [ ! -e /dev/ng${n}n1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 bench-agent io --target /dev/ng${n}n1 --rw randread --bs 4k --iodepth 32 --runtime 5s --size 16M --inject-error-at 40 > /out/uring-cmd-inject.out 2> /out/uring-cmd-inject.err; echo $? > /out/uring-cmd-inject.rc
+# The rest of the NVM command set: nvme-cli on LBAs 4096.., nvme-flash on LBAs 8192.. of the same namespace,
+# the same operations; then the two ranges must hold the same bytes and every command the same outcome.
+head -c 4096 /dev/urandom > /tmp/p8
+head -c 4096 /dev/urandom > /tmp/other
+for lba in 4096 8192; do dd if=/tmp/p8 of=/dev/nvme0n1 bs=512 seek=$lba count=8 oflag=direct conv=notrunc 2>/dev/null; done
+nvme compare /dev/nvme0n1 -s 4096 -c 7 -z 4096 -d /tmp/p8 > /dev/null 2>&1; echo $? > /out/nvm-cli-compare.rc
+nvme-flash /dev/nvme0 compare -s 8192 -c 7 -d /tmp/p8 2> /out/nvm-flash-compare.err; echo $? > /out/nvm-flash-compare.rc
+nvme compare /dev/nvme0n1 -s 4096 -c 7 -z 4096 -d /tmp/other > /dev/null 2>&1; echo $? > /out/nvm-cli-compare-bad.rc
+nvme-flash /dev/nvme0 compare -s 8192 -c 7 -d /tmp/other 2> /out/nvm-flash-compare-bad.err; echo $? > /out/nvm-flash-compare-bad.rc
+nvme write-zeroes /dev/nvme0n1 -s 4096 -c 3 > /dev/null 2>&1; echo $? > /out/nvm-cli-wz.rc
+nvme-flash /dev/nvme0 write-zeroes -s 8192 -c 3 2> /out/nvm-flash-wz.err; echo $? > /out/nvm-flash-wz.rc
+nvme dsm /dev/nvme0n1 --slbs=4100 --blocks=4 --ad > /dev/null 2>&1; echo $? > /out/nvm-cli-dsm.rc
+nvme-flash /dev/nvme0 dsm --slbs 8196 --blocks 4 --ad 2> /out/nvm-flash-dsm.err; echo $? > /out/nvm-flash-dsm.rc
+nvme flush /dev/nvme0n1 > /dev/null 2>&1; echo $? > /out/nvm-cli-flush.rc
+nvme-flash /dev/nvme0 flush 2> /out/nvm-flash-flush.err; echo $? > /out/nvm-flash-flush.rc
+echo 3 > /proc/sys/vm/drop_caches
+dd if=/dev/nvme0n1 of=/tmp/range-cli bs=512 skip=4096 count=8 iflag=direct 2>/dev/null
+dd if=/dev/nvme0n1 of=/tmp/range-flash bs=512 skip=8192 count=8 iflag=direct 2>/dev/null
+cmp /tmp/range-cli /tmp/range-flash; echo $? > /out/nvm-ranges.cmp
+nvme write-uncor /dev/nvme0n1 -s 4096 -c 0 > /dev/null 2>&1; echo $? > /out/nvm-cli-uncor.rc
+nvme-flash /dev/nvme0 write-uncor -s 8192 -c 0 2> /out/nvm-flash-uncor.err; echo $? > /out/nvm-flash-uncor.rc
+nvme read /dev/nvme0n1 -s 4096 -c 0 -z 512 -d /tmp/r1 > /dev/null 2>&1; echo $? > /out/nvm-cli-uncor-read.rc
+nvme-flash /dev/nvme0 read --slba 8192 -o /tmp/r2 2> /out/nvm-flash-uncor-read.err; echo $? > /out/nvm-flash-uncor-read.rc
+# A passthrough I/O larger than one command may carry (MDTS) is refused before anything is sent.
+bench-agent io --target /dev/ng0n1 --rw read --bs 4M --size 8M --json > /dev/null 2> /out/uring-cmd-mdts.err; echo $? > /out/uring-cmd-mdts.rc
+# NVM subsystem reset, nvme-cli's and then nvme-flash's, each followed by waiting for the drive.
+nvme subsystem-reset /dev/nvme0 > /out/cli-nssr.out 2>&1; echo $? > /out/cli-nssr.rc
+nvme-flash /dev/nvme0 wait --for 20s 2> /out/cli-nssr-wait.err; echo $? > /out/cli-nssr-wait.rc
+nvme-flash /dev/nvme0 reset --subsystem 2> /out/flash-nssr.err; echo $? > /out/flash-nssr.rc
+nvme-flash /dev/nvme0 wait --for 20s 2> /out/flash-nssr-wait.err; echo $? > /out/flash-nssr-wait.rc

@@ -61,8 +61,9 @@ pub fn encode_rw(
     c
 }
 
-/// Namespace ID and block size of a generic char device, asked over admin passthrough.
-fn namespace_geometry(path: &Path) -> Result<(u32, u64, u64), IoError> {
+/// Namespace ID, block size, capacity and the controller's largest transfer (MDTS; `None`: no limit) of a
+/// generic char device, asked over admin passthrough.
+fn namespace_geometry(path: &Path) -> Result<(u32, u64, u64, Option<u64>), IoError> {
     let target = |reason: String| IoError::Target {
         path: path.to_path_buf(),
         reason,
@@ -75,12 +76,16 @@ fn namespace_geometry(path: &Path) -> Result<(u32, u64, u64), IoError> {
     let ns = ctrl
         .identify_namespace(nsid)
         .map_err(|e| target(e.to_string()))?;
-    Ok((nsid, ns.block_size(), ns.size_bytes()))
+    let mdts = ctrl
+        .identify_controller()
+        .map_err(|e| target(e.to_string()))?
+        .max_transfer_bytes();
+    Ok((nsid, ns.block_size(), ns.size_bytes(), mdts))
 }
 
 /// Capacity of the namespace behind a generic char device.
 pub fn namespace_size(path: &Path) -> Result<u64, IoError> {
-    namespace_geometry(path).map(|(_, _, size)| size)
+    namespace_geometry(path).map(|(_, _, size, _)| size)
 }
 
 /// A job's ring for NVMe Read/Write passthrough (`IORING_OP_URING_CMD`) on `/dev/ngXnY`.
@@ -109,7 +114,17 @@ impl std::fmt::Debug for CmdRing {
 impl CmdRing {
     /// Opens the generic char device and sets up a 128-byte-SQE ring and its buffers.
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
-        let (nsid, block_size, _) = namespace_geometry(&spec.target)?;
+        let (nsid, block_size, _, mdts) = namespace_geometry(&spec.target)?;
+        // Each I/O is one NVMe command here, and a command carries at most MDTS.
+        if let Some(max) = mdts.filter(|&m| spec.options.bs > m) {
+            return Err(IoError::Spec(IoOptionError {
+                option: "bs",
+                reason: format!(
+                    "{} bytes is more than one NVMe command may carry on this drive (MDTS {max} bytes); passthrough sends each I/O as one command: use bs <= {max}",
+                    spec.options.bs
+                ),
+            }));
+        }
         if spec.options.bs % block_size != 0 {
             return Err(IoError::Spec(IoOptionError {
                 option: "bs",

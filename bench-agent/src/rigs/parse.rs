@@ -297,12 +297,14 @@ impl Inventory {
                     None | Some("controller") => ResetRequirement::Controller,
                     Some("subsystem") => ResetRequirement::Subsystem,
                     Some("conventional") => ResetRequirement::Conventional,
-                    Some(other) => return Err((
-                        "drive.activation".into(),
-                        format!(
+                    Some(other) => {
+                        return Err((
+                            "drive.activation".into(),
+                            format!(
                             "'{other}' is not a reset: give controller, subsystem or conventional"
                         ),
-                    )),
+                        ))
+                    }
                 },
             };
             // Let the simulator's own checks speak for impossible values, now rather than at first use.

@@ -223,7 +223,12 @@ enum Action {
     /// (they read back as zeros).
     Dsm {
         /// Namespace.
-        #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+        #[arg(
+            short = 'n',
+            long = "namespace-id",
+            alias = "nsid",
+            default_value_t = 1
+        )]
         nsid: u32,
         /// Starting LBAs of the ranges, comma-separated.
         #[arg(short = 's', long, value_delimiter = ',', required = true)]
@@ -238,7 +243,12 @@ enum Action {
     /// Flush the volatile write cache, like nvme-cli `flush`.
     Flush {
         /// Namespace.
-        #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+        #[arg(
+            short = 'n',
+            long = "namespace-id",
+            alias = "nsid",
+            default_value_t = 1
+        )]
         nsid: u32,
     },
     /// Compare blocks with a file, like nvme-cli `compare`: a mismatch is the Compare Failure status (exit 1).
@@ -260,7 +270,12 @@ enum Action {
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct BlockRange {
     /// Namespace.
-    #[arg(short = 'n', long = "namespace-id", alias = "nsid", default_value_t = 1)]
+    #[arg(
+        short = 'n',
+        long = "namespace-id",
+        alias = "nsid",
+        default_value_t = 1
+    )]
     nsid: u32,
     /// First block.
     #[arg(short = 's', long)]

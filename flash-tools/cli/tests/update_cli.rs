@@ -782,7 +782,14 @@ fn the_nvm_commands_act_on_the_drive_as_nvme_cli_names_them() {
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&data).unwrap());
     ok(&[&dev, "compare", "-s", "10", "-c", "7", "-d", &data]);
     // Write Uncorrectable: the block reads back as an Unrecovered Read Error (exit 1, the status by name).
-    ok(&[&dev, "write-uncor", "--start-block", "12", "--block-count", "0"]);
+    ok(&[
+        &dev,
+        "write-uncor",
+        "--start-block",
+        "12",
+        "--block-count",
+        "0",
+    ]);
     let r = nvme_flash(&[&dev, "read", "--slba", "12", "-o", &back]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("Unrecovered Read Error"), "{}", r.stderr);
@@ -803,10 +810,18 @@ fn the_nvm_commands_act_on_the_drive_as_nvme_cli_names_them() {
     // Bad input names the flags and what would be valid.
     let r = nvme_flash(&[&dev, "dsm", "--slbs", "1,2", "--blocks", "1"]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("--slbs gives 2 range(s) and --blocks 1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--slbs gives 2 range(s) and --blocks 1"),
+        "{}",
+        r.stderr
+    );
     let r = nvme_flash(&[&dev, "compare", "-s", "0", "-c", "1", "-d", &data]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("--block-count 1 compares 2 block(s)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--block-count 1 compares 2 block(s)"),
+        "{}",
+        r.stderr
+    );
     let r = nvme_flash(&[&dev, "write-zeroes", "-s", "0", "-c", "70000"]);
     assert_eq!(r.code, 2, "{}", r.all());
 }

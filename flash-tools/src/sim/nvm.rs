@@ -151,7 +151,8 @@ fn dataset_management(
     let bs = ctx.st.namespace.block_size();
     for r in ranges.iter().filter(|r| r.blocks > 0) {
         deallocate(file, r.slba * bs, r.blocks as u64 * bs)?;
-        ctx.st.namespace
+        ctx.st
+            .namespace
             .mark_uncorrectable(r.slba, r.blocks as u64, false);
     }
     ctx.st.dirty = true;

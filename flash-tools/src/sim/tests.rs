@@ -939,7 +939,10 @@ fn write_uncorrectable_blocks_fail_reads_until_rewritten_and_dsm_deallocates_to_
     .unwrap();
     let mut four = vec![1u8; 4 * 4096];
     ctrl.read(1, 100, &mut four, 4096).unwrap();
-    assert!(four.iter().all(|&b| b == 0), "deallocated blocks read as zeros (DLFEAT 1)");
+    assert!(
+        four.iter().all(|&b| b == 0),
+        "deallocated blocks read as zeros (DLFEAT 1)"
+    );
     // Ranges past the end are refused; ranges without AD change nothing.
     ctrl.write(1, 100, &data[..4096], 4096).unwrap();
     let blocks = _sim.state().unwrap().namespace.blocks();
@@ -967,7 +970,10 @@ fn oncs_and_the_effects_log_list_exactly_what_the_simulator_implements() {
     use nvme_spec::command::io;
     let (_t, _sim, ctrl) = drive(SimConfig::default());
     let id = ctrl.identify_controller().unwrap();
-    assert_eq!(id.oncs, 0x1f, "compare, write uncorrectable, DSM, write zeroes, save/select");
+    assert_eq!(
+        id.oncs, 0x1f,
+        "compare, write uncorrectable, DSM, write zeroes, save/select"
+    );
     let log = ctrl.effects_log().unwrap();
     let supported: Vec<u8> = (0..=255u8)
         .filter(|&op| log.io[op as usize] & nvme_spec::log_page::effects::CSUPP != 0)
