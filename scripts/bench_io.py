@@ -5,11 +5,12 @@ Runs alternate (ours, fio, fio with registered buffers/files, ours, ...) so drif
 is the median of --reps runs. Latency is total latency (submission to completion: fio's lat_ns with
 lat_percentiles=1, which is what bench-agent measures). Peak RSS comes from wait4() on each process.
 
-Targets: a file on tmpfs, a loop device (O_DIRECT), and, inside a QEMU VM (software emulation, so absolute numbers
+Targets: a file on tmpfs, a loop device (O_DIRECT), a simulated drive (through its controller, with and without
+an injected read latency, and its media file directly), and, inside a QEMU VM (software emulation, so absolute numbers
 are low; the ratio is what matters), /dev/nvme0n1 (io_uring vs fio io_uring) and /dev/ng0n1 (uring_cmd
 passthrough vs fio io_uring_cmd).
 
-    scripts/bench_io.py [--runtime 3] [--reps 3] [--no-qemu] [--no-host]
+    scripts/bench_io.py [--runtime 3] [--reps 3] [--no-qemu] [--no-host] [--no-sim]
 """
 import argparse
 import json
@@ -130,6 +131,49 @@ def add_rows(rows, target, workload, results):
                      (m["iops"] / base) if base else None))
 
 
+def bench_sim(bin_dir, args, rows):
+    """A simulated drive: bench-agent through the simulated controller (the default for sim rigs), the same with
+    a 5 ms read-latency fault injected, and bench-agent and fio on the drive's media file directly (which no
+    fault reaches), randread 4k qd32."""
+    work = tempfile.mkdtemp(prefix="nvfarm-bench-sim-")
+    drive = os.path.join(work, "drive")
+    nvme_flash = os.path.join(bin_dir, "nvme-flash")
+    try:
+        subprocess.run([nvme_flash, "sim", "create", drive, "--size", "512M"], check=True, capture_output=True)
+        media = os.path.join(drive, "ns1.img")
+        subprocess.run(["fio", "--name=layout", f"--filename={media}", "--rw=write", "--bs=1M", "--size=512M",
+                        "--output-format=terse"], check=True, capture_output=True)
+        wname, wl = WORKLOADS[0]
+        size = "512M"
+
+        def fault(on):
+            sub = ["latency", "5ms", "--opcode", "read"] if on else ["clear"]
+            subprocess.run([nvme_flash, "sim", "fault", drive] + sub, check=True, capture_output=True)
+
+        tools = [
+            ("bench-agent via sim controller", lambda: ours_cmd(bin_dir, f"sim:{drive}", wl, args.runtime, size, False),
+             parse_ours, False),
+            ("bench-agent via sim controller, 5ms read fault",
+             lambda: ours_cmd(bin_dir, f"sim:{drive}", wl, args.runtime, size, False), parse_ours, True),
+            ("bench-agent media file direct, 5ms read fault",
+             lambda: ours_cmd(bin_dir, media, wl, args.runtime, size, False, engine="uring"), parse_ours, True),
+            ("fio io_uring", lambda: fio_cmd(media, wl, args.runtime, size, False), parse_fio, False),
+        ]
+        results = {t[0]: [] for t in tools}
+        for _ in range(args.reps):
+            for name, mk, parse, with_fault in tools:
+                fault(with_fault)
+                out, rss = measure(mk())
+                r = parse(out)
+                r["rss"] = rss
+                results[name].append(r)
+        fault(False)
+        add_rows(rows, "simulated drive (media file for fio)", wname, results)
+        print(f"bench: simulated drive / {wname} done", file=sys.stderr)
+    finally:
+        subprocess.run(["rm", "-rf", work])
+
+
 def bench_qemu(bin_dir, args, rows):
     """Runs the same comparison inside a QEMU VM on /dev/nvme0n1 and /dev/ng0n1."""
     work = tempfile.mkdtemp(prefix="nvfarm-bench-vm-")
@@ -191,6 +235,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="runs per tool and cell (median reported)")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--no-host", action="store_true")
+    ap.add_argument("--no-sim", action="store_true", help="skip the simulated drive's rows")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     subprocess.run([os.path.join(ROOT, "scripts/setup.sh")], check=True)
@@ -199,6 +244,8 @@ def main():
     rows = []
     if not args.no_host:
         bench_host(bin_dir, args, rows)
+    if not args.no_sim:
+        bench_sim(bin_dir, args, rows)
     if not args.no_qemu:
         bench_qemu(bin_dir, args, rows)
     hdr = ("target", "workload", "tool", "IOPS", "MiB/s", "p50 us", "p99 us", "peak RSS MiB", "IOPS vs fio")

@@ -13,7 +13,8 @@ use nvme_spec::units::{parse_duration, parse_size};
 
 #[derive(Args, Debug)]
 pub struct IoArgs {
-    /// File, block device (/dev/nvme0n1) or NVMe generic char device (/dev/ng0n1, uses uring_cmd passthrough).
+    /// File, block device (/dev/nvme0n1), NVMe generic char device (/dev/ng0n1, uses uring_cmd passthrough),
+    /// or a simulated drive (sim:DIR, or its directory: NVMe Read/Write to the simulated controller).
     #[arg(long)]
     target: PathBuf,
     /// read, write, randread, randwrite or randrw.
@@ -43,7 +44,8 @@ pub struct IoArgs {
     /// Parallel jobs, each with its own ring and its own slice of the target.
     #[arg(long, default_value_t = 1)]
     numjobs: u32,
-    /// uring (read/write) or uring_cmd (NVMe passthrough); default: uring_cmd for char devices, else uring.
+    /// uring (read/write), uring_cmd (NVMe passthrough) or sim (NVMe commands to a simulated drive); default:
+    /// uring_cmd for char devices, sim for a simulated drive, else uring.
     #[arg(long)]
     engine: Option<String>,
     /// Seed for random offsets and the verify pattern.
@@ -65,15 +67,24 @@ pub struct IoArgs {
 
 pub fn run(a: IoArgs) -> ExitCode {
     use std::os::unix::fs::FileTypeExt;
+    let mut a = a;
+    if let Some(dir) = a.target.to_str().and_then(|t| t.strip_prefix("sim:")) {
+        a.target = PathBuf::from(dir);
+        if a.engine.is_none() {
+            a.engine = Some("sim".into());
+        }
+    }
     let engine = match a.engine.as_deref() {
         Some("uring") => Engine::Uring,
         Some("uring_cmd") => Engine::UringCmd,
+        Some("sim") => Engine::SimNvme,
         Some(other) => {
             eprintln!(
-                "bench-agent: error: invalid --engine '{other}': expected uring or uring_cmd"
+                "bench-agent: error: invalid --engine '{other}': expected uring, uring_cmd or sim"
             );
             return ExitCode::Usage;
         }
+        None if a.target.join(flash_tools::sim::state::STATE_FILE).is_file() => Engine::SimNvme,
         None => match std::fs::metadata(&a.target) {
             Ok(m) if m.file_type().is_char_device() => Engine::UringCmd,
             _ => Engine::Uring,

@@ -738,3 +738,132 @@ fn a_power_cycle_step_is_orderly_and_counts_no_unsafe_shutdown() {
     run(&nvme_flash(), &[&format!("sim:{}", lab.p("drive")), "wait"]);
     assert_eq!(smart_counts(&lab), ("2".to_string(), "1".to_string()));
 }
+
+/// A simulated drive in the lab (64 MiB, fast boots), as `sim:DIR`.
+fn sim_drive(lab: &Lab, extra: &[&str]) -> String {
+    let dir = lab.p("drive");
+    let mut args = vec![
+        "sim",
+        "create",
+        &dir,
+        "--size",
+        "64M",
+        "--boot-time",
+        "50ms",
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, err) = run(&nvme_flash(), &args);
+    assert_eq!(code, 0, "{err}");
+    format!("sim:{dir}")
+}
+
+fn smart_of(dev: &str) -> Value {
+    let (code, out, err) = run(&nvme_flash(), &[dev, "log", "smart", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn io_on_a_simulated_drive_goes_through_its_controller_and_is_counted_by_it() {
+    let lab = Lab::new();
+    let dev = sim_drive(&lab, &[]);
+    // 256 writes of 4 KiB with verify: 256 reads back, every one a command the drive counts.
+    let (code, out, err) = lab.agent(&[
+        "io",
+        "--target",
+        &dev,
+        "--rw",
+        "write",
+        "--bs",
+        "4k",
+        "--iodepth",
+        "4",
+        "--size",
+        "1M",
+        "--verify",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["engine"], "sim_nvme");
+    assert_eq!(r["verify"]["blocks_checked"], 256);
+    let s = smart_of(&dev);
+    assert_eq!(s["host_write_commands"], "256");
+    assert_eq!(
+        s["host_read_commands"], "256",
+        "the verify read-back is counted"
+    );
+    // A status fault on reads is an I/O failure naming the status.
+    let dir = lab.p("drive");
+    run(
+        &nvme_flash(),
+        &[
+            "sim", "fault", &dir, "status", "0x0281", "--opcode", "read", "--count", "1",
+        ],
+    );
+    let (code, _, err) = lab.agent(&[
+        "io", "--target", &dev, "--rw", "read", "--bs", "4k", "--size", "64k",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Unrecovered Read Error") || err.contains("0x281"),
+        "{err}"
+    );
+    // MDTS (128 KiB here) bounds one command: a larger bs is refused before anything is sent.
+    let (code, _, err) = lab.agent(&[
+        "io", "--target", &dev, "--rw", "read", "--bs", "256k", "--size", "1M",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("MDTS 131072 bytes"), "{err}");
+    // A drive that lost power is an infrastructure error, not a test failure.
+    run(&nvme_flash(), &["sim", "power", &dir, "off"]);
+    let (code, _, err) = lab.agent(&[
+        "io", "--target", &dev, "--rw", "read", "--bs", "4k", "--size", "64k",
+    ]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn an_io_step_on_a_sim_rig_sees_the_drives_faults_and_the_media_target_bypasses_them() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = |target: &str| {
+        lab.plan(
+            &format!("io-{target}.toml"),
+            &format!("name = \"io\"\n[[step]]\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\nsize = \"1M\"\niodepth = 4\nruntime = \"300ms\"\ntarget = \"{target}\"\n"),
+        )
+    };
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan("namespace"), None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let log = report["steps"][0]["log"].to_string();
+    assert!(
+        log.contains("NVMe commands to the simulated controller"),
+        "{log}"
+    );
+    // Blocks 100-199 are now bad: the step through the controller fails on them (random reads over 256
+    // blocks for 300 ms meet them), the media target reads the file underneath and does not see it.
+    run(
+        &nvme_flash(),
+        &[
+            "sim",
+            "fault",
+            &lab.p("drive"),
+            "media-error",
+            "--lba",
+            "100",
+            "--blocks",
+            "100",
+        ],
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan("namespace"), None);
+    assert_eq!(code, 1, "{err}\n{report:#}");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("I/O failed") && msg.contains("Unrecovered Read Error"),
+        "{msg}"
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan("media"), None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let log = report["steps"][0]["log"].to_string();
+    assert!(log.contains("io_uring"), "{log}");
+}

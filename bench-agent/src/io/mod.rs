@@ -5,7 +5,9 @@
 //! - [`uring`]: reads and writes on a file or block device, with registered buffers and files, optional O_DIRECT,
 //!   and single-issuer / deferred-task-run rings where the kernel has them;
 //! - [`uring_cmd`]: NVMe Read/Write commands through `IORING_OP_URING_CMD` on a generic char device
-//!   (`/dev/ngXnY`), with 128-byte SQEs and 32-byte CQEs.
+//!   (`/dev/ngXnY`), with 128-byte SQEs and 32-byte CQEs;
+//! - [`sim_nvme`]: NVMe Read/Write commands to a simulated controller (the default for simulated rigs), so the
+//!   simulator's faults, MDTS, resets and SMART counting apply to the I/O.
 //!
 //! Each job keeps `iodepth` commands in flight: it fills every free slot, submits them with one syscall, and reaps
 //! every completion available. Latencies go into a log-linear [`histogram::Histogram`]. With `verify`, writes
@@ -18,6 +20,7 @@ mod inflight;
 mod job;
 pub mod pattern;
 mod report;
+pub mod sim_nvme;
 mod spec;
 mod target;
 pub mod uring;
@@ -62,6 +65,10 @@ pub fn run(spec: &IoSpec) -> Result<IoReport, IoError> {
                         }
                         Engine::UringCmd => {
                             let mut ring = uring_cmd::CmdRing::open(spec)?;
+                            Ok((run_job(&mut ring, spec, job, region)?, ring.describe()))
+                        }
+                        Engine::SimNvme => {
+                            let mut ring = sim_nvme::SimRing::open(spec)?;
                             Ok((run_job(&mut ring, spec, job, region)?, ring.describe()))
                         }
                     }

@@ -18,6 +18,8 @@ pub enum Engine {
     Uring,
     /// io_uring NVMe passthrough on a generic char device.
     UringCmd,
+    /// NVMe Read/Write to a simulated controller (the target is the simulated drive's directory).
+    SimNvme,
 }
 
 impl Engine {
@@ -26,6 +28,7 @@ impl Engine {
         match self {
             Engine::Uring => "io_uring",
             Engine::UringCmd => "io_uring passthrough",
+            Engine::SimNvme => "NVMe commands to the simulated controller",
         }
     }
 }

@@ -9,6 +9,9 @@ use super::uring_cmd;
 pub(crate) fn target_size(spec: &IoSpec) -> Result<u64, IoError> {
     use std::os::unix::fs::FileTypeExt;
     let path = &spec.target;
+    if spec.engine == Engine::SimNvme {
+        return super::sim_nvme::namespace_size(path);
+    }
     let meta = std::fs::metadata(path);
     match meta {
         Ok(m) if m.file_type().is_char_device() => uring_cmd::namespace_size(path),

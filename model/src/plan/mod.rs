@@ -103,8 +103,11 @@ pub enum SanitizeKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoTarget {
-    /// The drive's namespace 1 through the block layer (a simulated drive's media).
+    /// The drive's namespace 1: through the block layer on a real drive, NVMe Read/Write commands to the
+    /// controller on a simulated one (its faults, MDTS and resets apply).
     Namespace,
+    /// A simulated drive's media file directly, bypassing its controller (faster; no faults apply).
+    Media,
     /// NVMe passthrough (uring_cmd) on the namespace's generic char device `/dev/ngXn1`.
     Generic,
     /// An explicit path.

@@ -422,11 +422,12 @@ fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
     let target = match r.target.as_deref() {
         None | Some("namespace") => IoTarget::Namespace,
         Some("generic") => IoTarget::Generic,
+        Some("media") => IoTarget::Media,
         Some(p) if p.starts_with('/') => IoTarget::Path(p.into()),
         Some(p) => {
             return Err(cx.invalid(
                 "target",
-                format!("'{p}': expected namespace, generic or an absolute path"),
+                format!("'{p}': expected namespace, generic, media or an absolute path"),
             ))
         }
     };

@@ -11,10 +11,18 @@ use crate::io::{self, Engine, IoError, IoReport, IoSpec};
 
 /// Where the step's data goes, and with which backend.
 fn target(ctx: &Ctx<'_>, io: &IoStep, device: &str) -> Result<(PathBuf, Engine), Fail> {
-    let media = ctx.rig.media_path();
-    Ok(match (&io.target, media) {
-        (IoTarget::Namespace, Some(path)) => (path, Engine::Uring),
+    let sim = ctx.rig.sim_dir().map(|d| d.to_path_buf());
+    Ok(match (&io.target, sim) {
+        // Through the simulated controller, as I/O reaches a drive.
+        (IoTarget::Namespace, Some(dir)) => (dir, Engine::SimNvme),
         (IoTarget::Namespace, None) => (PathBuf::from(format!("/dev/{device}n1")), Engine::Uring),
+        (IoTarget::Media, Some(dir)) => (dir.join(flash_tools::sim::NAMESPACE_FILE), Engine::Uring),
+        (IoTarget::Media, None) => {
+            return Err(Fail::new(
+                Outcome::Invalid,
+                "target = \"media\" is the media file of a simulated drive; this rig's drive is real: use target = \"namespace\"",
+            ))
+        }
         (IoTarget::Generic, None) => (
             PathBuf::from(format!("/dev/{}n1", device.replacen("nvme", "ng", 1))),
             Engine::UringCmd,
@@ -87,7 +95,10 @@ pub(super) fn run(
         IoError::Io { .. } if !e.is_device_gone() => Fail::failed(format!("I/O failed: {e}")),
         _ => Fail::error(format!("io engine: {e}")),
     })?;
-    ctx.rig.account_host_io(&r, t0.elapsed());
+    if engine == Engine::Uring && io.target == IoTarget::Media {
+        // The simulator did not see this I/O: tell it, so its SMART counters move as a drive's would.
+        ctx.rig.account_host_io(&r, t0.elapsed());
+    }
     for line in r.to_string().lines() {
         log.line(line.trim_start());
     }
