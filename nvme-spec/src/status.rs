@@ -153,6 +153,25 @@ impl Status {
     pub fn name(self) -> &'static str {
         status_name(self.sct(), self.sc())
     }
+
+    /// The status code (`(SCT << 8) | SC`) the spec names `name`: case, spaces, `_` and `-` do not matter
+    /// ("Invalid Field in Command", "invalid_field_in_command"); "success" is Successful Completion.
+    pub fn code_by_name(name: &str) -> Option<u16> {
+        let norm = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        let want = norm(name);
+        if want == "success" {
+            return Some(0);
+        }
+        (0u16..=0x7ff).find(|&c| {
+            let n = Status::from_code(c).name();
+            !n.starts_with("Unknown") && norm(n) == want
+        })
+    }
 }
 
 fn status_name(sct_value: u8, sc: u8) -> &'static str {

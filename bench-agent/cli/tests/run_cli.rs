@@ -867,3 +867,118 @@ fn an_io_step_on_a_sim_rig_sees_the_drives_faults_and_the_media_target_bypasses_
     let log = report["steps"][0]["log"].to_string();
     assert!(log.contains("io_uring"), "{log}");
 }
+
+#[test]
+fn nvme_steps_send_the_commands_a_plan_writes_and_check_their_statuses() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "nvme.toml",
+        r#"name = "nvme checks"
+[[step]]
+name = "smart log"
+kind = "nvme"
+opcode = 0x02
+cdw10 = 0x007f0002
+data_in = 512
+[[step]]
+name = "identify with a bad CNS"
+kind = "nvme"
+opcode = 0x06
+cdw10 = 0xff
+data_in = 4096
+expect = "Invalid Field in Command"
+[[step]]
+name = "read past the end"
+kind = "nvme"
+queue = "io"
+opcode = 0x02
+cdw10 = 0xffffffff
+cdw11 = 0xff
+data_in = 4096
+expect = "lba_out_of_range"
+[[step]]
+name = "mark LBA 5 bad"
+kind = "nvme"
+queue = "io"
+opcode = 0x04
+cdw10 = 5
+[[step]]
+name = "read it"
+kind = "nvme"
+queue = "io"
+opcode = 0x02
+cdw10 = 5
+data_in = 4096
+expect = 0x0281
+[[step]]
+name = "expects what a drive does not do"
+kind = "nvme"
+opcode = 0xc1
+data_out = "00112233"
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 1, "the last step fails: {err}\n{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    let outcomes: Vec<&str> = steps
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["passed", "passed", "passed", "passed", "passed", "failed"],
+        "{report:#}"
+    );
+    assert_eq!(steps[4]["metrics"]["status_code"], 0x281 as f64);
+    let msg = steps[5]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("completed with Invalid Command Opcode")
+            && msg.contains("expected Successful Completion"),
+        "{msg}"
+    );
+    assert!(steps[0]["log"].to_string().contains("data: "), "{report:#}");
+}
+
+#[test]
+fn a_bad_nvme_step_is_refused_naming_the_field_and_what_would_be_valid() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    for (body, field, says) in [
+        ("opcode = 300", "opcode", "0 to 255"),
+        (
+            "opcode = 0x01\ndata_in = 512",
+            "data_in",
+            "sends no data to the host",
+        ),
+        (
+            "opcode = 0x06\ndata_out = \"00\"",
+            "data_out",
+            "takes no data from the host",
+        ),
+        (
+            "opcode = 0x06\ndata_in = 4096\nexpect = \"Bogus Status\"",
+            "expect",
+            "not a status the spec names",
+        ),
+        (
+            "opcode = 0x06\ndata_in = 99999999",
+            "data_in",
+            "0 to 1048576",
+        ),
+        ("opcode = 0x03", "opcode", "moves data both ways"),
+        (
+            "opcode = 0x06\nqueue = \"sq3\"",
+            "queue",
+            "expected admin or io",
+        ),
+    ] {
+        let plan = lab.plan(
+            "bad.toml",
+            &format!("name = \"b\"\n[[step]]\nkind = \"nvme\"\n{body}\n"),
+        );
+        let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+        assert_eq!(code, 2, "{body}: {err}");
+        assert!(err.contains(field) && err.contains(says), "{body}: {err}");
+    }
+}

@@ -207,6 +207,8 @@ pub enum StepKind {
         /// The regular expression (placeholders allowed).
         pattern: String,
     },
+    /// Send one NVMe command with chosen fields and check the status it completes with.
+    Nvme(NvmeCommandStep),
     /// Run a shell command on the bench.
     Script {
         /// The command (`sh -c`), as written: values come from its environment.
@@ -219,7 +221,7 @@ pub enum StepKind {
 }
 
 /// Every step kind, as plans spell them.
-pub const KINDS: &str = "flash, identify, smart, selftest, format, sanitize, io, power_cycle, wait_for_drive, console_expect, script";
+pub const KINDS: &str = "flash, identify, smart, selftest, format, sanitize, io, power_cycle, wait_for_drive, console_expect, nvme, script";
 
 impl StepKind {
     /// The kind's name as plans spell it.
@@ -236,9 +238,42 @@ impl StepKind {
             StepKind::WaitForDrive => "wait_for_drive",
             StepKind::ConsoleExpect { .. } => "console_expect",
             StepKind::Script { .. } => "script",
+            StepKind::Nvme(_) => "nvme",
         }
     }
 }
+
+/// Which queue an `nvme` step's command goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandQueue {
+    /// The admin queue.
+    Admin,
+    /// An I/O queue (NVM command set).
+    Io,
+}
+
+/// An `nvme` step: one command, as a validation engineer writes it, and the status it must end with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NvmeCommandStep {
+    /// Admin or I/O.
+    pub queue: CommandQueue,
+    /// The opcode.
+    pub opcode: u8,
+    /// The namespace (default 0 for admin commands, 1 for I/O).
+    pub nsid: u32,
+    /// Command dwords 10 to 15.
+    pub cdw: [u32; 6],
+    /// Bytes the controller returns (opcodes whose bits 1:0 are 10b).
+    pub data_in: u32,
+    /// Bytes sent to the controller (opcodes whose bits 1:0 are 01b).
+    pub data_out: Vec<u8>,
+    /// The status code it must complete with (`(SCT << 8) | SC`; 0 = success).
+    pub expect: u16,
+}
+
+/// The most data an `nvme` step moves either way.
+pub const NVME_STEP_MAX_DATA: u32 = 1 << 20;
 
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]

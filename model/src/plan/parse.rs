@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::placeholders::{env_name, known_in, placeholders, substitute};
 use super::{
-    IoStep, IoTarget, IoThresholds, OnFailure, Plan, PlanError, SanitizeKind, SelfTestKind, Step,
-    StepKind, KINDS,
+    CommandQueue, IoStep, IoTarget, IoThresholds, NvmeCommandStep, OnFailure, Plan, PlanError,
+    SanitizeKind, SelfTestKind, Step, StepKind, KINDS, NVME_STEP_MAX_DATA,
 };
 use crate::io::{IoOptions, Rw};
 
@@ -190,6 +190,7 @@ fn step(file: &Path, number: u32, v: toml::Value) -> Result<Step, PlanError> {
             (StepKind::WaitForDrive, d("2m"), OnFailure::Stop)
         }
         "console_expect" => console_expect(&cx, rest)?,
+        "nvme" => nvme(&cx, rest)?,
         "script" => script(&cx, rest)?,
         other => {
             return Err(whole(
@@ -487,6 +488,139 @@ fn console_expect(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
     Ok((
         StepKind::ConsoleExpect { pattern: r.pattern },
         d("60s"),
+        OnFailure::Continue,
+    ))
+}
+
+fn nvme(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        queue: Option<String>,
+        opcode: i64,
+        nsid: Option<i64>,
+        cdw10: Option<i64>,
+        cdw11: Option<i64>,
+        cdw12: Option<i64>,
+        cdw13: Option<i64>,
+        cdw14: Option<i64>,
+        cdw15: Option<i64>,
+        data_in: Option<i64>,
+        data_out: Option<String>,
+        expect: Option<toml::Value>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let queue = match r.queue.as_deref() {
+        None | Some("admin") => CommandQueue::Admin,
+        Some("io") => CommandQueue::Io,
+        Some(q) => return Err(cx.invalid("queue", format!("'{q}': expected admin or io"))),
+    };
+    let opcode = u8::try_from(r.opcode).map_err(|_| {
+        cx.invalid(
+            "opcode",
+            format!("{}: an opcode is 0 to 255 (0xff)", r.opcode),
+        )
+    })?;
+    let dword = |key: &str, v: Option<i64>| -> Result<u32, PlanError> {
+        v.map_or(Ok(0), |v| {
+            u32::try_from(v).map_err(|_| {
+                cx.invalid(key, format!("{v}: a dword is 0 to 4294967295 (0xffffffff)"))
+            })
+        })
+    };
+    let nsid = match r.nsid {
+        None if queue == CommandQueue::Io => 1,
+        v => dword("nsid", v)?,
+    };
+    let cdw = [
+        dword("cdw10", r.cdw10)?,
+        dword("cdw11", r.cdw11)?,
+        dword("cdw12", r.cdw12)?,
+        dword("cdw13", r.cdw13)?,
+        dword("cdw14", r.cdw14)?,
+        dword("cdw15", r.cdw15)?,
+    ];
+    let data_in = match r.data_in {
+        None => 0,
+        Some(n) if (0..=NVME_STEP_MAX_DATA as i64).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(cx.invalid(
+                "data_in",
+                format!("{n}: bytes to read back, 0 to {NVME_STEP_MAX_DATA}"),
+            ))
+        }
+    };
+    let data_out = match &r.data_out {
+        None => vec![],
+        Some(h) => {
+            let h: String = h.chars().filter(|c| !c.is_whitespace()).collect();
+            if h.len() % 2 != 0 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(cx.invalid("data_out", "hex digits, two per byte (e.g. \"00ff10\")"));
+            }
+            let b: Vec<u8> = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap_or(0))
+                .collect();
+            if b.len() > NVME_STEP_MAX_DATA as usize {
+                return Err(cx.invalid(
+                    "data_out",
+                    format!("{} bytes: at most {NVME_STEP_MAX_DATA}", b.len()),
+                ));
+            }
+            b
+        }
+    };
+    // The opcode's bits 1:0 say which way its data goes.
+    match (opcode & 3, data_in, data_out.is_empty()) {
+        (3, _, _) => {
+            return Err(cx.invalid(
+                "opcode",
+                format!("{opcode:#04x} moves data both ways, which this step cannot send"),
+            ))
+        }
+        (d, n, _) if n > 0 && d != 2 => {
+            return Err(cx.invalid(
+                "data_in",
+                format!(
+                    "opcode {opcode:#04x} sends no data to the host (its bits 1:0 are not 10b)"
+                ),
+            ))
+        }
+        (d, _, false) if d != 1 => {
+            return Err(cx.invalid(
+                "data_out",
+                format!(
+                    "opcode {opcode:#04x} takes no data from the host (its bits 1:0 are not 01b)"
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let expect = match r.expect {
+        None => 0,
+        Some(toml::Value::Integer(n)) => u16::try_from(n)
+            .ok()
+            .filter(|&c| c <= 0x7ff)
+            .ok_or_else(|| cx.invalid("expect", format!("{n}: a status code is (SCT << 8) | SC, 0 to 0x7ff")))?,
+        Some(toml::Value::String(s)) => nvme_spec::Status::code_by_name(&s).ok_or_else(|| {
+            cx.invalid(
+                "expect",
+                format!("'{s}' is not a status the spec names (e.g. \"success\", \"Invalid Field in Command\", \"LBA Out of Range\", or a number like 0x0002)"),
+            )
+        })?,
+        Some(_) => return Err(cx.invalid("expect", "a status name or number")),
+    };
+    Ok((
+        StepKind::Nvme(NvmeCommandStep {
+            queue,
+            opcode,
+            nsid,
+            cdw,
+            data_in,
+            data_out,
+            expect,
+        }),
+        d("1m"),
         OnFailure::Continue,
     ))
 }

@@ -6,6 +6,7 @@ mod flash;
 mod format;
 mod identify;
 mod io;
+mod nvme;
 mod power_cycle;
 mod sanitize;
 mod script;
@@ -52,6 +53,7 @@ pub(crate) fn exec(
         }
         StepKind::WaitForDrive => wait_for_drive::run(ctx, deadline, log),
         StepKind::ConsoleExpect { pattern } => console_expect::run(ctx, pattern, deadline, log),
+        StepKind::Nvme(cmd) => nvme::run(ctx, cmd, deadline, log),
         StepKind::Script {
             command,
             env,
