@@ -709,20 +709,37 @@ timeout = "20s"
 kind = "console_expect"
 pattern = 'firmware {firmware.revision} ready \(slot \d{1,2}\)'
 [[step]]
+kind = "nvme"
+queue = "io"
+opcode = 0x02
+cdw10 = 7
+data_in = 4096
+expect = "LBA Out of Range"
+[[step]]
 kind = "script"
 command = "nvme-flash $NVFARM_DEVICE info"
 on_failure = "stop"
 "#,
         )
         .unwrap();
-        assert_eq!(p.steps.len(), 11);
+        assert_eq!(p.steps.len(), 12);
         let kinds: Vec<_> = p.steps.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, KINDS.split(", ").collect::<Vec<_>>());
         assert_eq!(p.steps[0].on_failure, OnFailure::Stop);
         assert_eq!(p.steps[0].timeout, Duration::from_secs(600));
         assert_eq!(p.steps[1].on_failure, OnFailure::Continue);
         assert_eq!(p.steps[8].timeout, Duration::from_secs(20));
-        assert_eq!(p.steps[10].on_failure, OnFailure::Stop);
+        assert_eq!(p.steps[11].on_failure, OnFailure::Stop);
+        match &p.steps[10].kind {
+            StepKind::Nvme(n) => {
+                assert_eq!(
+                    (n.queue, n.opcode, n.nsid, n.cdw[0]),
+                    (CommandQueue::Io, 2, 1, 7)
+                );
+                assert_eq!((n.data_in, n.expect), (4096, 0x80));
+            }
+            other => panic!("{other:?}"),
+        }
         match &p.steps[6].kind {
             StepKind::Io(io) => {
                 assert_eq!(io.options.bs, 4096);
