@@ -269,7 +269,14 @@ fn self_test_log(ctx: &Ctx<'_>) -> SelfTestLog {
                 result_text: self_test_result::name(r.result).into(),
                 code: r.code,
                 segment: r.segment,
-                valid_diagnostic_info: if r.failing_lba.is_some() { 0x7 } else { 0x1 },
+                // NSIDV, FLBAV when an LBA is named, SCTV and SCV when a status code is.
+                valid_diagnostic_info: 0x1
+                    | if r.failing_lba.is_some() { 0x2 } else { 0 }
+                    | if r.status_code_type != 0 || r.status_code != 0 {
+                        0xc
+                    } else {
+                        0
+                    },
                 power_on_hours: r.power_on_hours,
                 nsid: r.nsid,
                 failing_lba: r.failing_lba.unwrap_or(0),
@@ -292,6 +299,7 @@ fn get_log_page(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Completion 
                     status_field: e.status,
                     lba: e.lba,
                     nsid: e.nsid,
+                    parm_error_location: e.parm_error_location,
                     ..Default::default()
                 }
                 .encode(&mut b[i * 64..(i + 1) * 64]);
@@ -602,6 +610,9 @@ fn format(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
     Ok(Completion::ok(0))
 }
 
+/// Sanitize Status SSTAT bit 8: no user data written since the last sanitize.
+pub(super) const SSTAT_GLOBAL_DATA_ERASED: u16 = 1 << 8;
+
 fn sanitize(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
     use nvme_spec::command::sanitize_action::{
         BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE_MODE, OVERWRITE,
@@ -611,7 +622,17 @@ fn sanitize(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimError> {
         BLOCK_ERASE | OVERWRITE | CRYPTO_ERASE => {
             ctx.abort_self_test(self_test_result::ABORTED_BY_SANITIZE);
             erase_namespace(ctx)?;
-            ctx.st.sanitize_sstat = 1;
+            // Completed; for an overwrite the passes done (OWPC, CDW10 7:4, 0 = 16) in bits 7:3; and Global Data
+            // Erased until something writes user data again.
+            let passes = if cmd.sanitize_action() == OVERWRITE {
+                match (cmd.cdw10 >> 4) & 0xf {
+                    0 => 16,
+                    n => n as u16,
+                }
+            } else {
+                0
+            };
+            ctx.st.sanitize_sstat = 1 | (passes << 3) | SSTAT_GLOBAL_DATA_ERASED;
             ctx.st.sanitize_cdw10 = cmd.cdw10;
             ctx.st.dirty = false;
             Ok(Completion::ok(0))

@@ -6,7 +6,7 @@ use std::fs;
 
 use nvme_spec::command::admin as admin_op;
 use nvme_spec::log_page::self_test_result;
-use nvme_spec::{Command, Queue, Status};
+use nvme_spec::{Command, Queue, Status, NSID_ALL};
 
 use super::faults::FaultKind;
 use super::image::{self, Behaviour};
@@ -155,8 +155,11 @@ impl Ctx<'_> {
     pub(super) fn record_failure(&mut self, queue: Queue, cmd: &Command, status: Status) {
         let sqid = if queue == Queue::Admin { 0 } else { 1 };
         let lba = if queue == Queue::Io { cmd.slba() } else { 0 };
+        // An error not specific to a namespace names FFFFFFFFh.
+        let nsid = if cmd.nsid == 0 { NSID_ALL } else { cmd.nsid };
         self.st.take_cmdid();
-        self.st.record_error(sqid, status.raw(), cmd.nsid, lba);
+        self.st
+            .record_error(sqid, status.raw(), nsid, lba, error_location(queue, status));
     }
 
     /// Takes a new instance number and, on a bus, publishes the drive under it.
@@ -405,5 +408,23 @@ impl Ctx<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Where in the submission queue entry the field a status complains about lies (bits 7:0 the byte, 10:8 the
+/// bit), for the Error Information log; FFFFh when the status is not about a field.
+fn error_location(queue: Queue, status: Status) -> u16 {
+    use nvme_spec::status::code;
+    // Byte offsets in the 64-byte entry: NSID at 4, CDW10 at 40, CDW12 at 48.
+    match status.code() {
+        code::INVALID_NAMESPACE => 4,
+        code::LBA_OUT_OF_RANGE => 40,
+        // I/O: the length (NLB, CDW12) is what a data error is about; admin: the selector in CDW10.
+        code::INVALID_FIELD if queue == Queue::Io => 48,
+        code::INVALID_FIELD
+        | code::INVALID_FIRMWARE_SLOT
+        | code::INVALID_LOG_PAGE
+        | code::INVALID_FORMAT => 40,
+        _ => 0xffff,
     }
 }

@@ -71,6 +71,7 @@ pub(super) fn execute(
             Completion::ok(0)
         }
         (io::WRITE, Data::ToDevice(buf)) if buf.len() as u64 == len => {
+            ctx.st.sanitize_sstat &= !super::admin::SSTAT_GLOBAL_DATA_ERASED;
             file.write_all_at(buf, offset).map_err(io_err)?;
             c.bytes_written += len as u128;
             c.host_write_commands += 1;

@@ -234,8 +234,16 @@ pub struct ErrorRecord {
     pub status: u16,
     /// LBA concerned.
     pub lba: u64,
-    /// Namespace concerned.
+    /// Namespace concerned (FFFFFFFFh: not specific to a namespace).
     pub nsid: u32,
+    /// Parameter Error Location: bits 7:0 the byte of the submission queue entry, bits 10:8 the bit, of the
+    /// field in error; FFFFh when the error is not about a field.
+    #[serde(default = "no_location")]
+    pub parm_error_location: u16,
+}
+
+fn no_location() -> u16 {
+    0xffff
 }
 
 /// A self-test in progress.
@@ -486,7 +494,7 @@ impl SimState {
     }
 
     /// Appends an error log entry (newest first, 64 kept).
-    pub fn record_error(&mut self, sqid: u16, status: u16, nsid: u32, lba: u64) {
+    pub fn record_error(&mut self, sqid: u16, status: u16, nsid: u32, lba: u64, location: u16) {
         self.error_count += 1;
         let cmdid = self.next_cmdid;
         self.errors.insert(
@@ -498,6 +506,7 @@ impl SimState {
                 status,
                 lba,
                 nsid,
+                parm_error_location: location,
             },
         );
         self.errors.truncate(64);

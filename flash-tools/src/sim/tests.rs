@@ -1043,3 +1043,87 @@ fn a_transfer_larger_than_mdts_is_invalid_field() {
         code::INVALID_FIELD
     );
 }
+
+#[test]
+fn error_log_entries_name_the_namespace_and_the_field_in_error() {
+    let (_t, _sim, ctrl) = drive(SimConfig::default());
+    // An admin command not about a namespace: NSID FFFFFFFFh; the bad CNS lives in CDW10 (byte 40).
+    let cmd = nvme_spec::Command {
+        opcode: nvme_spec::command::admin::IDENTIFY,
+        cdw10: 0xff,
+        ..Default::default()
+    };
+    let mut buf = vec![0u8; 4096];
+    let c = ctrl
+        .submit_raw(
+            nvme_spec::Queue::Admin,
+            &cmd,
+            crate::transport::Data::FromDevice(&mut buf),
+        )
+        .unwrap();
+    assert_eq!(c.status.code(), code::INVALID_FIELD);
+    // A read past the end of namespace 1: its NSID, the LBA, SLBA in CDW10.
+    let blocks = _sim.state().unwrap().namespace.blocks();
+    let mut one = vec![0u8; 4096];
+    assert_eq!(
+        status_of(ctrl.read(1, blocks, &mut one, 4096)),
+        code::LBA_OUT_OF_RANGE
+    );
+    // A firmware image the drive rejects is not about a field: FFFFh.
+    download(&ctrl, b"not an image, just 32 bytes here");
+    assert_eq!(
+        status_of(ctrl.firmware_commit(2, CommitAction::ReplaceActivateOnReset)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
+    let log = ctrl.error_log(3).unwrap();
+    let e: Vec<_> = log.valid().collect();
+    assert_eq!(e.len(), 3);
+    let (img, read, identify) = (&e[0], &e[1], &e[2]);
+    assert_eq!(
+        (identify.sqid, identify.nsid, identify.parm_error_location),
+        (0, 0xffff_ffff, 40)
+    );
+    assert_eq!(
+        (read.sqid, read.nsid, read.lba, read.parm_error_location),
+        (1, 1, blocks, 40)
+    );
+    assert_eq!((img.nsid, img.parm_error_location), (0xffff_ffff, 0xffff));
+}
+
+#[test]
+fn a_failed_self_test_says_its_status_code_is_valid_and_sanitize_status_counts_passes_and_global_erase(
+) {
+    let (_t, sim, ctrl) = drive(SimConfig::default());
+    sim.add_fault(Fault::new(FaultKind::SelfTestFailure))
+        .unwrap();
+    ctrl.device_self_test(1, self_test_code::SHORT).unwrap();
+    let start = Instant::now();
+    let r = loop {
+        let log = ctrl.self_test_log().unwrap();
+        if log.current_operation == 0 {
+            break log.results[0].clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(r.result, self_test_result::SEGMENTS_FAILED);
+    assert_eq!(
+        r.valid_diagnostic_info, 0xf,
+        "NSIDV, FLBAV, SCTV and SCV: the status code fields are valid"
+    );
+    // An overwrite sanitize of 3 passes: completed, 3 passes, global data erased; a write clears GDE.
+    let cmd = nvme_spec::Command {
+        cdw10: (nvme_spec::command::sanitize_action::OVERWRITE as u32) | (3 << 4),
+        ..nvme_spec::Command::sanitize(nvme_spec::command::sanitize_action::OVERWRITE, false, 0)
+    };
+    let c = ctrl
+        .submit_raw(nvme_spec::Queue::Admin, &cmd, crate::transport::Data::None)
+        .unwrap();
+    assert!(c.status.is_success(), "{}", c.status);
+    let s = ctrl.sanitize_status().unwrap();
+    assert_eq!(s.sstat & 0x7, 1, "completed");
+    assert_eq!((s.sstat >> 3) & 0x1f, 3, "overwrite passes");
+    assert_ne!(s.sstat & (1 << 8), 0, "global data erased");
+    ctrl.write(1, 0, &vec![1u8; 4096], 4096).unwrap();
+    assert_eq!(ctrl.sanitize_status().unwrap().sstat & (1 << 8), 0);
+}
