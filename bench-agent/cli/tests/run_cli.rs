@@ -982,3 +982,98 @@ fn a_bad_nvme_step_is_refused_naming_the_field_and_what_would_be_valid() {
         assert!(err.contains(field) && err.contains(says), "{body}: {err}");
     }
 }
+
+#[test]
+fn an_io_verify_workload_runs_through_a_firmware_update_and_its_data_reads_back_after_activation() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.plan(
+        "par.toml",
+        r#"name = "flash under load"
+[[step]]
+kind = "parallel"
+name = "io while flashing"
+[[step.steps]]
+kind = "io"
+rw = "randrw"
+bs = "4k"
+iodepth = 4
+size = "2M"
+runtime = "2s"
+verify = true
+[[step.steps]]
+kind = "flash"
+[[step]]
+kind = "identify"
+expect = { fr = "{firmware.revision}" }
+"#,
+    );
+    let (code, report, junit, err) = lab.run_plan(&rigs, &plan, Some(&fw));
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let group = &report["steps"][0];
+    assert_eq!(group["kind"], "parallel");
+    let msg = group["message"].as_str().unwrap();
+    assert!(
+        msg.contains("1.1-io: passed") && msg.contains("1.2-flash: passed"),
+        "{msg}"
+    );
+    // The io member's verify read back every block it wrote, across the activation's reset.
+    assert!(
+        group["metrics"]["1.1-io.verify_mismatches"] == 0.0,
+        "{group:#}"
+    );
+    let log = group["log"].to_string();
+    assert!(
+        log.contains("[1.2-flash]") && log.contains("[1.1-io]"),
+        "{log}"
+    );
+    // The revision the flash found is what the next step checks.
+    assert_eq!(report["steps"][1]["outcome"], "passed", "{report:#}");
+    assert_eq!(report["firmware"]["revision"], "2.0.0");
+    assert!(
+        junit.contains(r#"tests="2" failures="0" errors="0""#),
+        "{junit}"
+    );
+}
+
+#[test]
+fn a_group_ends_as_its_worst_member_and_bad_groups_are_refused() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "par.toml",
+        r#"name = "group"
+[[step]]
+kind = "parallel"
+steps = [
+  { kind = "smart" },
+  { kind = "nvme", opcode = 0xc1, data_out = "00" },
+]
+[[step]]
+kind = "smart"
+"#,
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 1, "{err}\n{report:#}");
+    assert_eq!(report["steps"][0]["outcome"], "failed");
+    assert_eq!(
+        report["steps"][1]["outcome"], "skipped",
+        "a failed group stops the plan by default"
+    );
+    for (body, says) in [
+        ("steps = [{ kind = \"smart\" }]", "2 to 8 steps"),
+        (
+            "steps = [{ kind = \"smart\" }, { kind = \"parallel\", steps = [{ kind = \"smart\" }, { kind = \"smart\" }] }]",
+            "cannot hold another group",
+        ),
+        ("steps = [{ kind = \"smart\" }, { kind = \"console_expect\", pattern = \"x\" }]", "console_expect"),
+        ("steps = [{ kind = \"flash\" }, { kind = \"flash\" }]", "at most one flash"),
+        ("steps = [{ kind = \"smart\" }, { kind = \"io\", rw = \"bogus\" }]", "steps[1]"),
+    ] {
+        let plan = lab.plan("bad.toml", &format!("name = \"b\"\n[[step]]\nkind = \"parallel\"\n{body}\n"));
+        let (code, _, _, err) = lab.run_plan(&rigs, &plan, None);
+        assert_eq!(code, 2, "{body}: {err}");
+        assert!(err.contains(says), "{body}: {err}");
+    }
+}

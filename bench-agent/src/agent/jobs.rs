@@ -162,7 +162,12 @@ impl Forward {
 }
 
 fn phase(step: &Step) -> JobState {
-    if matches!(step.kind, StepKind::Flash { .. }) {
+    let flashes = |s: &Step| matches!(s.kind, StepKind::Flash { .. });
+    let in_group = match &step.kind {
+        StepKind::Parallel { steps } => steps.iter().any(flashes),
+        _ => false,
+    };
+    if flashes(step) || in_group {
         JobState::Flashing
     } else {
         JobState::Testing

@@ -1,7 +1,8 @@
 //! NVMe Read/Write commands to a simulated controller: the io engine's backend for simulated rigs. Every I/O
 //! goes through the simulator's command path, so its faults (latency, status, media errors, hangs, a drive
-//! that vanishes), MDTS, its not-ready time during a reset or boot, its firmware state and its SMART counters all
-//! apply, as they would to I/O on a drive. The simulator executes one command at a time, so the commands a
+//! that vanishes), MDTS, its not-ready time during a reset or boot (I/O is held until the controller is ready,
+//! as the kernel holds it), its firmware state and its SMART counters all apply, as they would to I/O on a
+//! drive. The simulator executes one command at a time, so the commands a
 //! slot batch submits run in order and each one's latency includes the ones before it in the batch.
 
 use std::path::Path;
@@ -18,6 +19,9 @@ use super::spec::{IoError, IoFailure, IoSpec};
 
 /// How long one command may take before it counts as timed out (a hung drive).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a command held by a controller that is not ready is tried again.
+const NOT_READY_POLL: Duration = Duration::from_millis(2);
 
 fn open_controller(dir: &Path) -> Result<Controller, IoError> {
     let sim = SimController::open(dir).map_err(|e| IoError::Target {
@@ -110,9 +114,22 @@ impl SimRing {
         let slba = offset / self.block_size;
         let bs = self.block_size as u32;
         let buf = &mut self.bufs[slot];
-        let r = match op {
-            Op::Read => self.ctrl.read(1, slba, buf, bs),
-            Op::Write => self.ctrl.write(1, slba, buf, bs),
+        let started = std::time::Instant::now();
+        let r = loop {
+            let r = match op {
+                Op::Read => self.ctrl.read(1, slba, buf, bs),
+                Op::Write => self.ctrl.write(1, slba, buf, bs),
+            };
+            // A controller resetting or booting (firmware activation) holds I/O, as the kernel's block layer
+            // does, until it is ready again or the command's time is up.
+            match r {
+                Err(NvmeError::Transport(TransportError::NotReady { .. }))
+                    if started.elapsed() < COMMAND_TIMEOUT =>
+                {
+                    std::thread::sleep(NOT_READY_POLL);
+                }
+                r => break r,
+            }
         };
         r.map_err(|e| match e {
             NvmeError::Status { status, .. } => IoFailure::Nvme(status.code()),

@@ -170,6 +170,24 @@ impl<'a> Ctx<'a> {
         Ok(ctx)
     }
 
+    /// A context for one member of a `parallel` group: the same rig, drive, power and values; no console (the
+    /// group's runner keeps reading it).
+    pub fn member(&self) -> Ctx<'a> {
+        Ctx {
+            rig: self.rig,
+            inventory: self.inventory,
+            firmware: self.firmware,
+            opts: self.opts,
+            locator: self.locator.clone(),
+            power: self.power.clone(),
+            console: None,
+            console_cursor: self.console_cursor,
+            console_flushed: self.console_flushed,
+            vars: self.vars.clone(),
+            smart_baseline: self.smart_baseline.clone(),
+        }
+    }
+
     /// Opens the drive with a command timeout no longer than what is left of the step.
     pub fn drive(&self, deadline: Instant) -> Result<Drive, Fail> {
         let left = deadline

@@ -20,7 +20,8 @@ pub struct Refused {
 
 /// The first step of `plan` that `rig` (in `inventory`) cannot run.
 pub fn check(plan: &Plan, inventory: &Inventory, rig: &Rig) -> Result<(), Refused> {
-    for step in &plan.steps {
+    // Members of parallel groups too.
+    for step in plan.all_steps() {
         let refuse = |reason: String| Refused {
             step: step.number,
             reason,

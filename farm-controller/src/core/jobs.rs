@@ -112,9 +112,9 @@ pub(crate) fn parse_plan(
 ) -> Result<Plan, FarmError> {
     let plan = Plan::parse(plan_toml, Path::new("<plan>"))
         .map_err(|e| FarmError::InvalidArgument(format!("invalid plan: {e}")))?;
+    // Inside parallel groups too.
     let scripts = plan
-        .steps
-        .iter()
+        .all_steps()
         .find(|s| matches!(s.kind, StepKind::Script { .. }));
     if let Some(step) = scripts {
         if !cfg.script_roles.contains(&caller.role) {

@@ -621,6 +621,15 @@ async fn only_the_configured_roles_may_submit_plans_with_scripts() {
             && e.to_string().contains("'alice' has role user"),
         "{e}"
     );
+    // A script hidden in a parallel group is a script all the same.
+    let grouped = JobRequest {
+        plan_toml: "name = \"s\"\n[[step]]\nkind = \"parallel\"\nsteps = [{ kind = \"smart\" }, { kind = \"script\", name = \"wipe\", command = \"true\" }]\n"
+            .into(),
+        ..job_request()
+    };
+    let e = f.submit_job(&who("alice"), grouped).await.unwrap_err();
+    assert!(matches!(e, FarmError::PermissionDenied(_)), "{e:?}");
+    assert!(e.to_string().contains("(wipe) is a script"), "{e}");
     let admin = Caller {
         name: "root".into(),
         role: Role::Admin,

@@ -209,6 +209,12 @@ pub enum StepKind {
     },
     /// Send one NVMe command with chosen fields and check the status it completes with.
     Nvme(NvmeCommandStep),
+    /// Run these steps at the same time (an io workload while the firmware is flashed, the drive reset or
+    /// power-cycled); the group ends as the worst of them.
+    Parallel {
+        /// The members, 2 to 8, none of them a group or a console wait.
+        steps: Vec<Step>,
+    },
     /// Run a shell command on the bench.
     Script {
         /// The command (`sh -c`), as written: values come from its environment.
@@ -221,7 +227,7 @@ pub enum StepKind {
 }
 
 /// Every step kind, as plans spell them.
-pub const KINDS: &str = "flash, identify, smart, selftest, format, sanitize, io, power_cycle, wait_for_drive, console_expect, nvme, script";
+pub const KINDS: &str = "flash, identify, smart, selftest, format, sanitize, io, power_cycle, wait_for_drive, console_expect, nvme, parallel, script";
 
 impl StepKind {
     /// The kind's name as plans spell it.
@@ -239,6 +245,7 @@ impl StepKind {
             StepKind::ConsoleExpect { .. } => "console_expect",
             StepKind::Script { .. } => "script",
             StepKind::Nvme(_) => "nvme",
+            StepKind::Parallel { .. } => "parallel",
         }
     }
 }
@@ -327,8 +334,19 @@ impl Plan {
 
     /// The first step that flashes firmware, if any (such a plan needs a firmware image).
     pub fn flash_step(&self) -> Option<&Step> {
-        self.steps
-            .iter()
+        self.all_steps()
             .find(|s| matches!(s.kind, StepKind::Flash { .. }))
+    }
+
+    /// Every step, the members of a `parallel` group right after the group: what checks of a plan's content
+    /// (scripts, io paths, flashing) must look at.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().flat_map(|s| {
+            let members: &[Step] = match &s.kind {
+                StepKind::Parallel { steps } => steps,
+                _ => &[],
+            };
+            std::iter::once(s).chain(members.iter())
+        })
     }
 }

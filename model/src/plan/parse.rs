@@ -191,6 +191,7 @@ fn step(file: &Path, number: u32, v: toml::Value) -> Result<Step, PlanError> {
         }
         "console_expect" => console_expect(&cx, rest)?,
         "nvme" => nvme(&cx, rest)?,
+        "parallel" => parallel(&cx, rest)?,
         "script" => script(&cx, rest)?,
         other => {
             return Err(whole(
@@ -492,6 +493,68 @@ fn console_expect(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
     ))
 }
 
+/// The most steps one `parallel` group runs at once.
+pub const MAX_PARALLEL: usize = 8;
+
+fn parallel(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        steps: Vec<toml::Value>,
+    }
+    let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    if !(2..=MAX_PARALLEL).contains(&r.steps.len()) {
+        return Err(cx.invalid(
+            "steps",
+            format!(
+                "{} step(s): a parallel group runs 2 to {MAX_PARALLEL} steps at once",
+                r.steps.len()
+            ),
+        ));
+    }
+    let mut steps = Vec::with_capacity(r.steps.len());
+    for (i, v) in r.steps.into_iter().enumerate() {
+        let key = format!("steps[{i}]");
+        let mut member = step(cx.file, cx.number, v).map_err(|e| match e {
+            PlanError::Invalid {
+                reason, context, ..
+            } => cx.invalid(&key, format!("{context}: {reason}")),
+            other => other,
+        })?;
+        match member.kind {
+            StepKind::Parallel { .. } => {
+                return Err(cx.invalid(&key, "a parallel group cannot hold another group"))
+            }
+            StepKind::ConsoleExpect { .. } => {
+                return Err(cx.invalid(
+                    &key,
+                    "console_expect reads the rig's one console in order: put it before or after the group",
+                ))
+            }
+            _ => {}
+        }
+        let default = format!("{}-{}", cx.number, member.kind.name());
+        if member.name == default {
+            member.name = format!("{}.{}-{}", cx.number, i + 1, member.kind.name());
+        }
+        steps.push(member);
+    }
+    if steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Flash { .. }))
+        .count()
+        > 1
+    {
+        return Err(cx.invalid(
+            "steps",
+            "at most one flash step: a drive takes one update at a time",
+        ));
+    }
+    // The group waits for its slowest member.
+    let timeout = steps.iter().map(|s| s.timeout).max().unwrap_or_default();
+    Ok((StepKind::Parallel { steps }, timeout, OnFailure::Stop))
+}
+
 fn nvme(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -716,20 +779,33 @@ cdw10 = 7
 data_in = 4096
 expect = "LBA Out of Range"
 [[step]]
+kind = "parallel"
+steps = [{ kind = "io", rw = "randread", runtime = "5s" }, { kind = "power_cycle", timeout = "9m" }]
+[[step]]
 kind = "script"
 command = "nvme-flash $NVFARM_DEVICE info"
 on_failure = "stop"
 "#,
         )
         .unwrap();
-        assert_eq!(p.steps.len(), 12);
+        assert_eq!(p.steps.len(), 13);
+        match &p.steps[11].kind {
+            StepKind::Parallel { steps } => {
+                let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+                assert_eq!(names, ["12.1-io", "12.2-power_cycle"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.steps[11].timeout, Duration::from_secs(540), "the slowest member's");
+        assert_eq!(p.steps[11].on_failure, OnFailure::Stop);
+        assert_eq!(p.all_steps().count(), 15);
         let kinds: Vec<_> = p.steps.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, KINDS.split(", ").collect::<Vec<_>>());
         assert_eq!(p.steps[0].on_failure, OnFailure::Stop);
         assert_eq!(p.steps[0].timeout, Duration::from_secs(600));
         assert_eq!(p.steps[1].on_failure, OnFailure::Continue);
         assert_eq!(p.steps[8].timeout, Duration::from_secs(20));
-        assert_eq!(p.steps[11].on_failure, OnFailure::Stop);
+        assert_eq!(p.steps[12].on_failure, OnFailure::Stop);
         match &p.steps[10].kind {
             StepKind::Nvme(n) => {
                 assert_eq!(

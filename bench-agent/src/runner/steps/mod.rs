@@ -7,6 +7,7 @@ mod format;
 mod identify;
 mod io;
 mod nvme;
+mod parallel;
 mod power_cycle;
 mod sanitize;
 mod script;
@@ -54,6 +55,7 @@ pub(crate) fn exec(
         StepKind::WaitForDrive => wait_for_drive::run(ctx, deadline, log),
         StepKind::ConsoleExpect { pattern } => console_expect::run(ctx, pattern, deadline, log),
         StepKind::Nvme(cmd) => nvme::run(ctx, cmd, deadline, log),
+        StepKind::Parallel { steps } => parallel::run(ctx, steps, deadline, log),
         StepKind::Script {
             command,
             env,
