@@ -136,6 +136,8 @@ pub struct DriveSpec {
     pub self_test_extended: Option<String>,
     /// Which reset activates a simulated drive's committed image: `controller`, `subsystem` or `conventional`.
     pub activation: Option<String>,
+    /// A simulated drive's volatile write cache size (e.g. "4M"; none by default).
+    pub write_cache: Option<String>,
 }
 
 /// A USB HID relay board and channel.
@@ -228,6 +230,8 @@ pub struct SimSettings {
     pub self_test_extended_ms: u64,
     /// Which reset activates a committed image.
     pub activation: flash_tools::sim::state::ResetRequirement,
+    /// Volatile write cache size (0: none).
+    pub write_cache: u64,
 }
 
 /// How a rig's power is switched.
@@ -318,6 +322,7 @@ impl SimSettings {
             size_bytes: self.size,
             block_size: self.block_size,
             activation: self.activation,
+            write_cache_bytes: self.write_cache,
             bus,
             timing: Timing {
                 boot_ms: self.boot_ms,

@@ -293,6 +293,10 @@ impl Inventory {
                     &d.self_test_extended,
                     defaults.self_test_extended_ms,
                 )?,
+                write_cache: match &d.write_cache {
+                    None => 0,
+                    Some(s) => parse_size(s).map_err(|e| ("drive.write_cache".to_string(), e))?,
+                },
                 activation: match d.activation.as_deref() {
                     None | Some("controller") => ResetRequirement::Controller,
                     Some("subsystem") => ResetRequirement::Subsystem,
@@ -333,6 +337,7 @@ impl Inventory {
                 ("block_size", d.block_size.is_some()),
                 ("boot_time", d.boot_time.is_some()),
                 ("activation", d.activation.is_some()),
+                ("write_cache", d.write_cache.is_some()),
             ] {
                 if set {
                     return Err((

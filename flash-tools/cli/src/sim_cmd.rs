@@ -59,6 +59,10 @@ pub enum SimCommand {
         /// The drive does not support NVM Subsystem Reset (CAP.NSSRS clear): a subsystem reset is refused.
         #[arg(long)]
         no_subsystem_reset: bool,
+        /// A volatile write cache of this size (e.g. 4M; 0 = none): writes wait there until a Flush, FUA or a
+        /// shutdown notification, and a power cut without one loses them.
+        #[arg(long, value_parser = parse_size, default_value = "0")]
+        write_cache: u64,
         /// PCI address to report (default: derived from the serial).
         #[arg(long)]
         pci: Option<String>,
@@ -272,6 +276,7 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             activation,
             mtfa,
             no_subsystem_reset,
+            write_cache,
             pci,
             bus,
             boot_time,
@@ -288,6 +293,7 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
                 activation: activation.into(),
                 mtfa_ms: mtfa_ms(mtfa)?,
                 subsystem_reset: !no_subsystem_reset,
+                write_cache_bytes: write_cache,
                 size_bytes: size,
                 block_size,
                 fwug,

@@ -99,7 +99,8 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
             | ONCS_DSM
             | ONCS_WRITE_ZEROES
             | ONCS_SAVE_SELECT,
-        vwc: 1,
+        // A volatile write cache only when the drive has one.
+        vwc: (ctx.st.namespace.write_cache_bytes > 0) as u8,
         ocfs: 0,
         sgls: 0,
         subnqn: format!("nqn.2024-01.dev.nvfarm:sim:{}", st.serial),
@@ -575,7 +576,9 @@ fn self_test(ctx: &mut Ctx<'_>, cmd: &Command) -> Completion {
     }
 }
 
-fn erase_namespace(ctx: &Ctx<'_>) -> Result<(), SimError> {
+fn erase_namespace(ctx: &mut Ctx<'_>) -> Result<(), SimError> {
+    // Nothing cached survives an erase.
+    super::cache::drop_all(ctx);
     let path = ctx.dir.join(NAMESPACE_FILE);
     let f = OpenOptions::new()
         .write(true)

@@ -211,10 +211,16 @@ impl Ctx<'_> {
         // Without a completed shutdown notification, losing power is an unsafe shutdown, pending writes or not.
         if !self.st.shut_down {
             self.st.counters.unsafe_shutdowns += 1;
-            if self.st.dirty {
+            let lost = self.st.namespace.cached.len();
+            if lost > 0 {
+                self.console(&format!(
+                    "power lost without a shutdown notification: {lost} write(s) in the volatile write cache never reached the media"
+                ));
+            } else if self.st.dirty {
                 self.console("power lost with writes not flushed");
             }
         }
+        super::cache::drop_all(self);
         self.st.dirty = false;
         self.st.shut_down = false;
         self.clear_staging();
@@ -273,10 +279,12 @@ impl Ctx<'_> {
 
     /// A shutdown notification (CC.SHN = normal) that completes: volatile writes are flushed, and power may go
     /// now without an unsafe shutdown.
-    pub(super) fn shutdown_notify(&mut self) {
+    pub(super) fn shutdown_notify(&mut self) -> Result<(), SimError> {
+        super::cache::write_back(self)?;
         self.st.dirty = false;
         self.st.shut_down = true;
         self.console("shutdown notification: writes flushed, shutdown complete");
+        Ok(())
     }
 
     /// A controller level reset: aborts a self-test, drops partial downloads, restores saved features and

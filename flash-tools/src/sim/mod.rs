@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod bus;
+pub mod cache;
 pub mod faults;
 pub mod image;
 mod lifecycle;
@@ -128,6 +129,8 @@ pub struct SimConfig {
     pub mtfa_ms: u32,
     /// CAP.NSSRS: NVM Subsystem Reset is supported.
     pub subsystem_reset: bool,
+    /// Volatile write cache size (0: none, writes go straight to the media).
+    pub write_cache_bytes: u64,
     /// Namespace 1's size.
     pub size_bytes: u64,
     /// 512 or 4096.
@@ -156,6 +159,7 @@ impl Default for SimConfig {
             activation: ResetRequirement::Controller,
             mtfa_ms: 5000,
             subsystem_reset: true,
+            write_cache_bytes: 0,
             size_bytes: 1 << 30,
             block_size: 4096,
             fwug: 1,
@@ -312,6 +316,8 @@ impl SimController {
                 size_bytes: cfg.size_bytes,
                 lba_format: (cfg.block_size == 4096) as u8,
                 uncorrectable: vec![],
+                write_cache_bytes: cfg.write_cache_bytes,
+                cached: vec![],
             },
             counters: Counters {
                 heat_updated_ms: now,
@@ -427,7 +433,7 @@ impl SimController {
             if !matches!(ctx.st.power, Power::On { .. }) {
                 return Ok(false);
             }
-            ctx.shutdown_notify();
+            ctx.shutdown_notify()?;
             Ok(true)
         })
     }

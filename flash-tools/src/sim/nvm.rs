@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use super::faults::FaultKind;
-use super::{fail, Ctx, SimError, NAMESPACE_FILE};
+use super::{cache, fail, Ctx, SimError, NAMESPACE_FILE};
 use crate::transport::{Completion, Data};
 use nvme_spec::command::io;
 use nvme_spec::status::code;
@@ -36,9 +36,17 @@ pub(super) fn execute(
         .map_err(io_err)?;
     let bs = ctx.st.namespace.block_size();
     if cmd.opcode == io::FLUSH {
+        cache::write_back(ctx)?;
         file.sync_data().map_err(io_err)?;
         ctx.st.dirty = false;
         return Ok(Completion::ok(0));
+    }
+    // Commands that change blocks other than by writing them see the cached writes land first.
+    if matches!(
+        cmd.opcode,
+        io::DATASET_MANAGEMENT | io::WRITE_ZEROES | io::WRITE_UNCORRECTABLE
+    ) {
+        cache::write_back(ctx)?;
     }
     if cmd.opcode == io::DATASET_MANAGEMENT {
         return dataset_management(ctx, cmd, data, &file).map_err(io_err);
@@ -66,13 +74,24 @@ pub(super) fn execute(
                 return Ok(fail(code::UNRECOVERED_READ_ERROR));
             }
             file.read_exact_at(buf, offset).map_err(io_err)?;
+            cache::overlay(ctx, slba, buf)?;
+            let c = &mut ctx.st.counters;
             c.bytes_read += len as u128;
             c.host_read_commands += 1;
             Completion::ok(0)
         }
         (io::WRITE, Data::ToDevice(buf)) if buf.len() as u64 == len => {
             ctx.st.sanitize_sstat &= !super::admin::SSTAT_GLOBAL_DATA_ERASED;
-            file.write_all_at(buf, offset).map_err(io_err)?;
+            let fua = cmd.cdw12 & (1 << 30) != 0;
+            if ctx.st.namespace.write_cache_bytes > 0 && !fua {
+                cache::put(ctx, slba, buf)?;
+            } else {
+                file.write_all_at(buf, offset).map_err(io_err)?;
+                if fua {
+                    file.sync_data().map_err(io_err)?;
+                }
+            }
+            let c = &mut ctx.st.counters;
             c.bytes_written += len as u128;
             c.host_write_commands += 1;
             ctx.st.dirty = true;
@@ -91,6 +110,8 @@ pub(super) fn execute(
         (io::COMPARE, Data::ToDevice(buf)) if buf.len() as u64 == len => {
             let mut have = vec![0u8; len as usize];
             file.read_exact_at(&mut have, offset).map_err(io_err)?;
+            cache::overlay(ctx, slba, &mut have)?;
+            let c = &mut ctx.st.counters;
             c.bytes_read += len as u128;
             c.host_read_commands += 1;
             if have != buf {

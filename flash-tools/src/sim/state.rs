@@ -131,9 +131,20 @@ pub struct NamespaceState {
     /// Blocks marked by Write Uncorrectable (start, count), sorted and disjoint: reads fail until rewritten.
     #[serde(default)]
     pub uncorrectable: Vec<(u64, u64)>,
+    /// Size of the volatile write cache (0: writes go straight to the media; see [`super::cache`]).
+    #[serde(default)]
+    pub write_cache_bytes: u64,
+    /// Writes in the cache, oldest first: (start block, blocks, byte position in `wcache.bin`).
+    #[serde(default)]
+    pub cached: Vec<(u64, u64, u64)>,
 }
 
 impl NamespaceState {
+    /// Bytes held in the write cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cached.iter().map(|&(_, n, _)| n).sum::<u64>() * self.block_size()
+    }
+
     /// Whether any of `count` blocks from `slba` is marked uncorrectable.
     pub fn uncorrectable_in(&self, slba: u64, count: u64) -> bool {
         self.uncorrectable

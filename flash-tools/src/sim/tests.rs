@@ -1127,3 +1127,69 @@ fn a_failed_self_test_says_its_status_code_is_valid_and_sanitize_status_counts_p
     ctrl.write(1, 0, &vec![1u8; 4096], 4096).unwrap();
     assert_eq!(ctrl.sanitize_status().unwrap().sstat & (1 << 8), 0);
 }
+
+#[test]
+fn the_volatile_write_cache_loses_unflushed_writes_to_an_unsafe_power_cut_only() {
+    let (_t, sim, ctrl) = drive(SimConfig {
+        write_cache_bytes: 64 * 1024,
+        ..Default::default()
+    });
+    assert_eq!(ctrl.identify_controller().unwrap().vwc, 1);
+    let media = sim.dir().join(NAMESPACE_FILE);
+    let on_media = |lba: u64| {
+        use std::os::unix::fs::FileExt;
+        let mut b = vec![0u8; 4096];
+        std::fs::File::open(&media)
+            .unwrap()
+            .read_exact_at(&mut b, lba * 4096)
+            .unwrap();
+        b
+    };
+    let a = vec![0xaau8; 4096];
+    let mut back = vec![0u8; 4096];
+    // Cached: the host reads its write, the media does not have it yet.
+    ctrl.write(1, 10, &a, 4096).unwrap();
+    ctrl.read(1, 10, &mut back, 4096).unwrap();
+    assert_eq!(back, a);
+    assert!(on_media(10).iter().all(|&b| b == 0));
+    // A bare power cut loses it.
+    sim.power_cycle().unwrap();
+    wait_up(&ctrl);
+    ctrl.read(1, 10, &mut back, 4096).unwrap();
+    assert!(back.iter().all(|&b| b == 0), "the unflushed write is gone");
+    // Flush, FUA and a shutdown notification each put it on the media.
+    ctrl.write(1, 10, &a, 4096).unwrap();
+    ctrl.flush(1).unwrap();
+    assert_eq!(on_media(10), a);
+    let b = vec![0xbbu8; 4096];
+    let fua = nvme_spec::Command::write(1, 11, 1).with_fua();
+    ctrl.submit_raw(
+        nvme_spec::Queue::Io,
+        &fua,
+        crate::transport::Data::ToDevice(&b),
+    )
+    .unwrap();
+    assert_eq!(on_media(11), b);
+    let c = vec![0xccu8; 4096];
+    ctrl.write(1, 12, &c, 4096).unwrap();
+    assert!(sim.shutdown().unwrap());
+    sim.power_cycle().unwrap();
+    wait_up(&ctrl);
+    for (lba, want) in [(10, &a), (11, &b), (12, &c)] {
+        ctrl.read(1, lba, &mut back, 4096).unwrap();
+        assert_eq!(&back, want, "LBA {lba} survived");
+    }
+    // A full cache writes itself back: 17 writes of 4 KiB into 64 KiB.
+    for i in 0..17u64 {
+        ctrl.write(1, 100 + i, &a, 4096).unwrap();
+    }
+    assert_eq!(on_media(100), a, "written back when the cache filled");
+    // Without a cache (the default) a write is on the media at once.
+    let (_t2, sim2, ctrl2) = drive(SimConfig::default());
+    assert_eq!(ctrl2.identify_controller().unwrap().vwc, 0);
+    ctrl2.write(1, 3, &a, 4096).unwrap();
+    sim2.power_cycle().unwrap();
+    wait_up(&ctrl2);
+    ctrl2.read(1, 3, &mut back, 4096).unwrap();
+    assert_eq!(back, a);
+}

@@ -796,7 +796,11 @@ on_failure = "stop"
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(p.steps[11].timeout, Duration::from_secs(540), "the slowest member's");
+        assert_eq!(
+            p.steps[11].timeout,
+            Duration::from_secs(540),
+            "the slowest member's"
+        );
         assert_eq!(p.steps[11].on_failure, OnFailure::Stop);
         assert_eq!(p.all_steps().count(), 15);
         let kinds: Vec<_> = p.steps.iter().map(|s| s.kind.name()).collect();
