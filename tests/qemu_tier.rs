@@ -178,6 +178,9 @@ fn update_fails_cleanly_on_a_controller_without_firmware_download() {
 }
 
 fn reset_and_io_passthrough_work_on_the_real_driver() {
+    // A controller reset ends the same way through nvme-cli and through nvme-flash, and the drive is back after each.
+    assert_eq!(rc("cli-reset.rc"), 0, "{}", read("cli-reset.out"));
+    assert_eq!(rc("cli-reset-wait.rc"), 0, "{}", read("cli-reset-wait.err"));
     assert_eq!(rc("reset.rc"), 0, "{}", read("reset.err"));
     assert_eq!(rc("wait.rc"), 0, "{}", read("wait.err"));
     assert_eq!(rc("flash-after-reset.rc"), 0);

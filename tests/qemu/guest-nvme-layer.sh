@@ -20,6 +20,8 @@ nvme-flash list --json > /out/flash-list.json
 # QEMU's controller has no Firmware Image Download: the update must fail cleanly.
 nvme-flash /dev/nvme0 update /data/fw.img --json > /out/update.json 2> /out/update.err; echo $? > /out/update.rc
 # I/O passthrough on the namespace (NVME_IOCTL_IO_CMD), and a controller reset that the drive survives.
+nvme reset /dev/nvme0 > /out/cli-reset.out 2>&1; echo $? > /out/cli-reset.rc
+nvme-flash /dev/nvme0 wait --for 20s 2> /out/cli-reset-wait.err; echo $? > /out/cli-reset-wait.rc
 nvme-flash /dev/nvme0 reset 2> /out/reset.err; echo $? > /out/reset.rc
 nvme-flash /dev/nvme0 wait --for 20s 2> /out/wait.err; echo $? > /out/wait.rc
 nvme-flash /dev/nvme0 info --json > /out/flash-after-reset.json; echo $? > /out/flash-after-reset.rc
