@@ -137,3 +137,16 @@ impl RunReport {
         }
     }
 }
+
+/// "Worse" direction of a headline metric: +1 higher is worse, -1 lower is worse, 0 not compared. Medians and
+/// means of short runs swing too much between runs to call a change in them a regression; IOPS, bandwidth and
+/// p99 latency are what a regression shows in.
+pub fn direction(metric: &str) -> i32 {
+    if metric.ends_with("_iops") || metric == "iops" || metric.contains("_bw_") {
+        -1
+    } else if metric.ends_with("_lat_p99_us") {
+        1
+    } else {
+        0
+    }
+}

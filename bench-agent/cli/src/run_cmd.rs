@@ -113,6 +113,7 @@ pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
     }
     let opts = RunOptions {
         sysfs: Sysfs::new(&a.sysfs_root),
+        history: Some(a.work_dir.join("history")),
         ..Default::default()
     };
     let cancel = opts.cancel.clone();

@@ -1130,3 +1130,73 @@ fn a_read_verify_after_an_unsafe_power_cut_catches_writes_the_cache_lost() {
         "{r:#}"
     );
 }
+
+#[test]
+fn an_io_step_gated_on_the_previous_run_fails_when_the_drive_gets_slower() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let plan = lab.plan(
+        "gate.toml",
+        "name = \"gate\"\n[[step]]\nname = \"randread\"\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 4\nsize = \"1M\"\nruntime = \"400ms\"\nbaseline = \"previous\"\nmax_regression = \"30%\"\n",
+    );
+    let (code, report, _, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    assert!(
+        report["steps"][0]["log"]
+            .to_string()
+            .contains("this run is the baseline"),
+        "{report:#}"
+    );
+    assert!(lab.root.join("history/r1/gate.json").is_file());
+    // Every read now takes 20 ms longer: far more than 30% fewer IOPS than the run before.
+    run(
+        &nvme_flash(),
+        &[
+            "sim",
+            "fault",
+            &lab.p("drive"),
+            "latency",
+            "20ms",
+            "--opcode",
+            "read",
+        ],
+    );
+    let (code, report, junit, err) = lab.run_plan(&rigs, &plan, None);
+    assert_eq!(code, 1, "{err}\n{report:#}");
+    let msg = report["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("read_iops")
+            && msg.contains("vs previous")
+            && msg.contains("worse than the 30% allowed"),
+        "{msg}"
+    );
+    assert!(junit.contains("failures=\"1\""), "{junit}");
+    assert!(
+        report["steps"][0]["log"]
+            .to_string()
+            .contains("baseline: read_iops"),
+        "{report:#}"
+    );
+    // A baseline that is not one, or a threshold without a baseline, is refused.
+    for (extra, says) in [
+        (
+            "baseline = \"last-week\"",
+            "the only baseline is \"previous\"",
+        ),
+        ("max_regression = \"5%\"", "add baseline = \"previous\""),
+        (
+            "baseline = \"previous\"\nmax_regression = \"lots\"",
+            "a percentage",
+        ),
+    ] {
+        let bad = lab.plan(
+            "bad.toml",
+            &format!(
+                "name = \"b\"\n[[step]]\nkind = \"io\"\nrw = \"read\"\nruntime = \"1s\"\n{extra}\n"
+            ),
+        );
+        let (code, _, _, err) = lab.run_plan(&rigs, &bad, None);
+        assert_eq!(code, 2, "{extra}: {err}");
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+}

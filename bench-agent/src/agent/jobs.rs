@@ -253,6 +253,7 @@ async fn run_job(
         let opts = RunOptions {
             sysfs: shared2.cfg.sysfs.clone(),
             cancel,
+            history: Some(shared2.cfg.work_dir.join("history")),
         };
         let mut fwd = Forward { events };
         let r = runner::run_plan(

@@ -114,6 +114,8 @@ pub(crate) struct Ctx<'a> {
     pub vars: BTreeMap<String, String>,
     /// SMART at the start of the run, for `max_delta`.
     pub smart_baseline: Option<SmartLog>,
+    /// The metrics of the previous run of this plan on this rig, by step name (`baseline = "previous"`).
+    pub previous: super::history::Metrics,
 }
 
 impl<'a> Ctx<'a> {
@@ -156,6 +158,7 @@ impl<'a> Ctx<'a> {
             console_flushed: 0,
             vars,
             smart_baseline: None,
+            previous: Default::default(),
         };
         // Best effort: identity and a SMART baseline for deltas. A drive that is absent now is a step's problem.
         if let Ok(d) = Drive::open(ctx.locator.clone(), Some(Duration::from_secs(10))) {
@@ -185,6 +188,7 @@ impl<'a> Ctx<'a> {
             console_flushed: self.console_flushed,
             vars: self.vars.clone(),
             smart_baseline: self.smart_baseline.clone(),
+            previous: self.previous.clone(),
         }
     }
 

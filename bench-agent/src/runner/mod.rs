@@ -13,6 +13,7 @@
 //! - [`steps`]: one executor per step kind.
 
 mod context;
+mod history;
 pub mod preflight;
 mod steps;
 
@@ -85,6 +86,9 @@ pub struct RunOptions {
     pub sysfs: Sysfs,
     /// Set to cancel: the running step finishes its current command, the rest are cancelled.
     pub cancel: Arc<AtomicBool>,
+    /// Where each rig keeps the metrics of its last run of each plan (`baseline = "previous"`); none: no
+    /// history is read or kept.
+    pub history: Option<PathBuf>,
 }
 
 /// Runs `plan` on `rig` (from `inventory`). Never panics on drive behaviour: everything is in the report.
@@ -136,8 +140,16 @@ pub fn run_plan(
         report.duration_ms = started.elapsed().as_millis() as u64;
         return report;
     }
+    let history = opts
+        .history
+        .as_ref()
+        .map(|dir| history::file(dir, &rig.name, &plan.name));
+    let previous = history.as_deref().map(history::load).unwrap_or_default();
     let mut ctx = match Ctx::prepare(inventory, rig, firmware, opts) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.previous = previous.clone();
+            c
+        }
         Err(message) => {
             report.steps.push(StepReport {
                 number: 0,
@@ -220,6 +232,11 @@ pub fn run_plan(
     report.outcome = Outcome::overall(report.steps.iter().map(|s| s.outcome));
     report.console = ctx.console_lines();
     report.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(path) = &history {
+        if let Err(e) = history::save(path, &previous, &report) {
+            tracing::warn!(path = %path.display(), "cannot keep this run's metrics for the next comparison: {e}");
+        }
+    }
     report
 }
 

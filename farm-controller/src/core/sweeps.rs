@@ -98,18 +98,7 @@ fn step_outcomes(job: &Job) -> BTreeMap<String, StepCell> {
     m
 }
 
-/// "Worse" direction of a headline metric: +1 higher is worse, -1 lower is worse, 0 not compared. Medians and
-/// means of short runs swing too much between runs to call a change in them a regression; IOPS, bandwidth and
-/// p99 latency are what a regression shows in.
-pub fn direction(metric: &str) -> i32 {
-    if metric.ends_with("_iops") || metric == "iops" || metric.contains("_bw_") {
-        -1
-    } else if metric.ends_with("_lat_p99_us") {
-        1
-    } else {
-        0
-    }
-}
+pub use nvfarm_model::report::direction;
 
 /// The rig × step matrix of sweep `s` against its predecessor; `jobs` holds the jobs of both.
 pub(crate) fn report(st: &State, jobs: &Jobs, s: &Sweep, threshold_pct: f64) -> SweepReport {

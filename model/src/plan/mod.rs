@@ -125,6 +125,9 @@ pub struct IoThresholds {
     pub max_p99_latency: Option<Duration>,
     /// Highest acceptable mean latency (of either direction).
     pub max_mean_latency: Option<Duration>,
+    /// Compare IOPS, bandwidth and p99 latency with the previous run of this step of this plan on this rig
+    /// (`baseline = "previous"`): worse by more than this many percent fails the step.
+    pub max_regression_pct: Option<f64>,
 }
 
 /// An `io` step: the workload, where it runs, and what it must reach.

@@ -405,8 +405,44 @@ fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
         min_bandwidth: Option<String>,
         max_p99_latency: Option<String>,
         max_mean_latency: Option<String>,
+        baseline: Option<String>,
+        max_regression: Option<String>,
     }
     let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
+    let max_regression_pct = match (r.baseline.as_deref(), &r.max_regression) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(cx.invalid(
+                "max_regression",
+                "compares with a baseline: add baseline = \"previous\"",
+            ))
+        }
+        (Some("previous"), m) => Some(match m {
+            None => 10.0,
+            Some(s) => {
+                let v: f64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| {
+                    cx.invalid(
+                        "max_regression",
+                        format!("'{s}': a percentage such as \"10%\""),
+                    )
+                })?;
+                if !(0.0..=1000.0).contains(&v) {
+                    return Err(
+                        cx.invalid("max_regression", format!("'{s}': between 0% and 1000%"))
+                    );
+                }
+                v
+            }
+        }),
+        (Some(b), _) => {
+            return Err(cx.invalid(
+                "baseline",
+                format!(
+                "'{b}': the only baseline is \"previous\" (the last run of this step on this rig)"
+            ),
+            ))
+        }
+    };
     let options = IoOptions {
         rw: r.rw,
         rwmixread: r.rwmixread.unwrap_or(50),
@@ -438,6 +474,7 @@ fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
         min_bandwidth: cx.opt_size("min_bandwidth", r.min_bandwidth)?,
         max_p99_latency: cx.opt_duration("max_p99_latency", r.max_p99_latency)?,
         max_mean_latency: cx.opt_duration("max_mean_latency", r.max_mean_latency)?,
+        max_regression_pct,
     };
     let budget = options.runtime.unwrap_or(Duration::from_secs(600)) + Duration::from_secs(120);
     Ok((

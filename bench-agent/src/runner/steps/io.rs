@@ -47,6 +47,7 @@ fn target(ctx: &Ctx<'_>, io: &IoStep, device: &str) -> Result<(PathBuf, Engine),
 
 pub(super) fn run(
     ctx: &mut Ctx<'_>,
+    name: &str,
     io: &IoStep,
     deadline: Instant,
     log: &mut StepLog<'_>,
@@ -102,8 +103,22 @@ pub(super) fn run(
     for line in r.to_string().lines() {
         log.line(line.trim_start());
     }
-    record_metrics(&r, log);
-    let bad = check(io, &r);
+    let metrics = record_metrics(&r, log);
+    let mut bad = check(io, &r);
+    if let Some(max) = io.thresholds.max_regression_pct {
+        match ctx.previous.get(name) {
+            None => log.line(
+                "no previous run of this step on this rig: this run is the baseline for the next one",
+            ),
+            Some(before) => {
+                let (lines, worse) = super::super::history::compare(before, &metrics, max);
+                for l in lines {
+                    log.line(format!("baseline: {l}"));
+                }
+                bad.extend(worse);
+            }
+        }
+    }
     if !bad.is_empty() {
         return Err(Fail::failed(bad.join("; ")));
     }
@@ -118,30 +133,33 @@ pub(super) fn run(
     ))
 }
 
-fn record_metrics(r: &IoReport, log: &mut StepLog<'_>) {
+/// Records the run's metrics in the step's log and returns them.
+fn record_metrics(r: &IoReport, log: &mut StepLog<'_>) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
     for (name, d) in [("read", &r.read), ("write", &r.write)] {
         if d.ios > 0 {
-            log.metric(&format!("{name}_iops"), d.iops);
-            log.metric(
-                &format!("{name}_bw_mib_s"),
+            out.insert(format!("{name}_iops"), d.iops);
+            out.insert(
+                format!("{name}_bw_mib_s"),
                 d.bw_bytes_per_sec / (1024.0 * 1024.0),
             );
-            log.metric(
-                &format!("{name}_lat_mean_us"),
-                d.lat.mean_ns as f64 / 1000.0,
-            );
-            log.metric(&format!("{name}_lat_p50_us"), d.lat.p50_ns as f64 / 1000.0);
-            log.metric(&format!("{name}_lat_p99_us"), d.lat.p99_ns as f64 / 1000.0);
-            log.metric(
-                &format!("{name}_lat_p99_9_us"),
+            out.insert(format!("{name}_lat_mean_us"), d.lat.mean_ns as f64 / 1000.0);
+            out.insert(format!("{name}_lat_p50_us"), d.lat.p50_ns as f64 / 1000.0);
+            out.insert(format!("{name}_lat_p99_us"), d.lat.p99_ns as f64 / 1000.0);
+            out.insert(
+                format!("{name}_lat_p99_9_us"),
                 d.lat.p99_9_ns as f64 / 1000.0,
             );
         }
     }
     if let Some(v) = &r.verify {
-        log.metric("verify_mismatches", v.mismatches as f64);
+        out.insert("verify_mismatches".into(), v.mismatches as f64);
     }
-    log.metric("iops", r.read.iops + r.write.iops);
+    out.insert("iops".into(), r.read.iops + r.write.iops);
+    for (k, v) in &out {
+        log.metric(k, *v);
+    }
+    out
 }
 
 /// What the results break: verify mismatches and the step's thresholds.

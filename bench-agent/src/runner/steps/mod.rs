@@ -48,7 +48,7 @@ pub(crate) fn exec(
         StepKind::SelfTest { test } => selftest::run(ctx, *test, deadline, log),
         StepKind::Format { lbaf, ses } => format::run(ctx, *lbaf, *ses, deadline),
         StepKind::Sanitize { action } => sanitize::run(ctx, *action, deadline, log),
-        StepKind::Io(io) => io::run(ctx, io, deadline, log),
+        StepKind::Io(io) => io::run(ctx, &step.name, io, deadline, log),
         StepKind::PowerCycle { off_time, wait } => {
             power_cycle::run(ctx, *off_time, *wait, deadline, log)
         }
