@@ -33,6 +33,14 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// Another instance holds the database's lock (another farm-controller on the same directory).
+    #[error(
+        "the store in {dir} is in use by another farm-controller (it holds the database's lock); stop that one, or give this one its own data_dir"
+    )]
+    Busy {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// A read or write failed.
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
@@ -220,6 +228,14 @@ impl Tx {
     }
 }
 
+/// How long [`Store::open_waiting`] waits for another instance of the database to let its lock go.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether sled refused to open because another instance holds the database's file lock.
+fn lock_busy(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// The open database: the records tree and the log tree.
 #[derive(Debug, Clone)]
 struct Engine {
@@ -229,14 +245,23 @@ struct Engine {
 }
 
 impl Engine {
+    /// Opens the database; [`StoreError::Busy`] while another instance holds its lock.
     fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|source| StoreError::Open {
-                dir: dir.to_path_buf(),
-                source,
+            .map_err(|source| {
+                if lock_busy(&source) {
+                    StoreError::Busy {
+                        dir: dir.to_path_buf(),
+                    }
+                } else {
+                    StoreError::Open {
+                        dir: dir.to_path_buf(),
+                        source,
+                    }
+                }
             })?;
         let main = db.open_tree("records")?;
         let logs = db.open_tree("logs")?;
@@ -270,6 +295,22 @@ impl Store {
             blobs: dir.join("artifacts"),
             flushes: Default::default(),
         })
+    }
+
+    /// Opens the store, waiting up to `within` for an instance of it that is closing to let the database's lock
+    /// go (a controller restarted in the same process: the old one's background writers finish first). The wait
+    /// yields to the runtime, so tasks still holding the old instance can run and drop it. Another controller
+    /// that keeps the lock is refused with [`StoreError::Busy`] once `within` has passed.
+    pub async fn open_waiting(dir: &Path, within: std::time::Duration) -> Result<Self, StoreError> {
+        let began = tokio::time::Instant::now();
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Busy { .. }) if began.elapsed() < within => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The open database, opening it again if a failure closed it.
@@ -649,6 +690,36 @@ mod tests {
         assert_eq!(s.log_count("job-1").unwrap(), (3, 6));
         assert_eq!(s.log_count("job-10").unwrap(), (1, 6));
         assert_eq!(s.log_count("job-2").unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn opening_waits_for_a_closing_instance_without_blocking_the_runtime_and_refuses_one_that_stays(
+    ) {
+        let t = tempfile::tempdir().unwrap();
+        // An instance a task of this (single-threaded) runtime lets go a moment later, as a restarted
+        // controller's leftover tasks do: the open waits for it, and must yield for that task to run at all.
+        let first = Store::open(t.path()).unwrap();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(first);
+        });
+        let second = Store::open_waiting(t.path(), LOCK_WAIT)
+            .await
+            .expect("the lock was let go well within the wait");
+        closer.await.unwrap();
+        // One that keeps it (another controller on the same directory) is refused, by name.
+        let err = Store::open_waiting(t.path(), std::time::Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&t.path().display().to_string())
+                && msg.contains("another farm-controller"),
+            "{msg}"
+        );
+        drop(second);
+        Store::open(t.path()).unwrap();
     }
 
     #[tokio::test]

@@ -68,8 +68,10 @@ nvme write-uncor /dev/nvme0n1 -s 4096 -c 0 > /dev/null 2>&1; echo $? > /out/nvm-
 nvme-flash /dev/nvme0 write-uncor -s 8192 -c 0 2> /out/nvm-flash-uncor.err; echo $? > /out/nvm-flash-uncor.rc
 nvme read /dev/nvme0n1 -s 4096 -c 0 -z 512 -d /tmp/r1 > /dev/null 2>&1; echo $? > /out/nvm-cli-uncor-read.rc
 nvme-flash /dev/nvme0 read --slba 8192 -o /tmp/r2 2> /out/nvm-flash-uncor-read.err; echo $? > /out/nvm-flash-uncor-read.rc
-# A passthrough I/O larger than one command may carry (MDTS) is refused before anything is sent.
-bench-agent io --target /dev/ng0n1 --rw read --bs 4M --size 8M --json > /dev/null 2> /out/uring-cmd-mdts.err; echo $? > /out/uring-cmd-mdts.rc
+# A passthrough I/O larger than one command may carry (MDTS) goes as several commands, and its data reads back
+# through the block device too.
+bench-agent io --target /dev/ng0n1 --rw write --bs 2M --iodepth 2 --size 8M --verify --json > /out/uring-cmd-mdts.json 2> /out/uring-cmd-mdts.err; echo $? > /out/uring-cmd-mdts.rc
+bench-agent io --target /dev/nvme0n1 --rw read --bs 2M --iodepth 2 --size 8M --direct --verify --json > /out/uring-cmd-mdts-blk.json 2> /out/uring-cmd-mdts-blk.err; echo $? > /out/uring-cmd-mdts-blk.rc
 # NVM subsystem reset, nvme-cli's and then nvme-flash's, each followed by waiting for the drive.
 nvme subsystem-reset /dev/nvme0 > /out/cli-nssr.out 2>&1; echo $? > /out/cli-nssr.rc
 nvme-flash /dev/nvme0 wait --for 20s 2> /out/cli-nssr-wait.err; echo $? > /out/cli-nssr-wait.rc

@@ -48,7 +48,8 @@ pub struct IoArgs {
     /// uring_cmd for char devices, sim for a simulated drive, else uring.
     #[arg(long)]
     engine: Option<String>,
-    /// Seed for random offsets and the verify pattern.
+    /// Seed for random offsets and the verify pattern; a read-only --verify run given one also checks that every
+    /// block was written with it (so data an older run left behind is found).
     #[arg(long)]
     seed: Option<u64>,
     /// Ring setup: auto (single-issuer + cooperative task running), defer, coop or plain.
@@ -102,6 +103,7 @@ pub fn run(a: IoArgs) -> ExitCode {
     let mut spec = IoSpec::new(&a.target, options, engine);
     if let Some(s) = a.seed {
         spec.seed = s;
+        spec.check_seed = true;
     }
     spec.ring = a.ring;
     spec.inject_error_at = a.inject_error_at;

@@ -809,12 +809,30 @@ fn io_on_a_simulated_drive_goes_through_its_controller_and_is_counted_by_it() {
         err.contains("Unrecovered Read Error") || err.contains("0x281"),
         "{err}"
     );
-    // MDTS (128 KiB here) bounds one command: a larger bs is refused before anything is sent.
-    let (code, _, err) = lab.agent(&[
-        "io", "--target", &dev, "--rw", "read", "--bs", "256k", "--size", "1M",
+    // MDTS (128 KiB here) bounds one command (the drive refuses a larger one with Invalid Field): a 512 KiB I/O
+    // goes as four commands, as the kernel splits a large request, and its data reads back.
+    let before = smart_of(&dev);
+    let (code, out, err) = lab.agent(&[
+        "io", "--target", &dev, "--rw", "write", "--bs", "512k", "--size", "1M", "--verify",
+        "--json",
     ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("MDTS 131072 bytes"), "{err}");
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["verify"]["mismatches"], 0, "{out}");
+    assert!(
+        r["ring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("split into 4 commands of at most 131072 bytes"),
+        "{out}"
+    );
+    let after = smart_of(&dev);
+    let delta = |k: &str| {
+        let n = |v: &Value| v[k].as_str().unwrap().parse::<u64>().unwrap();
+        n(&after) - n(&before)
+    };
+    assert_eq!(delta("host_write_commands"), 8, "2 I/Os of 4 commands each");
+    assert_eq!(delta("host_read_commands"), 8);
     // A drive that lost power is an infrastructure error, not a test failure.
     run(&nvme_flash(), &["sim", "power", &dir, "off"]);
     let (code, _, err) = lab.agent(&[
@@ -1199,4 +1217,40 @@ fn an_io_step_gated_on_the_previous_run_fails_when_the_drive_gets_slower() {
         assert_eq!(code, 2, "{extra}: {err}");
         assert!(err.contains(says), "{extra}: {err}");
     }
+}
+
+#[test]
+fn a_lost_overwrite_is_caught_by_a_read_verify_that_knows_the_seed() {
+    let lab = Lab::new();
+    let dev = sim_drive(&lab, &["--write-cache", "4M"]);
+    let dir = lab.p("drive");
+    let io = |lab: &Lab, rw: &str, seed: &str| {
+        let (code, out, err) = lab.agent(&[
+            "io", "--target", &dev, "--rw", rw, "--bs", "4k", "--size", "256k", "--verify",
+            "--seed", seed, "--json",
+        ]);
+        (
+            code,
+            serde_json::from_str::<Value>(&out).unwrap_or(Value::Null),
+            err,
+        )
+    };
+    // Seed 1 on the media; seed 2 written over it but only into the cache, then a bare power cut.
+    assert_eq!(io(&lab, "write", "1").0, 0);
+    run(&nvme_flash(), &[&dev, "flush"]);
+    assert_eq!(io(&lab, "write", "2").0, 0);
+    run(&nvme_flash(), &["sim", "power", &dir, "off"]);
+    run(&nvme_flash(), &["sim", "power", &dir, "on"]);
+    run(&nvme_flash(), &[&dev, "wait"]);
+    // Every block is intact (seed 1's data), so only knowing the seed finds the lost overwrite.
+    let (code, r, err) = io(&lab, "read", "2");
+    assert_eq!(code, 1, "{err}\n{r:#}");
+    assert_eq!(r["verify"]["mismatches"], 64, "{r:#}");
+    let why = r["verify"]["first"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("written with seed 1, expected seed 2"),
+        "{why}"
+    );
+    let (code, r, err) = io(&lab, "read", "1");
+    assert_eq!(code, 0, "{err}\n{r:#}");
 }

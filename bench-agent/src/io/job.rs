@@ -135,7 +135,8 @@ impl JobLoop {
         };
         self.verify.blocks_checked += 1;
         let offset = self.offset(block);
-        if let Err(m) = pattern::check(buf, offset, expected) {
+        let seed = (expected.is_none() && self.spec.check_seed).then_some(self.spec.seed);
+        if let Err(m) = pattern::check(buf, offset, expected, seed) {
             self.verify.mismatches += 1;
             if self.verify.first.is_none() {
                 self.verify.first = Some(FirstMismatch {

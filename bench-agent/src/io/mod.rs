@@ -22,6 +22,7 @@ pub mod pattern;
 mod report;
 pub mod sim_nvme;
 mod spec;
+pub mod split;
 mod target;
 pub mod uring;
 pub mod uring_cmd;

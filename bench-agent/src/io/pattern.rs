@@ -67,6 +67,13 @@ pub enum Mismatch {
         /// What the block says.
         found: u32,
     },
+    /// Intact, but written by a run with another seed (an older write that a newer one should have replaced).
+    WrongSeed {
+        /// What the block says.
+        found: u64,
+        /// The seed the data should have been written with.
+        expected: u64,
+    },
 }
 
 impl fmt::Display for Mismatch {
@@ -91,12 +98,22 @@ impl fmt::Display for Mismatch {
                 )
             }
             Mismatch::WrongSize { found } => write!(f, "block was written as {found} bytes"),
+            Mismatch::WrongSeed { found, expected } => write!(
+                f,
+                "stale block: written with seed {found}, expected seed {expected} (a lost write left older data)"
+            ),
         }
     }
 }
 
-/// Checks a block read from `offset`; `expected_generation` when this run wrote it.
-pub fn check(buf: &[u8], offset: u64, expected_generation: Option<u32>) -> Result<(), Mismatch> {
+/// Checks a block read from `offset`; `expected_generation` when this run wrote it, `expected_seed` when the
+/// caller knows which run's data should be there.
+pub fn check(
+    buf: &[u8],
+    offset: u64,
+    expected_generation: Option<u32>,
+    expected_seed: Option<u64>,
+) -> Result<(), Mismatch> {
     if buf.len() < HEADER || &buf[0..4] != MAGIC {
         return Err(Mismatch::NoHeader);
     }
@@ -112,6 +129,12 @@ pub fn check(buf: &[u8], offset: u64, expected_generation: Option<u32>) -> Resul
     }
     if found != offset {
         return Err(Mismatch::WrongOffset { found });
+    }
+    if let Some(expected) = expected_seed {
+        let s = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+        if s != expected {
+            return Err(Mismatch::WrongSeed { found: s, expected });
+        }
     }
     if let Some(expected) = expected_generation {
         let g = u32::from_le_bytes(buf[24..28].try_into().expect("4 bytes"));
@@ -130,14 +153,14 @@ mod tests {
     fn a_filled_block_checks_and_each_corruption_is_named() {
         let mut b = vec![0u8; 4096];
         fill(&mut b, 0x2000, 42, 3);
-        assert_eq!(check(&b, 0x2000, Some(3)), Ok(()));
-        assert_eq!(check(&b, 0x2000, None), Ok(()));
+        assert_eq!(check(&b, 0x2000, Some(3), None), Ok(()));
+        assert_eq!(check(&b, 0x2000, None, None), Ok(()));
         assert_eq!(
-            check(&b, 0x3000, None),
+            check(&b, 0x3000, None, None),
             Err(Mismatch::WrongOffset { found: 0x2000 })
         );
         assert_eq!(
-            check(&b, 0x2000, Some(4)),
+            check(&b, 0x2000, Some(4), None),
             Err(Mismatch::StaleGeneration {
                 found: 3,
                 expected: 4
@@ -146,16 +169,27 @@ mod tests {
         let mut c = b.clone();
         c[1000] ^= 1;
         assert!(matches!(
-            check(&c, 0x2000, None),
+            check(&c, 0x2000, None, None),
             Err(Mismatch::BadChecksum { .. })
         ));
-        assert_eq!(check(&vec![0u8; 4096], 0, None), Err(Mismatch::NoHeader));
         assert_eq!(
-            check(&b[..2048], 0x2000, None),
+            check(&vec![0u8; 4096], 0, None, None),
+            Err(Mismatch::NoHeader)
+        );
+        assert_eq!(
+            check(&b[..2048], 0x2000, None, None),
             Err(Mismatch::WrongSize { found: 4096 })
         );
         let mut d = vec![0u8; 4096];
         fill(&mut d, 0x2000, 43, 3);
         assert_ne!(b, d, "the seed changes the payload");
+        assert_eq!(check(&b, 0x2000, None, Some(42)), Ok(()));
+        assert_eq!(
+            check(&b, 0x2000, None, Some(43)),
+            Err(Mismatch::WrongSeed {
+                found: 42,
+                expected: 43
+            })
+        );
     }
 }

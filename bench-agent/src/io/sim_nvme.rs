@@ -1,6 +1,6 @@
 //! NVMe Read/Write commands to a simulated controller: the io engine's backend for simulated rigs. Every I/O
 //! goes through the simulator's command path, so its faults (latency, status, media errors, hangs, a drive
-//! that vanishes), MDTS, its not-ready time during a reset or boot (I/O is held until the controller is ready,
+//! that vanishes), MDTS (an I/O larger than it goes as several commands), its not-ready time during a reset or boot (I/O is held until the controller is ready,
 //! as the kernel holds it), its firmware state and its SMART counters all apply, as they would to I/O on a
 //! drive. The simulator executes one command at a time, so the commands a
 //! slot batch submits run in order and each one's latency includes the ones before it in the batch.
@@ -16,6 +16,7 @@ use nvfarm_model::io::IoOptionError;
 
 use super::job::{Op, SlotRing};
 use super::spec::{IoError, IoFailure, IoSpec};
+use super::split::Split;
 
 /// How long one command may take before it counts as timed out (a hung drive).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +52,8 @@ pub struct SimRing {
     ctrl: Controller,
     bufs: Vec<Vec<u8>>,
     block_size: u64,
+    /// An I/O larger than MDTS goes as several commands.
+    split: Split,
     queued: Vec<(usize, Op, u64)>,
     done: Vec<(usize, Result<(), IoFailure>)>,
 }
@@ -75,14 +78,6 @@ impl SimRing {
             .map_err(|e| target_err(dir, e))?
             .max_transfer_bytes();
         let bs = spec.options.bs;
-        if let Some(max) = mdts.filter(|&m| bs > m) {
-            return Err(IoError::Spec(IoOptionError {
-                option: "bs",
-                reason: format!(
-                    "{bs} bytes is more than one NVMe command may carry on this drive (MDTS {max} bytes); each I/O is one command: use bs <= {max}"
-                ),
-            }));
-        }
         if bs % block_size != 0 {
             return Err(IoError::Spec(IoOptionError {
                 option: "bs",
@@ -91,12 +86,14 @@ impl SimRing {
                 ),
             }));
         }
+        let split = Split::new(bs, block_size, mdts).map_err(IoError::Spec)?;
         Ok(SimRing {
             ctrl,
             bufs: (0..spec.options.iodepth)
                 .map(|_| vec![0u8; bs as usize])
                 .collect(),
             block_size,
+            split,
             queued: vec![],
             done: vec![],
         })
@@ -104,16 +101,42 @@ impl SimRing {
 
     /// What the backend is, for the report.
     pub fn describe(&self) -> String {
+        let split = if self.split.per_io > 1 {
+            format!(
+                ", each I/O split into {} commands of at most {} bytes (MDTS)",
+                self.split.per_io, self.split.chunk
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "NVMe Read/Write to the simulated controller ({}-byte blocks, one command at a time)",
+            "NVMe Read/Write to the simulated controller ({}-byte blocks, one command at a time{split})",
             self.block_size
         )
     }
 
+    /// Sends slot `slot`'s I/O as its commands, in order; the first that fails ends it.
     fn execute(&mut self, slot: usize, op: Op, offset: u64) -> Result<(), IoFailure> {
-        let slba = offset / self.block_size;
+        let bs = self.bufs[slot].len() as u32;
+        for part in 0..self.split.per_io {
+            let (at, len) = self.split.part(bs, part);
+            let slba = (offset + at as u64) / self.block_size;
+            let range = at as usize..(at + len) as usize;
+            self.command(slot, op, slba, range)?;
+        }
+        Ok(())
+    }
+
+    /// One Read or Write of `range` of slot `slot`'s buffer at `slba`.
+    fn command(
+        &mut self,
+        slot: usize,
+        op: Op,
+        slba: u64,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), IoFailure> {
         let bs = self.block_size as u32;
-        let buf = &mut self.bufs[slot];
+        let buf = &mut self.bufs[slot][range];
         let started = std::time::Instant::now();
         let r = loop {
             let r = match op {

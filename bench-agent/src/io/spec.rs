@@ -82,6 +82,10 @@ pub struct IoSpec {
     pub engine: Engine,
     /// Seed for offsets and the verify pattern.
     pub seed: u64,
+    /// A read-only verify run checks that every block was written with `seed` (given explicitly, so a block an
+    /// older run left behind is found), not only that it is intact.
+    #[serde(default)]
+    pub check_seed: bool,
     /// Ring setup.
     #[serde(default)]
     pub ring: RingMode,
@@ -102,6 +106,7 @@ impl IoSpec {
             options,
             engine,
             seed: 0x6e76_6661_726d,
+            check_seed: false,
             ring: RingMode::Auto,
             cancel: None,
             inject_error_at: None,

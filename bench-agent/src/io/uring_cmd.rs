@@ -18,6 +18,7 @@ use nvme_spec::command::io as nvme_io;
 use super::buffers::AlignedBuf;
 use super::inflight::{self, Inflight, DRAIN_LIMIT};
 use super::job::{Op, SlotRing};
+use super::split::Split;
 use super::uring::build_ring;
 use super::{IoError, IoFailure, IoSpec};
 use nvfarm_model::io::IoOptionError;
@@ -97,10 +98,17 @@ pub struct CmdRing {
     nsid: u32,
     block_size: u64,
     bs: u32,
+    split: Split,
+    /// Per slot: its commands not yet completed, and the first failure among them.
+    pending: Vec<(usize, Option<IoFailure>)>,
     fixed_file: bool,
     setup: &'static str,
+    /// By command (`slot * per_io + part`), so every command of a split I/O is accounted for.
     inflight: Inflight,
 }
+
+/// The most submission entries a ring gets: a deeper batch waits for room in the queue.
+const MAX_RING: u32 = 4096;
 
 impl std::fmt::Debug for CmdRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,16 +123,6 @@ impl CmdRing {
     /// Opens the generic char device and sets up a 128-byte-SQE ring and its buffers.
     pub fn open(spec: &IoSpec) -> Result<Self, IoError> {
         let (nsid, block_size, _, mdts) = namespace_geometry(&spec.target)?;
-        // Each I/O is one NVMe command here, and a command carries at most MDTS.
-        if let Some(max) = mdts.filter(|&m| spec.options.bs > m) {
-            return Err(IoError::Spec(IoOptionError {
-                option: "bs",
-                reason: format!(
-                    "{} bytes is more than one NVMe command may carry on this drive (MDTS {max} bytes); passthrough sends each I/O as one command: use bs <= {max}",
-                    spec.options.bs
-                ),
-            }));
-        }
         if spec.options.bs % block_size != 0 {
             return Err(IoError::Spec(IoOptionError {
                 option: "bs",
@@ -134,6 +132,9 @@ impl CmdRing {
                 ),
             }));
         }
+        // A command carries at most MDTS: a larger I/O goes out as several commands, as the kernel's block
+        // layer splits a large request.
+        let split = Split::new(spec.options.bs, block_size, mdts).map_err(IoError::Spec)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -142,8 +143,9 @@ impl CmdRing {
                 path: spec.target.clone(),
                 source,
             })?;
+        let commands = spec.options.iodepth as usize * split.per_io;
         let (ring, setup) = build_ring::<squeue::Entry128, cqueue::Entry32>(
-            spec.options.iodepth.next_power_of_two(),
+            (commands as u32).next_power_of_two().min(MAX_RING),
             spec.ring,
         )?;
 
@@ -158,16 +160,18 @@ impl CmdRing {
             nsid,
             block_size,
             bs: spec.options.bs as u32,
+            split,
+            pending: vec![(0, None); spec.options.iodepth as usize],
             fixed_file,
             setup,
-            inflight: Inflight::new(spec.options.iodepth as usize),
+            inflight: Inflight::new(commands),
         })
     }
 
     /// The ring setup actually used, for the report.
     pub fn describe(&self) -> String {
         format!(
-            "{}, SQE128/CQE32 NVMe passthrough, nsid {}, {}-byte blocks, {} file",
+            "{}, SQE128/CQE32 NVMe passthrough, nsid {}, {}-byte blocks, {} file{}",
             self.setup,
             self.nsid,
             self.block_size,
@@ -175,6 +179,14 @@ impl CmdRing {
                 "registered"
             } else {
                 "unregistered"
+            },
+            if self.split.per_io > 1 {
+                format!(
+                    ", each I/O split into {} commands of at most {} bytes (MDTS)",
+                    self.split.per_io, self.split.chunk
+                )
+            } else {
+                String::new()
             }
         )
     }
@@ -194,37 +206,46 @@ impl SlotRing for CmdRing {
             Op::Read => nvme_io::READ,
             Op::Write => nvme_io::WRITE,
         };
-        let addr = self.bufs[slot].as_mut_ptr() as u64;
-        let blocks = (self.bs as u64 / self.block_size) as u32;
-        let cmd = encode_rw(
-            opcode_value,
-            self.nsid,
-            addr,
-            self.bs,
-            offset / self.block_size,
-            blocks,
-        );
-        let entry = if self.fixed_file {
-            opcode::UringCmd80::new(types::Fixed(0), NVME_URING_CMD_IO)
-                .cmd(cmd)
-                .build()
-        } else {
-            opcode::UringCmd80::new(types::Fd(self.file.as_raw_fd()), NVME_URING_CMD_IO)
-                .cmd(cmd)
-                .build()
-        }
-        .user_data(slot as u64);
-        loop {
-            // SAFETY: the command's data address is slot `slot`'s buffer, owned by this ring and untouched by the
-            // job loop until the slot's completion is reaped; the buffer is freed only after every command using it
-            // has completed (`Drop` drains the ring, and leaks the buffers if the kernel keeps any command); the
-            // file stays open for the ring's life.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                self.inflight.start(slot);
-                return Ok(());
+        let base = self.bufs[slot].as_mut_ptr() as u64;
+        self.pending[slot] = (self.split.per_io, None);
+        for part in 0..self.split.per_io {
+            let (at, len) = self.split.part(self.bs, part);
+            let cmd = encode_rw(
+                opcode_value,
+                self.nsid,
+                base + at as u64,
+                len,
+                (offset + at as u64) / self.block_size,
+                (len as u64 / self.block_size) as u32,
+            );
+            let entry = if self.fixed_file {
+                opcode::UringCmd80::new(types::Fixed(0), NVME_URING_CMD_IO)
+                    .cmd(cmd)
+                    .build()
+            } else {
+                opcode::UringCmd80::new(types::Fd(self.file.as_raw_fd()), NVME_URING_CMD_IO)
+                    .cmd(cmd)
+                    .build()
+            };
+            let tag = slot * self.split.per_io + part;
+            let entry = entry.user_data(tag as u64);
+            loop {
+                // SAFETY: the command's data address is a range inside slot `slot`'s buffer (`Split::part` keeps
+                // it within `bs`), owned by this ring and untouched by the job loop until the slot's last
+                // completion is reaped; the buffer is freed only after every command using it has completed
+                // (`Drop` drains the ring, and leaks the buffers if the kernel keeps any command); the file stays
+                // open for the ring's life.
+                if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                    self.inflight.start(tag);
+                    break;
+                }
+                if let Err(e) = self.ring.submit() {
+                    // The parts already queued stay accounted for in `inflight`; the job's exit drains them.
+                    return Err(IoError::Ring(e));
+                }
             }
-            self.ring.submit().map_err(IoError::Ring)?;
         }
+        Ok(())
     }
 
     fn submit_and_wait(&mut self, want: usize) -> Result<(), IoError> {
@@ -244,9 +265,19 @@ impl SlotRing for CmdRing {
                 n if n < 0 => Err(IoFailure::Errno(-n)),
                 status => Err(IoFailure::Nvme(status as u16)),
             };
-            let slot = cqe.user_data() as usize;
-            self.inflight.done(slot);
-            out.push((slot, r));
+            let tag = cqe.user_data() as usize;
+            self.inflight.done(tag);
+            let slot = tag / self.split.per_io;
+            let Some((left, failed)) = self.pending.get_mut(slot) else {
+                continue;
+            };
+            if let Err(f) = r {
+                failed.get_or_insert(f);
+            }
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                out.push((slot, failed.take().map_or(Ok(()), Err)));
+            }
         }
     }
 

@@ -147,7 +147,7 @@ impl Farm {
     /// Opens the store and rebuilds the state from it. Rigs are offline until their agents register again; job
     /// leases get a fresh grace period for their agent to come back.
     pub async fn open(cfg: Config) -> Result<Arc<Farm>, FarmError> {
-        let store = Store::open(&cfg.data_dir)?;
+        let store = Store::open_waiting(&cfg.data_dir, crate::store::LOCK_WAIT).await?;
         let snap = store.load()?;
         let mut logs = std::collections::HashMap::new();
         for j in &snap.jobs {

@@ -139,6 +139,9 @@ pub struct IoStep {
     pub target: IoTarget,
     /// What it must reach.
     pub thresholds: IoThresholds,
+    /// The verify pattern's seed; a read-only verify step given one checks every block was written with it (a
+    /// write step and a later read step with the same seed catch writes lost in between).
+    pub seed: Option<u64>,
 }
 
 /// What a step does, with its own settings.

@@ -407,6 +407,7 @@ fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
         max_mean_latency: Option<String>,
         baseline: Option<String>,
         max_regression: Option<String>,
+        seed: Option<i64>,
     }
     let r: Raw = rest.try_into().map_err(|e| cx.de(e))?;
     let max_regression_pct = match (r.baseline.as_deref(), &r.max_regression) {
@@ -482,6 +483,11 @@ fn io(cx: &Cx<'_>, rest: toml::Value) -> Result<Parsed, PlanError> {
             options,
             target,
             thresholds,
+            seed: match r.seed {
+                None => None,
+                Some(n) if n >= 0 => Some(n as u64),
+                Some(n) => return Err(cx.invalid("seed", format!("{n}: a seed is 0 or more"))),
+            },
         }),
         budget,
         OnFailure::Continue,

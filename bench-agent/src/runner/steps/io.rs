@@ -65,6 +65,10 @@ pub(super) fn run(
         .map_err(|e| Fail::nvme("the drive rejects I/O: Read of LBA 0", &e))?;
     let (target, engine) = target(ctx, io, &c.device_name())?;
     let mut spec = IoSpec::new(target.clone(), io.options.clone(), engine);
+    if let Some(seed) = io.seed {
+        spec.seed = seed;
+        spec.check_seed = true;
+    }
     spec.cancel = Some(ctx.opts.cancel.clone());
     let left = deadline
         .saturating_duration_since(Instant::now())
