@@ -342,6 +342,33 @@ fn a_subsystem_reset_ends_as_nvme_clis_does() {
     );
 }
 
+/// An orderly power cycle on a real PCIe drive: the agent's shutdown notification is the
+/// driver's remove of the PCI device, and the bus rescan brings the same drive back.
+fn an_orderly_power_cycle_takes_the_drive_off_the_bus_and_finds_it_again() {
+    assert_eq!(
+        rc("cycle.rc"),
+        0,
+        "{}\n{}\ncontrollers before: {}\n{}",
+        read("cycle.err"),
+        read("cycle.json"),
+        read("cycle-ctrls-before"),
+        read("cycle-dmesg")
+    );
+    let r = json("cycle.json");
+    let log = r["steps"][0]["log"].to_string();
+    assert!(
+        log.contains("shutdown notification sent"),
+        "the driver's remove is the shutdown notification: {log}"
+    );
+    assert_eq!(r["steps"][1]["outcome"], "passed", "{r:#}");
+    assert!(log.contains("drive up as nvme"), "{log}");
+    // The drive with that serial is back, at the same PCI address, after the rescan.
+    assert_eq!(
+        read("cycle-pci-after").trim(),
+        read("cycle-pci-before").trim()
+    );
+}
+
 /// One VM boot, every check. Each check's message says what disagreed.
 #[test]
 fn qemu_tier() {
@@ -356,4 +383,5 @@ fn qemu_tier() {
     a_failed_passthrough_command_reaps_every_command_in_flight();
     the_nvm_commands_agree_with_nvme_cli_where_the_controller_advertises_them();
     a_subsystem_reset_ends_as_nvme_clis_does();
+    an_orderly_power_cycle_takes_the_drive_off_the_bus_and_finds_it_again();
 }

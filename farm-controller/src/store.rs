@@ -680,7 +680,8 @@ mod tests {
             s.apply_logs("job-10", 0, &[line(1, "other")], 6).unwrap();
             s.sync().await.unwrap();
         }
-        let s = Store::open(t.path()).unwrap();
+        // sled lets its lock go once its own background flusher has dropped the last handle.
+        let s = Store::open_waiting(t.path(), LOCK_WAIT).await.unwrap();
         let snap = s.load().unwrap();
         assert_eq!(snap.rigs.len(), 2);
         assert_eq!(snap.rigs[1].state, RigState::Quarantined);
@@ -719,7 +720,7 @@ mod tests {
             "{msg}"
         );
         drop(second);
-        Store::open(t.path()).unwrap();
+        Store::open_waiting(t.path(), LOCK_WAIT).await.unwrap();
     }
 
     #[tokio::test]

@@ -120,6 +120,8 @@ pub struct LinuxIoctl {
     /// `nvme0`.
     ctrl_name: String,
     dev_root: PathBuf,
+    /// Where the controller's sysfs entry is (`/sys`; a test tree in tests).
+    sysfs_root: PathBuf,
     ctrl: File,
     /// Namespace devices opened for I/O, by NSID.
     namespaces: Mutex<HashMap<u32, File>>,
@@ -167,6 +169,7 @@ impl LinuxIoctl {
             path: path.to_path_buf(),
             ctrl_name,
             dev_root,
+            sysfs_root: PathBuf::from("/sys"),
             ctrl,
             namespaces: Mutex::new(HashMap::new()),
         };
@@ -181,6 +184,12 @@ impl LinuxIoctl {
                 .insert(nsid, f);
         }
         Ok(me)
+    }
+
+    /// Looks the controller's sysfs entry up under `root` instead of `/sys`.
+    pub fn with_sysfs(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sysfs_root = root.into();
+        self
     }
 
     /// The namespace ID of an opened namespace device (`NVME_IOCTL_ID`).
@@ -346,6 +355,39 @@ impl Passthru for LinuxIoctl {
             .map_err(|e| self.os_error("NVME_IOCTL_RESCAN", e))
     }
 
+    /// Linux has no ioctl for CC.SHN, but the PCIe driver sends one when its device is removed: writing the
+    /// PCI device's `remove` attribute runs `nvme_remove`, which shuts the controller down (CC.SHN = normal,
+    /// waiting for CSTS.SHST complete) before the write returns. The drive is then off the host's bus until a PCI
+    /// rescan ([`crate::device::Drive::wait_ready`] does one while it waits). Fabrics controllers (no PCI
+    /// device) are left alone: `None`.
+    fn shutdown(&self) -> Option<Result<bool, TransportError>> {
+        let entry = self.sysfs_root.join("class/nvme").join(&self.ctrl_name);
+        let transport = std::fs::read_to_string(entry.join("transport")).ok()?;
+        if transport.trim() != "pcie" {
+            return None;
+        }
+        let remove = entry.join("device/remove");
+        let address = std::fs::read_to_string(entry.join("address")).unwrap_or_default();
+        Some(match std::fs::write(&remove, "1") {
+            Ok(()) => {
+                tracing::info!(
+                    controller = %self.ctrl_name,
+                    pci = address.trim(),
+                    "removed from the PCI bus: the driver gave the drive a shutdown notification; a PCI rescan brings it back"
+                );
+                Ok(true)
+            }
+            Err(e) => Err(TransportError::Os {
+                device: self.path.display().to_string(),
+                op: format!(
+                    "removing the PCI device for a shutdown notification ({})",
+                    remove.display()
+                ),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)),
+            }),
+        })
+    }
+
     fn name(&self) -> String {
         self.path.display().to_string()
     }
@@ -406,6 +448,43 @@ mod tests {
         assert_eq!(parse_dev_name("ng1n1"), Some((1, Some(1))));
         assert_eq!(parse_dev_name("ng1"), None);
         assert_eq!(parse_dev_name("sda"), None);
+    }
+
+    #[test]
+    fn a_shutdown_notification_removes_a_pcie_controller_and_leaves_fabrics_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = t.path().join("dev");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("nvme0"), b"").unwrap();
+        let entry = t.path().join("sys/class/nvme/nvme0");
+        std::fs::create_dir_all(entry.join("device")).unwrap();
+        std::fs::write(entry.join("transport"), "pcie\n").unwrap();
+        std::fs::write(entry.join("address"), "0000:00:04.0\n").unwrap();
+        std::fs::write(entry.join("device/remove"), "").unwrap();
+        let open = || {
+            LinuxIoctl::open(&dev.join("nvme0"))
+                .unwrap()
+                .with_sysfs(t.path().join("sys"))
+        };
+        assert!(matches!(open().shutdown(), Some(Ok(true))));
+        assert_eq!(
+            std::fs::read_to_string(entry.join("device/remove")).unwrap(),
+            "1"
+        );
+        // A controller over TCP has no PCI device to remove: the transport cannot tell it.
+        std::fs::write(entry.join("transport"), "tcp\n").unwrap();
+        std::fs::write(entry.join("device/remove"), "").unwrap();
+        assert!(open().shutdown().is_none());
+        assert_eq!(
+            std::fs::read_to_string(entry.join("device/remove")).unwrap(),
+            ""
+        );
+        // A write the kernel refuses is an error naming what was tried.
+        std::fs::write(entry.join("transport"), "pcie\n").unwrap();
+        std::fs::remove_file(entry.join("device/remove")).unwrap();
+        std::fs::create_dir(entry.join("device/remove")).unwrap();
+        let e = open().shutdown().unwrap().unwrap_err().to_string();
+        assert!(e.contains("device/remove"), "{e}");
     }
 
     #[test]

@@ -793,3 +793,61 @@ fn a_sweep_retries_a_failed_rig_and_calls_a_pass_on_retry_flaky() {
         "two rigs plus one retry: {r:#}"
     );
 }
+
+#[test]
+fn a_farm_job_gated_on_the_previous_run_fails_when_the_drive_gets_slower() {
+    let lab = lab_with_agent(1);
+    let fw = lab.image("2.0.0", "ok");
+    let plan = lab.path("gate.toml");
+    std::fs::write(
+        &plan,
+        "name = \"gate\"\n[[step]]\nname = \"flash\"\nkind = \"flash\"\n[[step]]\nname = \"randread\"\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 4\nsize = \"1M\"\nruntime = \"400ms\"\nbaseline = \"previous\"\nmax_regression = \"30%\"\n",
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let run = |junit: &str| {
+        let junit = lab.path(junit);
+        let o = lab.farmctl(&[
+            "--json",
+            "run",
+            "--firmware",
+            &fw,
+            "--plan",
+            plan,
+            "--rig",
+            "bench-r1",
+            "--junit",
+            junit.to_str().unwrap(),
+        ]);
+        (o, std::fs::read_to_string(&junit).unwrap_or_default())
+    };
+    // The first job on the rig is the baseline, kept by the agent that ran it.
+    let (o, x) = run("first.xml");
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(x.contains("this run is the baseline"), "{x}");
+    // Every read now takes 20 ms longer: the next job through the farm fails the step against the one before.
+    let dir = lab.sim_dir("bench", "bench-r1");
+    let f = lab.nvme_flash(&[
+        "sim",
+        "fault",
+        dir.to_str().unwrap(),
+        "latency",
+        "20ms",
+        "--opcode",
+        "read",
+    ]);
+    assert_eq!(f.code, 0, "{}", f.all());
+    let (o, x) = run("second.xml");
+    assert_eq!(o.code, 1, "a regression is a test failure: {}", o.all());
+    assert_eq!(o.json()["state"], "failed", "{}", o.all());
+    assert!(
+        x.contains("failures=\"1\"") && x.contains("errors=\"0\""),
+        "{x}"
+    );
+    assert!(
+        x.contains("read_iops")
+            && x.contains("vs previous")
+            && x.contains("worse than the 30% allowed"),
+        "{x}"
+    );
+}

@@ -77,3 +77,31 @@ nvme subsystem-reset /dev/nvme0 > /out/cli-nssr.out 2>&1; echo $? > /out/cli-nss
 nvme-flash /dev/nvme0 wait --for 20s 2> /out/cli-nssr-wait.err; echo $? > /out/cli-nssr-wait.rc
 nvme-flash /dev/nvme0 reset --subsystem 2> /out/flash-nssr.err; echo $? > /out/flash-nssr.rc
 nvme-flash /dev/nvme0 wait --for 20s 2> /out/flash-nssr-wait.err; echo $? > /out/flash-nssr-wait.rc
+# An orderly power cycle through the agent on a real driver: the drive leaves the PCI bus (nvme_remove gives it a
+# shutdown notification), the "power" (a command that does nothing here) cycles, a PCI rescan brings it back and
+# the plan goes on with the drive found again by serial.
+mkdir -p /tmp/agent
+cat > /tmp/rigs.toml <<'RIGS'
+[agent]
+name = "qemu"
+[[rig]]
+name = "qemu-r1"
+drive = { serial = "NVFARMQEMU0001" }
+power = { command = { on = "true", off = "true" } }
+RIGS
+cat > /tmp/cycle.toml <<'PLAN'
+name = "orderly-cycle"
+[[step]]
+name = "cycle"
+kind = "power_cycle"
+off_time = "100ms"
+[[step]]
+name = "identify"
+kind = "identify"
+expect = { sn = "NVFARMQEMU0001" }
+PLAN
+for c in /sys/class/nvme/nvme*; do echo "$c $(cat $c/serial) $(cat $c/state) $(cat $c/address)"; done > /out/cycle-ctrls-before
+cat /sys/class/nvme/nvme0/address > /out/cycle-pci-before
+bench-agent run --rigs /tmp/rigs.toml --rig qemu-r1 --plan /tmp/cycle.toml --work-dir /tmp/agent --json > /out/cycle.json 2> /out/cycle.err; echo $? > /out/cycle.rc
+for c in /sys/class/nvme/nvme*; do grep -q NVFARMQEMU0001 $c/serial && cat $c/address; done > /out/cycle-pci-after
+dmesg | grep -i nvme > /out/cycle-dmesg

@@ -98,6 +98,9 @@ enum Target {
     Simulated(PathBuf),
 }
 
+/// How often a wait for an absent drive asks the kernel to rescan the PCI bus.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
 /// Resolves an address to a device, each time anew.
 #[derive(Clone, Debug)]
 pub struct Locator {
@@ -157,6 +160,21 @@ impl Locator {
             DeviceAddr::Serial(s) => lookup(&|c| c.serial == *s),
             DeviceAddr::Pci(p) => {
                 lookup(&|c| address::normalize_pci(&c.address).as_deref() == Some(p.as_str()))
+            }
+        }
+    }
+
+    /// Asks the kernel to look for PCI devices again (`bus/pci/rescan`), so a drive removed from the bus (for a
+    /// shutdown notification before a power cut) comes back. Nothing for a simulated drive or a tree without the
+    /// attribute; errors are ignored (the wait that calls this reports what it finds, or not).
+    pub fn rescan_bus(&self) {
+        if matches!(self.addr, DeviceAddr::Sim(_)) {
+            return;
+        }
+        let rescan = self.sysfs.root.join("bus/pci/rescan");
+        if rescan.is_file() {
+            if let Err(e) = std::fs::write(&rescan, "1") {
+                tracing::debug!(path = %rescan.display(), "PCI rescan failed: {e}");
             }
         }
     }
@@ -222,28 +240,53 @@ impl Drive {
         within: Duration,
         stop: &dyn Fn() -> bool,
     ) -> Result<(), DeviceError> {
+        *self = Drive::wait_found(self.locator.clone(), self.timeout, within, stop)?;
+        Ok(())
+    }
+
+    /// Waits until a drive at `locator` is found and answers Identify Controller, and opens it with a
+    /// per-command `timeout`: the drive may be absent when the wait starts (off the bus for a shutdown
+    /// notification, or re-enumerating after a reset). While it is absent the PCI bus is rescanned, at most every
+    /// second. Errors other than absence or a timeout end the wait at once; `stop` ends it with
+    /// [`DeviceError::Stopped`].
+    pub fn wait_found(
+        locator: Locator,
+        timeout: Option<Duration>,
+        within: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Drive, DeviceError> {
         let start = Instant::now();
         let mut last: String;
+        let mut last_rescan: Option<Instant> = None;
         loop {
             if stop() {
                 return Err(DeviceError::Stopped {
-                    addr: self.locator.addr.to_string(),
+                    addr: locator.addr.to_string(),
                 });
             }
-            let attempt = self.reopen().and_then(|()| {
-                self.ctrl
+            let attempt = Drive::open(locator.clone(), timeout).and_then(|d| {
+                d.ctrl
                     .identify_controller()
-                    .map(drop)
-                    .map_err(DeviceError::from)
+                    .map(|_| ())
+                    .map_err(DeviceError::from)?;
+                Ok(d)
             });
             match attempt {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_absent() || e.is_timeout() => last = e.to_string(),
+                Ok(d) => return Ok(d),
+                Err(e) if e.is_absent() || e.is_timeout() => {
+                    // A drive off the host's bus (removed for a shutdown notification, or lost while powered
+                    // off) is only seen again after a rescan.
+                    if e.is_absent() && last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+                        locator.rescan_bus();
+                        last_rescan = Some(Instant::now());
+                    }
+                    last = e.to_string()
+                }
                 Err(e) => return Err(e),
             }
             if start.elapsed() >= within {
                 return Err(DeviceError::NotBack {
-                    addr: self.locator.addr.to_string(),
+                    addr: locator.addr.to_string(),
                     waited: within,
                     last,
                 });
@@ -252,3 +295,6 @@ impl Drive {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
