@@ -4,7 +4,7 @@
 //! Outcomes keep their distinctions here too: failed (the firmware), error (the infrastructure), timed out,
 //! cancelled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -17,6 +17,39 @@ use nvfarm_model::junit::escape as esc;
 use nvfarm_model::Outcome;
 
 use crate::core::{Farm, JobFilter};
+
+/// One firmware build on the dashboard: its sha256 (the first 12 digits), every revision and file name its jobs
+/// gave it, and how many of its jobs are in each state.
+#[derive(Debug, PartialEq)]
+struct BuildRow {
+    sha: String,
+    names: BTreeSet<String>,
+    counts: BTreeMap<JobState, u32>,
+}
+
+/// Groups jobs `(sha256, revision, file name, state)` by build. A build is its sha256: jobs that knew its revision
+/// and jobs that only had its file name are the same build, counted once.
+fn build_rows<'a>(
+    jobs: impl IntoIterator<Item = (&'a str, &'a str, &'a str, JobState)>,
+) -> Vec<BuildRow> {
+    let mut rows: BTreeMap<String, BuildRow> = BTreeMap::new();
+    for (sha, revision, name, state) in jobs {
+        let sha: String = sha.chars().take(12).collect();
+        let row = rows.entry(sha.clone()).or_insert_with(|| BuildRow {
+            sha,
+            names: BTreeSet::new(),
+            counts: BTreeMap::new(),
+        });
+        row.names.extend(
+            [revision, name]
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+        );
+        *row.counts.entry(state).or_default() += 1;
+    }
+    rows.into_values().collect()
+}
 
 /// The CSS class for a state or outcome name.
 fn class(s: &str) -> &'static str {
@@ -104,23 +137,22 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
     }
     h.push_str("</table>");
     // Pass/fail per firmware build.
-    let mut builds: BTreeMap<(String, String), BTreeMap<JobState, u32>> = BTreeMap::new();
-    for j in jobs
-        .iter()
-        .filter(|j| !j.health_check && !j.artifact_sha256.is_empty())
-    {
-        let key = (
-            j.artifact_sha256.chars().take(12).collect::<String>(),
-            if j.firmware_revision.is_empty() {
-                j.firmware_name.clone()
-            } else {
-                j.firmware_revision.clone()
-            },
-        );
-        *builds.entry(key).or_default().entry(j.state).or_default() += 1;
-    }
+    let builds = build_rows(
+        jobs.iter()
+            .filter(|j| !j.health_check && !j.artifact_sha256.is_empty())
+            .map(|j| {
+                (
+                    j.artifact_sha256.as_str(),
+                    j.firmware_revision.as_str(),
+                    j.firmware_name.as_str(),
+                    j.state,
+                )
+            }),
+    );
     h.push_str("<h2>Firmware builds</h2><table><tr><th>sha256</th><th>revision / file</th><th>passed</th><th>failed</th><th>error</th><th>timed out</th><th>cancelled</th><th>running</th></tr>");
-    for ((sha, rev), counts) in &builds {
+    for b in &builds {
+        let (sha, counts) = (&b.sha, &b.counts);
+        let rev = b.names.iter().cloned().collect::<Vec<_>>().join(", ");
         let c = |k: JobState| counts.get(&k).copied().unwrap_or(0);
         let running = c(JobState::Queued)
             + c(JobState::Assigned)
@@ -130,7 +162,7 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
             h,
             "<tr><td>{}</td><td>{}</td><td class=ok>{}</td><td class=bad>{}</td><td class=infra>{}</td><td class=timeout>{}</td><td class=muted>{}</td><td>{running}</td></tr>",
             esc(sha),
-            esc(rev),
+            esc(&rev),
             c(JobState::Passed),
             c(JobState::Failed),
             c(JobState::Error),
@@ -239,4 +271,31 @@ pub(super) async fn job_page(State(farm): State<Arc<Farm>>, Path(id): Path<Strin
     }
     h.push_str("</body></html>");
     Html(h).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_is_one_row_whether_its_jobs_knew_its_revision_or_only_its_file_name() {
+        let sha_a = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let sha_b = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let rows = build_rows([
+            (sha_a, "2.0.0", "fw.img", JobState::Passed),
+            (sha_a, "", "fw.img", JobState::Failed),
+            (sha_a, "", "fw-copy.img", JobState::Passed),
+            (sha_b, "", "other.img", JobState::Error),
+        ]);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].sha, "aaaaaaaaaaaa");
+        assert_eq!(
+            rows[0].names.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["2.0.0", "fw-copy.img", "fw.img"]
+        );
+        assert_eq!(rows[0].counts[&JobState::Passed], 2);
+        assert_eq!(rows[0].counts[&JobState::Failed], 1);
+        assert_eq!(rows[1].counts[&JobState::Error], 1);
+        assert_eq!(rows[1].names.len(), 1);
+    }
 }
