@@ -358,7 +358,7 @@ impl Passthru for LinuxIoctl {
     /// Linux has no ioctl for CC.SHN, but the PCIe driver sends one when its device is removed: writing the
     /// PCI device's `remove` attribute runs `nvme_remove`, which shuts the controller down (CC.SHN = normal,
     /// waiting for CSTS.SHST complete) before the write returns. The drive is then off the host's bus until a PCI
-    /// rescan ([`crate::device::Drive::wait_ready`] does one while it waits). Fabrics controllers (no PCI
+    /// rescan ([`crate::device::Drive::wait_found`] does one while it waits). Fabrics controllers (no PCI
     /// device) are left alone: `None`.
     fn shutdown(&self) -> Option<Result<bool, TransportError>> {
         let entry = self.sysfs_root.join("class/nvme").join(&self.ctrl_name);

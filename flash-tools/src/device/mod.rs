@@ -191,7 +191,7 @@ impl Locator {
     /// Opens the device the address leads to now.
     pub fn open(&self) -> Result<Arc<dyn Passthru>, DeviceError> {
         Ok(match self.resolve()? {
-            Target::Node(p) => Arc::new(LinuxIoctl::open(&p)?),
+            Target::Node(p) => Arc::new(LinuxIoctl::open(&p)?.with_sysfs(self.sysfs.root.clone())),
             Target::Simulated(d) => crate::sim::open_passthru(&d)?,
         })
     }

@@ -32,8 +32,14 @@ fn drive_on_a_bus(t: &Path) -> (PathBuf, PathBuf) {
     (bus, entry)
 }
 
-fn by_serial(bus: &Path) -> Locator {
-    Locator::new(DeviceAddr::Serial("NVFSIM0001".into()), Sysfs::new(bus))
+/// Waits for the drive by its serial on `bus`, with 1 s commands.
+fn wait(bus: &Path, within: Duration, stop: &dyn Fn() -> bool) -> Result<Drive, DeviceError> {
+    Drive::wait_found(
+        Locator::new(DeviceAddr::Serial("NVFSIM0001".into()), Sysfs::new(bus)),
+        Some(Duration::from_secs(1)),
+        within,
+        stop,
+    )
 }
 
 #[test]
@@ -59,13 +65,7 @@ fn a_wait_that_starts_with_the_drive_off_the_bus_rescans_until_it_is_back() {
             false
         })
     };
-    let d = Drive::wait_found(
-        by_serial(&bus),
-        Some(Duration::from_secs(5)),
-        Duration::from_secs(20),
-        &|| false,
-    )
-    .expect("found again after the rescan");
+    let d = wait(&bus, Duration::from_secs(20), &|| false).expect("found again after the rescan");
     assert!(kernel.join().unwrap(), "the wait asked for a rescan");
     let id = d.controller().identify_controller().unwrap();
     assert_eq!(id.serial().trim(), "NVFSIM0001");
@@ -77,24 +77,12 @@ fn a_drive_that_stays_off_the_bus_is_reported_not_back_with_what_was_seen_and_a_
     let t = tempfile::tempdir().unwrap();
     let (bus, entry) = drive_on_a_bus(t.path());
     fs::remove_dir_all(&entry).unwrap();
-    let e = Drive::wait_found(
-        by_serial(&bus),
-        Some(Duration::from_secs(1)),
-        Duration::from_millis(300),
-        &|| false,
-    )
-    .unwrap_err();
+    let e = wait(&bus, Duration::from_millis(300), &|| false).unwrap_err();
     assert!(matches!(e, DeviceError::NotBack { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("serial=NVFSIM0001"), "{msg}");
     assert!(msg.contains("no controllers present"), "{msg}");
     assert_eq!(fs::read_to_string(bus.join("bus/pci/rescan")).unwrap(), "1");
-    let e = Drive::wait_found(
-        by_serial(&bus),
-        Some(Duration::from_secs(1)),
-        Duration::from_secs(60),
-        &|| true,
-    )
-    .unwrap_err();
+    let e = wait(&bus, Duration::from_secs(60), &|| true).unwrap_err();
     assert!(matches!(e, DeviceError::Stopped { .. }), "{e}");
 }
