@@ -23,6 +23,8 @@ pub mod admin {
     pub const ASYNC_EVENT_REQUEST: u8 = 0x0C;
     /// Firmware Commit.
     pub const FIRMWARE_COMMIT: u8 = 0x10;
+    /// Keep Alive.
+    pub const KEEP_ALIVE: u8 = 0x18;
     /// Firmware Image Download.
     pub const FIRMWARE_DOWNLOAD: u8 = 0x11;
     /// Device Self-test.
@@ -111,6 +113,8 @@ pub mod cns {
     pub const CONTROLLER: u8 = 0x01;
     /// Active Namespace ID list.
     pub const ACTIVE_NAMESPACES: u8 = 0x02;
+    /// Namespace Identification Descriptor list.
+    pub const NS_DESCRIPTORS: u8 = 0x03;
 }
 
 /// Firmware Commit actions (CDW10 bits 5:3).
@@ -447,6 +451,28 @@ impl Command {
         self.cdw12 & (1 << 25) != 0
     }
 
+    /// The command a submission queue entry carries and its command identifier (the data pointer is the
+    /// transport's; PSDT is cleared).
+    pub fn from_sqe(b: &[u8; 64]) -> (Self, u16) {
+        let dw = |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        (
+            Command {
+                opcode: b[0],
+                flags: b[1] & 0x3f,
+                nsid: dw(1),
+                cdw2: dw(2),
+                cdw3: dw(3),
+                cdw10: dw(10),
+                cdw11: dw(11),
+                cdw12: dw(12),
+                cdw13: dw(13),
+                cdw14: dw(14),
+                cdw15: dw(15),
+            },
+            u16::from_le_bytes([b[2], b[3]]),
+        )
+    }
+
     /// The 64-byte submission queue entry, with command identifier `cid` and no data pointer (the transport
     /// supplies PRPs). Used by io_uring passthrough and for logging.
     pub fn to_sqe(&self, cid: u16) -> [u8; 64] {
@@ -475,6 +501,13 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_survives_its_submission_queue_entry() {
+        let c = Command::get_log_page(2, NSID_ALL, 512, 4096, 1, true);
+        let sqe = c.to_sqe(0x1234);
+        assert_eq!(Command::from_sqe(&sqe), (c, 0x1234));
+    }
 
     #[test]
     fn get_log_page_splits_numd_and_offset() {

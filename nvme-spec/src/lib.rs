@@ -7,6 +7,7 @@
 //! - [`status`]: completion status (SCT/SC/CRD/More/DNR) with the spec's names.
 //! - [`identify`], [`log_page`], [`features`]: Identify Controller/Namespace, the log pages nvfarm reads, and
 //!   feature identifiers; each parses from and encodes to the spec's layout.
+//! - [`fabrics`], [`tcp`]: NVMe over Fabrics commands and properties, and the NVMe/TCP transport's PDUs.
 //! - [`activation`]: how a committed firmware image is brought into service.
 //! - [`units`]: sizes (`4k`, `1G`) and durations (`500ms`, `2m`) as users and fio write them.
 #![warn(missing_docs)]
@@ -15,10 +16,12 @@
 pub mod activation;
 pub mod bytes;
 pub mod command;
+pub mod fabrics;
 pub mod features;
 pub mod identify;
 pub mod log_page;
 pub mod status;
+pub mod tcp;
 pub mod units;
 
 pub use activation::Activation;

@@ -37,6 +37,14 @@ pub mod code {
     pub const ABORT_REQUESTED: u16 = 0x007;
     /// Invalid Namespace or Format.
     pub const INVALID_NAMESPACE: u16 = 0x00B;
+    /// Data SGL Length Invalid.
+    pub const DATA_SGL_LENGTH_INVALID: u16 = 0x00F;
+    /// SGL Descriptor Type Invalid.
+    pub const SGL_DESCRIPTOR_TYPE_INVALID: u16 = 0x011;
+    /// Transient Transport Error.
+    pub const TRANSIENT_TRANSPORT_ERROR: u16 = 0x022;
+    /// Asynchronous Event Request Limit Exceeded.
+    pub const AER_LIMIT_EXCEEDED: u16 = 0x105;
     /// Command Sequence Error.
     pub const COMMAND_SEQUENCE_ERROR: u16 = 0x00C;
     /// Sanitize In Progress.

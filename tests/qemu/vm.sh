@@ -4,7 +4,8 @@
 #   tests/qemu/vm.sh GUEST_SCRIPT OUT_DIR [FILE...]
 #
 # The VM runs the Debian cloud kernel (NVMe driver built in) from an initramfs holding busybox, nvme-cli,
-# the FILEs given and GUEST_SCRIPT as /guest.sh. ELF binaries go to /usr/bin (stripped, with their shared
+# the kernel's NVMe over Fabrics modules in /lib/modules (insmod them), the FILEs given and GUEST_SCRIPT as
+# /guest.sh. ELF binaries go to /usr/bin (stripped, with their shared
 # libraries); other files to /data.
 # Everything the guest script writes under /out is packed with tar, sent over the serial console as base64
 # and unpacked into OUT_DIR on the host; the console log is OUT_DIR/console.log and the guest script's exit
@@ -27,9 +28,14 @@ cache=${NVFARM_CACHE:-$HOME/.cache/nvfarm}/qemu
 mkdir -p "$cache" "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 
-# --- kernel: boot/vmlinuz out of the Debian cloud kernel package, nothing else of it --------------------
+# --- kernel: boot/vmlinuz and the NVMe over Fabrics modules out of the Debian cloud kernel package ----------
+# The modules (nvme-fabrics, nvme-tcp: the kernel's NVMe/TCP host; configfs, nvmet, nvmet-tcp: its target) go to
+# /lib/modules in the guest, for `insmod`.
 kernel=$cache/vmlinuz
-if [[ ! -s $kernel ]]; then
+modules=$cache/modules
+module_names=(nvme-fabrics nvme-tcp configfs nvmet nvmet-tcp)
+have_modules() { for m in "${module_names[@]}"; do [[ -s $modules/$m.ko ]] || return 1; done; }
+if [[ ! -s $kernel ]] || ! have_modules; then
     resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
     pkg=$(resolve)
     if [[ -z $pkg ]]; then
@@ -39,7 +45,21 @@ if [[ ! -s $kernel ]]; then
     [[ -n $pkg ]] || die "cannot resolve linux-image-cloud-amd64 (is the Debian archive reachable? try apt-get update)"
     work=$(mktemp -d)
     (cd "$work" && apt-get download -q "$pkg" >/dev/null) || die "apt-get download $pkg failed"
-    dpkg-deb --fsys-tarfile "$work"/*.deb | tar -x -C "$work" --wildcards './boot/vmlinuz-*'
+    dpkg-deb --fsys-tarfile "$work"/*.deb | tar -x -C "$work" --wildcards './boot/vmlinuz-*' \
+        './lib/modules/*/kernel/drivers/nvme/host/nvme-fabrics.ko*' './lib/modules/*/kernel/drivers/nvme/host/nvme-tcp.ko*' \
+        './lib/modules/*/kernel/drivers/nvme/target/nvmet.ko*' './lib/modules/*/kernel/drivers/nvme/target/nvmet-tcp.ko*' \
+        './lib/modules/*/kernel/fs/configfs/configfs.ko*'
+    mkdir -p "$modules.tmp"
+    for m in "${module_names[@]}"; do
+        f=$(find "$work/lib/modules" -name "$m.ko*" | head -1)
+        [[ -n $f ]] || die "$pkg has no $m.ko"
+        case $f in
+            *.xz) xz -dc "$f" > "$modules.tmp/$m.ko" ;;
+            *.zst) zstd -dqc "$f" > "$modules.tmp/$m.ko" ;;
+            *) cp "$f" "$modules.tmp/$m.ko" ;;
+        esac
+    done
+    rm -rf "$modules" && mv "$modules.tmp" "$modules"
     cp "$work"/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
     rm -rf "$work"
 fi
@@ -47,7 +67,8 @@ fi
 # --- initramfs --------------------------------------------------------------------------------------------
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,out,etc,lib64,usr/bin,data}
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,out,etc,lib64,usr/bin,data,lib/modules}
+cp "$modules"/*.ko "$root/lib/modules/"
 cp "$(command -v busybox)" "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do
     [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"

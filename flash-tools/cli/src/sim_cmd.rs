@@ -118,6 +118,30 @@ pub enum SimCommand {
     },
     /// Show a simulated drive's state: power, device name, firmware slots, counters, faults.
     Status { dir: PathBuf },
+    /// Serve simulated drives over NVMe/TCP, so a machine with the nvme-tcp module attaches them as
+    /// /dev/nvmeX (`nvme connect -t tcp -a ADDR -s PORT -n NQN`). Every command runs on the drive in its
+    /// directory, with its faults and firmware slots; runs until interrupted.
+    Serve {
+        /// Simulated drive directories; each is one NVM subsystem.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Address and port to listen on (port 0 picks a free one; the address chosen is printed).
+        #[arg(long, default_value = "127.0.0.1:4420")]
+        listen: std::net::SocketAddr,
+        /// The subsystem NQN (only with one drive); default nqn.2024-01.dev.nvfarm:sim:SERIAL, as the
+        /// drive's Identify Controller reports.
+        #[arg(long)]
+        nqn: Option<String>,
+        /// In-capsule data the host may send with an I/O command (IOCCSZ).
+        #[arg(long, value_parser = parse_size, default_value = "8k")]
+        inline_data: u64,
+        /// The most data in one H2CData PDU (MAXH2CDATA).
+        #[arg(long, value_parser = parse_size, default_value = "256k")]
+        max_h2c_data: u64,
+        /// I/O queues each controller grants at most.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        max_io_queues: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -452,6 +476,14 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             sim.set_power(matches!(state, OnOff::On))?;
             eprintln!("power {:?} on {}", state, dir.display());
         }
+        SimCommand::Serve {
+            dirs,
+            listen,
+            nqn,
+            inline_data,
+            max_h2c_data,
+            max_io_queues,
+        } => serve(dirs, listen, nqn, inline_data, max_h2c_data, max_io_queues, common)?,
         SimCommand::Status { dir } => {
             let sim = SimController::open(&dir)?;
             let s = status(&sim)?;
@@ -463,6 +495,111 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
         }
     }
     Ok(ExitCode::Passed)
+}
+
+#[derive(Serialize)]
+struct Served {
+    listen: String,
+    subsystems: Vec<ServedDrive>,
+}
+
+#[derive(Serialize)]
+struct ServedDrive {
+    nqn: String,
+    dir: String,
+    serial: String,
+}
+
+fn serve(
+    dirs: Vec<PathBuf>,
+    listen: std::net::SocketAddr,
+    nqn: Option<String>,
+    inline_data: u64,
+    max_h2c_data: u64,
+    max_io_queues: u16,
+    common: &Common,
+) -> Result<(), CmdError> {
+    use flash_tools::target::{Target, TargetOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if nqn.is_some() && dirs.len() > 1 {
+        return Err(CmdError::usage(
+            "--nqn names one subsystem; with several drives each is served as nqn.2024-01.dev.nvfarm:sim:SERIAL",
+        ));
+    }
+    if !(4096..=1 << 20).contains(&max_h2c_data) || max_h2c_data % 4 != 0 {
+        return Err(CmdError::usage(format!(
+            "--max-h2c-data {max_h2c_data}: must be a multiple of 4 from 4k to 1M"
+        )));
+    }
+    if inline_data > 1 << 20 {
+        return Err(CmdError::usage(format!(
+            "--inline-data {inline_data}: at most 1M"
+        )));
+    }
+    let mut drives = Vec::new();
+    let mut shown = Vec::new();
+    for dir in &dirs {
+        let sim = SimController::open(dir)?;
+        let serial = sim.state()?.serial;
+        let name = nqn
+            .clone()
+            .unwrap_or_else(|| format!("nqn.2024-01.dev.nvfarm:sim:{serial}"));
+        shown.push(ServedDrive {
+            nqn: name.clone(),
+            dir: dir.display().to_string(),
+            serial,
+        });
+        drives.push((name, sim));
+    }
+    let opts = TargetOptions {
+        inline_data: inline_data as u32,
+        max_h2c_data: max_h2c_data as u32,
+        max_io_queues,
+        ..TargetOptions::default()
+    };
+    let target = Arc::new(
+        Target::new(drives, opts).map_err(|e| CmdError::usage(e.to_string()))?,
+    );
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        CmdError::new(
+            ExitCode::Infrastructure,
+            anyhow::anyhow!("cannot listen on {listen}: {e}"),
+        )
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CmdError::new(ExitCode::Infrastructure, e))?;
+    let served = Served {
+        listen: bound.to_string(),
+        subsystems: shown,
+    };
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string(&served).expect("plain data serializes")
+        );
+    } else {
+        for s in &served.subsystems {
+            println!("serving {} ({}) as {} on {}", s.dir, s.serial, s.nqn, served.listen);
+        }
+        println!(
+            "attach with: nvme connect -t tcp -a {} -s {} -n {}",
+            bound.ip(),
+            bound.port(),
+            served.subsystems[0].nqn
+        );
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    target
+        .serve(listener, &stop)
+        .map_err(|e| CmdError::new(ExitCode::Infrastructure, e))?;
+    eprintln!("nvme-flash: stopped serving; every connection is closed");
+    Ok(())
 }
 
 fn status(sim: &SimController) -> Result<SimStatus, CmdError> {

@@ -114,6 +114,22 @@ pub(super) fn identify_controller(ctx: &Ctx<'_>) -> IdentifyController {
     }
 }
 
+/// The Namespace Identification Descriptor list: the EUI-64 and NGUID Identify Namespace reports, and the NVM
+/// command set (a host keys a namespace by these; a fabrics host will not attach one without them).
+fn ns_descriptors(ns: &IdentifyNamespace) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    for (nidt, id) in [
+        (1u8, hex::decode(&ns.eui64).unwrap_or_default()),
+        (2, hex::decode(&ns.nguid).unwrap_or_default()),
+        (4, vec![0]),
+    ] {
+        out.extend_from_slice(&[nidt, id.len() as u8, 0, 0]);
+        out.extend_from_slice(&id);
+    }
+    out.resize(4096, 0);
+    out
+}
+
 fn identify_namespace(ctx: &Ctx<'_>) -> IdentifyNamespace {
     let ns = &ctx.st.namespace;
     let blocks = ns.blocks();
@@ -161,6 +177,10 @@ fn identify(ctx: &mut Ctx<'_>, cmd: &Command, data: Data<'_>) -> Completion {
             reply(data, &identify_namespace(ctx).to_bytes(), 0)
         }
         cns::NAMESPACE => fail(code::INVALID_NAMESPACE),
+        cns::NS_DESCRIPTORS if cmd.nsid == 1 => {
+            reply(data, &ns_descriptors(&identify_namespace(ctx)), 0)
+        }
+        cns::NS_DESCRIPTORS => fail(code::INVALID_NAMESPACE),
         cns::ACTIVE_NAMESPACES => {
             let mut list = vec![0u8; 4096];
             if cmd.nsid < 1 {
