@@ -454,7 +454,8 @@ impl Command {
     /// The command a submission queue entry carries and its command identifier (the data pointer is the
     /// transport's; PSDT is cleared).
     pub fn from_sqe(b: &[u8; 64]) -> (Self, u16) {
-        let dw = |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        let dw =
+            |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
         (
             Command {
                 opcode: b[0],

@@ -252,11 +252,7 @@ impl Header {
             return if self.pdu_type == pdu_type::CAPSULE_CMD {
                 Ok(())
             } else {
-                Err(bad(
-                    fes::INVALID_HEADER_FIELD,
-                    4,
-                    "a data PDU without data",
-                ))
+                Err(bad(fes::INVALID_HEADER_FIELD, 4, "a data PDU without data"))
             };
         }
         let pdo = self.pdo as u32;
@@ -458,10 +454,7 @@ impl Pdu {
                     return Err(bad(
                         fes::INVALID_HEADER_FIELD,
                         16,
-                        format!(
-                            "DATAL says {datal} bytes but the PDU holds {}",
-                            data.len()
-                        ),
+                        format!("DATAL says {datal} bytes but the PDU holds {}", data.len()),
                     ));
                 }
                 Pdu::H2CData {
@@ -478,10 +471,7 @@ impl Pdu {
                     return Err(bad(
                         fes::INVALID_HEADER_FIELD,
                         16,
-                        format!(
-                            "DATAL says {datal} bytes but the PDU holds {}",
-                            data.len()
-                        ),
+                        format!("DATAL says {datal} bytes but the PDU holds {}", data.len()),
                     ));
                 }
                 Pdu::C2HData {
@@ -517,7 +507,9 @@ impl Pdu {
         match self {
             Pdu::IcReq { .. } => pdu_type::IC_REQ,
             Pdu::IcResp { .. } => pdu_type::IC_RESP,
-            Pdu::TermReq { from_host: true, .. } => pdu_type::H2C_TERM_REQ,
+            Pdu::TermReq {
+                from_host: true, ..
+            } => pdu_type::H2C_TERM_REQ,
             Pdu::TermReq { .. } => pdu_type::C2H_TERM_REQ,
             Pdu::CapsuleCmd { .. } => pdu_type::CAPSULE_CMD,
             Pdu::CapsuleResp { .. } => pdu_type::CAPSULE_RESP,
@@ -825,18 +817,28 @@ mod tests {
         };
         let e = h(0x42, 24, 0, 24).check(none, 4096).unwrap_err();
         assert_eq!((e.fes, e.fei), (fes::INVALID_HEADER_FIELD, 0));
-        let e = h(pdu_type::CAPSULE_CMD, 24, 0, 72).check(none, 4096).unwrap_err();
+        let e = h(pdu_type::CAPSULE_CMD, 24, 0, 72)
+            .check(none, 4096)
+            .unwrap_err();
         assert_eq!((e.fes, e.fei), (fes::INVALID_HEADER_FIELD, 2));
-        let e = h(pdu_type::CAPSULE_CMD, 72, 0, 40).check(none, 4096).unwrap_err();
+        let e = h(pdu_type::CAPSULE_CMD, 72, 0, 40)
+            .check(none, 4096)
+            .unwrap_err();
         assert_eq!((e.fes, e.fei), (fes::INVALID_HEADER_FIELD, 4));
         // Data offset inside the header.
-        let e = h(pdu_type::CAPSULE_CMD, 72, 8, 200).check(none, 4096).unwrap_err();
+        let e = h(pdu_type::CAPSULE_CMD, 72, 8, 200)
+            .check(none, 4096)
+            .unwrap_err();
         assert_eq!((e.fes, e.fei), (fes::INVALID_HEADER_FIELD, 3));
         // A huge length is refused before anything is read or allocated.
-        let e = h(pdu_type::H2C_DATA, 24, 24, u32::MAX).check(none, 4096).unwrap_err();
+        let e = h(pdu_type::H2C_DATA, 24, 24, u32::MAX)
+            .check(none, 4096)
+            .unwrap_err();
         assert_eq!(e.fes, fes::DATA_LIMIT_EXCEEDED);
         // A response capsule with trailing bytes.
-        let e = h(pdu_type::CAPSULE_RESP, 24, 0, 30).check(none, 4096).unwrap_err();
+        let e = h(pdu_type::CAPSULE_RESP, 24, 0, 30)
+            .check(none, 4096)
+            .unwrap_err();
         assert_eq!(e.fei, 4);
         // Digest flags must match what the connection agreed.
         let mut x = h(pdu_type::CAPSULE_RESP, 24, 0, 28);
@@ -864,7 +866,10 @@ mod tests {
         let n = bytes.len();
         bytes[n - 10] ^= 0xff;
         let out = Pdu::decode(&h, &bytes[8..], d).unwrap();
-        assert!(!out.data_digest_ok, "a data digest error fails the command, not the connection");
+        assert!(
+            !out.data_digest_ok,
+            "a data digest error fails the command, not the connection"
+        );
     }
 
     #[test]

@@ -483,7 +483,15 @@ pub fn run(cmd: SimCommand, common: &Common) -> CmdResult {
             inline_data,
             max_h2c_data,
             max_io_queues,
-        } => serve(dirs, listen, nqn, inline_data, max_h2c_data, max_io_queues, common)?,
+        } => serve(
+            dirs,
+            listen,
+            nqn,
+            inline_data,
+            max_h2c_data,
+            max_io_queues,
+            common,
+        )?,
         SimCommand::Status { dir } => {
             let sim = SimController::open(&dir)?;
             let s = status(&sim)?;
@@ -558,9 +566,7 @@ fn serve(
         max_io_queues,
         ..TargetOptions::default()
     };
-    let target = Arc::new(
-        Target::new(drives, opts).map_err(|e| CmdError::usage(e.to_string()))?,
-    );
+    let target = Arc::new(Target::new(drives, opts).map_err(|e| CmdError::usage(e.to_string()))?);
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         CmdError::new(
             ExitCode::Infrastructure,
@@ -581,7 +587,10 @@ fn serve(
         );
     } else {
         for s in &served.subsystems {
-            println!("serving {} ({}) as {} on {}", s.dir, s.serial, s.nqn, served.listen);
+            println!(
+                "serving {} ({}) as {} on {}",
+                s.dir, s.serial, s.nqn, served.listen
+            );
         }
         println!(
             "attach with: nvme connect -t tcp -a {} -s {} -n {}",

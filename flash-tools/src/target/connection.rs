@@ -153,10 +153,7 @@ impl Conn<'_> {
     fn serve(&mut self) -> Result<(), End> {
         let first = self.read_pdu(Digests::default(), 0)?;
         let Pdu::IcReq {
-            pfv,
-            hpda,
-            digests,
-            ..
+            pfv, hpda, digests, ..
         } = first.pdu
         else {
             return Err(self.fatal(
@@ -257,7 +254,8 @@ impl Conn<'_> {
                 End::Closed(format!("the host closed the connection {when}"))
             }
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => End::Dropped(
-                "keep-alive timeout: nothing from the host within KATO; the association ends".into(),
+                "keep-alive timeout: nothing from the host within KATO; the association ends"
+                    .into(),
             ),
             _ => End::Closed(format!("the connection failed {when}: {e}")),
         }
@@ -558,7 +556,9 @@ impl Conn<'_> {
                     .submit(queue, &cmd, Data::FromDevice(&mut data), timeout)
             }
             Direction::ToDevice => {
-                let r = sub.drive.submit(queue, &cmd, Data::ToDevice(&data), timeout);
+                let r = sub
+                    .drive
+                    .submit(queue, &cmd, Data::ToDevice(&data), timeout);
                 data = Vec::new();
                 r
             }
@@ -583,7 +583,10 @@ impl Conn<'_> {
         };
         if !c.status.is_success() {
             data = Vec::new();
-        } else if queue == Queue::Admin && cmd.opcode == admin::IDENTIFY && cmd.cns() == cns::CONTROLLER {
+        } else if queue == Queue::Admin
+            && cmd.opcode == admin::IDENTIFY
+            && cmd.cns() == cns::CONTROLLER
+        {
             patch_identify(&mut data, cntlid, &sub.nqn, &self.target.opts);
         }
         Ok(Some(Reply {
@@ -685,10 +688,8 @@ impl Conn<'_> {
                 id = if id >= 0xFFEF { 1 } else { id + 1 };
             }
             st.next_cntlid = id + 1;
-            st.controllers.insert(
-                id,
-                Association::new(d.hostnqn.clone(), Some(socket)),
-            );
+            st.controllers
+                .insert(id, Association::new(d.hostnqn.clone(), Some(socket)));
             drop(st);
             if let Some(k) = kato {
                 // The host sends a Keep Alive every KATO/2; the association ends after KATO and a half of

@@ -196,7 +196,11 @@ impl Target {
     /// Accepts connections on `listener` until `stop` is set, one thread per connection; on stop every
     /// association ends and every connection is shut down, and the connection threads are joined (one stuck
     /// in a hanging command for at most 3 s).
-    pub fn serve(self: &Arc<Self>, listener: TcpListener, stop: &AtomicBool) -> std::io::Result<()> {
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        stop: &AtomicBool,
+    ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
@@ -244,7 +248,11 @@ impl Target {
         self.connections.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Option<thread::JoinHandle<()>> {
+    fn accept(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<thread::JoinHandle<()>> {
         if stream.set_nonblocking(false).is_err() {
             return None;
         }

@@ -1,0 +1,181 @@
+//! The target driven by a minimal host written against the spec: handshake, Connect, properties, a malformed
+//! PDU answered with a termination request naming the field, and the target still serving afterwards.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{Target, TargetOptions};
+use crate::sim::{SimConfig, SimController};
+use nvme_spec::fabrics::{self, fctype, property, ConnectData};
+use nvme_spec::tcp::{fes, Cqe, Digests, Header, Pdu, Sgl, SGL_IN_CAPSULE};
+
+struct Host(TcpStream);
+
+impl Host {
+    fn connect(addr: std::net::SocketAddr) -> Host {
+        Host(TcpStream::connect(addr).unwrap())
+    }
+    fn send(&mut self, p: &Pdu) {
+        self.0.write_all(&p.encode(Digests::default(), 4)).unwrap();
+    }
+    fn recv(&mut self) -> Pdu {
+        let mut h = [0u8; 8];
+        self.0.read_exact(&mut h).unwrap();
+        let hdr = Header::parse(&h);
+        let mut rest = vec![0u8; hdr.plen as usize - 8];
+        self.0.read_exact(&mut rest).unwrap();
+        Pdu::decode(&hdr, &rest, Digests::default()).unwrap().pdu
+    }
+    fn handshake(&mut self) {
+        self.send(&Pdu::IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests: Digests::default(),
+            maxr2t: 0,
+        });
+        assert!(
+            matches!(self.recv(), Pdu::IcResp { pfv: 0, maxh2cdata, .. } if maxh2cdata >= 4096)
+        );
+    }
+    fn command(&mut self, sqe: [u8; 64], data: Vec<u8>) -> Cqe {
+        self.send(&Pdu::CapsuleCmd { sqe, data });
+        match self.recv() {
+            Pdu::CapsuleResp { cqe } => Cqe::parse(&cqe),
+            other => panic!("expected a response capsule, got {other:?}"),
+        }
+    }
+}
+
+fn connect_sqe(cid: u16, qid: u16) -> [u8; 64] {
+    let mut sqe = [0u8; 64];
+    sqe[0] = fabrics::OPCODE;
+    sqe[2..4].copy_from_slice(&cid.to_le_bytes());
+    sqe[4] = fctype::CONNECT;
+    sqe[42..44].copy_from_slice(&qid.to_le_bytes());
+    sqe[44..46].copy_from_slice(&31u16.to_le_bytes());
+    Sgl {
+        address: 0,
+        length: 1024,
+        kind: SGL_IN_CAPSULE,
+    }
+    .put(&mut sqe);
+    sqe
+}
+
+fn property_get_sqe(cid: u16, offset: u32, wide: bool) -> [u8; 64] {
+    let mut sqe = [0u8; 64];
+    sqe[0] = fabrics::OPCODE;
+    sqe[2..4].copy_from_slice(&cid.to_le_bytes());
+    sqe[4] = fctype::PROPERTY_GET;
+    sqe[40] = wide as u8;
+    sqe[44..48].copy_from_slice(&offset.to_le_bytes());
+    sqe
+}
+
+#[test]
+fn a_host_connects_reads_properties_and_a_malformed_pdu_ends_only_its_own_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        serial: "NVFTCPT001".into(),
+        size_bytes: 16 << 20,
+        ..SimConfig::default()
+    };
+    let sim = SimController::create(dir.path(), &cfg).unwrap();
+    let nqn = "nqn.2024-01.dev.nvfarm:sim:NVFTCPT001".to_string();
+    let target = Arc::new(Target::new(vec![(nqn.clone(), sim)], TargetOptions::default()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (t, s) = (target.clone(), stop.clone());
+        std::thread::spawn(move || t.serve(listener, &s).unwrap())
+    };
+
+    let mut host = Host::connect(addr);
+    host.handshake();
+    // An unknown subsystem: Connect Invalid Parameters, pointing at SUBNQN in the data.
+    let mut data = ConnectData {
+        hostid: [1; 16],
+        cntlid: 0xffff,
+        subnqn: "nqn.2024-01.dev.nvfarm:sim:NOSUCH".into(),
+        hostnqn: "nqn.test-host".into(),
+    };
+    let c = host.command(connect_sqe(1, 0), data.to_bytes());
+    assert_eq!(
+        c.status & 0x7ff,
+        fabrics::status::CONNECT_INVALID_PARAMETERS
+    );
+    assert_eq!(c.result, fabrics::invalid_parameter(true, 256));
+    data.subnqn = nqn.clone();
+    let c = host.command(connect_sqe(2, 0), data.to_bytes());
+    assert_eq!(c.status, 0, "Connect");
+    let cntlid = c.result as u16;
+    assert_ne!(cntlid, 0);
+    assert_eq!(target.subsystems()[0].controllers(), 1);
+    let cap = host.command(property_get_sqe(3, property::CAP, true), vec![]);
+    assert_eq!(cap.status, 0);
+    let cap = cap.result as u64 | (cap.result_hi as u64) << 32;
+    assert_eq!(cap & 0xffff, 127, "MQES");
+    assert_ne!(cap & 1 << 37, 0, "NVM command set");
+    let vs = host.command(property_get_sqe(4, property::VS, false), vec![]);
+    assert_eq!(vs.result, 0x0001_0400);
+    // Identify before CC.EN is set: Command Sequence Error.
+    let mut id = nvme_spec::Command::identify(1, 0).to_sqe(5);
+    Sgl {
+        address: 0,
+        length: 4096,
+        kind: nvme_spec::tcp::SGL_TRANSPORT,
+    }
+    .put(&mut id);
+    let c = host.command(id, vec![]);
+    assert_eq!(
+        c.status & 0x7ff,
+        nvme_spec::status::code::COMMAND_SEQUENCE_ERROR
+    );
+
+    // A second connection sends a capsule with a wrong header length: a C2HTermReq names byte 2.
+    let mut bad = Host::connect(addr);
+    bad.handshake();
+    let mut pdu = Pdu::CapsuleCmd {
+        sqe: [0; 64],
+        data: vec![],
+    }
+    .encode(Digests::default(), 4);
+    pdu[2] = 24;
+    bad.0.write_all(&pdu).unwrap();
+    match bad.recv() {
+        Pdu::TermReq {
+            from_host: false,
+            fes: f,
+            fei,
+            ..
+        } => assert_eq!((f, fei), (fes::INVALID_HEADER_FIELD, 2)),
+        other => panic!("expected C2HTermReq, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        bad.0.read_to_end(&mut rest).unwrap(),
+        0,
+        "the bad connection is closed"
+    );
+    // The first connection still works.
+    let vs = host.command(property_get_sqe(6, property::VS, false), vec![]);
+    assert_eq!(vs.status, 0);
+    // A PDU type a host may not send (a response capsule) is a sequence error.
+    host.send(&Pdu::CapsuleResp { cqe: [0; 16] });
+    assert!(matches!(host.recv(), Pdu::TermReq { fes: f, .. } if f == fes::PDU_SEQUENCE_ERROR));
+    // The admin queue is gone, and its association with it.
+    let mut rest = Vec::new();
+    let _ = host.0.read_to_end(&mut rest);
+    for _ in 0..200 {
+        if target.subsystems()[0].controllers() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(target.subsystems()[0].controllers(), 0);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}
