@@ -665,10 +665,10 @@ impl Conn<'_> {
             return Ok(invalid(false, 44));
         }
         if let Err(e @ TransportError::Gone { .. }) = sub.drive.rescan() {
-            return Err(End::Dropped(format!(
-                "refused a connection to {}: {e}",
-                sub.nqn
-            )));
+            // Controller Busy without Do Not Retry: a host keeps reconnecting until the drive is back (closing the
+            // socket instead would leave a Linux host waiting out its 60 s Connect timeout on every attempt).
+            tracing::info!(peer = %self.peer, "refused a connection to {}: {e}", sub.nqn);
+            return Ok(status(fabrics::status::CONNECT_CONTROLLER_BUSY));
         }
         let socket = self
             .writer
