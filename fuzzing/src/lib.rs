@@ -4,7 +4,7 @@
 //! through the same functions (`tests/corpus.rs`), so every input that once found a bug stays a test.
 //!
 //! - [`files`]: plan and rig TOML, the simulated firmware image header;
-//! - [`nvme`]: every NVMe structure parser and the status decoder;
+//! - [`nvme`]: every NVMe structure parser, the status decoder and the NVMe/TCP PDU reader;
 //! - [`wire`]: the agent link's protobuf messages and their conversion to the model;
 //! - [`controller`]: the controller's client and agent message handlers driven as a state machine.
 
@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rig_toml", files::rig_toml),
     ("sim_image", files::sim_image),
     ("nvme_structures", nvme::structures),
+    ("tcp_pdu", nvme::tcp_pdu),
     ("agent_link", wire::agent_link),
     ("controller", controller::run),
 ];

@@ -127,3 +127,34 @@ pub fn structures(data: &[u8]) {
         let _ = format!("{s:?}");
     }
 }
+
+/// The NVMe/TCP PDU reader as the target runs it: the first byte picks the connection's digests, the next 8 are a
+/// common header that must pass its checks before the rest is read, and whatever decodes must encode back to a
+/// PDU that decodes the same (the header checks never let a length through that the decoder cannot hold).
+pub fn tcp_pdu(data: &[u8]) {
+    use nvme_spec::tcp::{Digests, Header, Pdu};
+    if data.len() < 9 {
+        return;
+    }
+    let digests = Digests::from_byte(data[0]);
+    let hdr: [u8; 8] = data[1..9].try_into().expect("8 bytes");
+    let h = Header::parse(&hdr);
+    if h.check(digests, 64 * 1024).is_err() {
+        return;
+    }
+    let body = &data[9..];
+    let want = h.plen as usize - 8;
+    if body.len() < want {
+        return;
+    }
+    let Ok(d) = Pdu::decode(&h, &body[..want], digests) else {
+        return;
+    };
+    let again = d.pdu.encode(digests, 4);
+    let h2 = Header::parse(again[..8].try_into().expect("a PDU has a common header"));
+    h2.check(digests, 1 << 20)
+        .unwrap_or_else(|e| panic!("re-encoded {:?} fails its own header check: {e}", d.pdu));
+    let back = Pdu::decode(&h2, &again[8..], digests).expect("a re-encoded PDU decodes");
+    assert!(back.data_digest_ok);
+    assert_eq!(back.pdu, d.pdu, "encode/decode round trip");
+}

@@ -11,14 +11,14 @@ use crate::sim::{SimConfig, SimController};
 use nvme_spec::fabrics::{self, fctype, property, ConnectData};
 use nvme_spec::tcp::{fes, Cqe, Digests, Header, Pdu, Sgl, SGL_IN_CAPSULE};
 
-struct Host(TcpStream);
+struct Host(TcpStream, Digests);
 
 impl Host {
     fn connect(addr: std::net::SocketAddr) -> Host {
-        Host(TcpStream::connect(addr).unwrap())
+        Host(TcpStream::connect(addr).unwrap(), Digests::default())
     }
     fn send(&mut self, p: &Pdu) {
-        self.0.write_all(&p.encode(Digests::default(), 4)).unwrap();
+        self.0.write_all(&p.encode(self.1, 4)).unwrap();
     }
     fn recv(&mut self) -> Pdu {
         let mut h = [0u8; 8];
@@ -26,18 +26,27 @@ impl Host {
         let hdr = Header::parse(&h);
         let mut rest = vec![0u8; hdr.plen as usize - 8];
         self.0.read_exact(&mut rest).unwrap();
-        Pdu::decode(&hdr, &rest, Digests::default()).unwrap().pdu
+        hdr.check(self.1, 1 << 20).unwrap();
+        let d = Pdu::decode(&hdr, &rest, self.1).unwrap();
+        assert!(d.data_digest_ok);
+        d.pdu
     }
     fn handshake(&mut self) {
+        self.handshake_with(Digests::default());
+    }
+    fn handshake_with(&mut self, digests: Digests) {
         self.send(&Pdu::IcReq {
             pfv: 0,
             hpda: 0,
-            digests: Digests::default(),
+            digests,
             maxr2t: 0,
         });
+        let resp = self.recv();
         assert!(
-            matches!(self.recv(), Pdu::IcResp { pfv: 0, maxh2cdata, .. } if maxh2cdata >= 4096)
+            matches!(resp, Pdu::IcResp { pfv: 0, maxh2cdata, digests: d, .. } if maxh2cdata >= 4096 && d == digests),
+            "{resp:?}"
         );
+        self.1 = digests;
     }
     fn command(&mut self, sqe: [u8; 64], data: Vec<u8>) -> Cqe {
         self.send(&Pdu::CapsuleCmd { sqe, data });
@@ -134,6 +143,15 @@ fn a_host_connects_reads_properties_and_a_malformed_pdu_ends_only_its_own_connec
         c.status & 0x7ff,
         nvme_spec::status::code::COMMAND_SEQUENCE_ERROR
     );
+
+    // A connection with header and data digests: Connect (its data digested) and a property read.
+    let mut dg = Host::connect(addr);
+    dg.handshake_with(Digests::from_byte(3));
+    let c = dg.command(connect_sqe(1, 0), data.to_bytes());
+    assert_eq!(c.status, 0, "Connect with digests");
+    let vs = dg.command(property_get_sqe(2, property::VS, false), vec![]);
+    assert_eq!((vs.status, vs.result), (0, 0x0001_0400));
+    drop(dg);
 
     // A second connection sends a capsule with a wrong header length: a C2HTermReq names byte 2.
     let mut bad = Host::connect(addr);
