@@ -268,6 +268,10 @@ impl Header {
             ));
         }
         let data = self.plen - pdo - tail;
+        if data == 0 && self.pdu_type != pdu_type::CAPSULE_CMD {
+            // Found by fuzzing: a data offset with nothing after it (or only a digest) is a data PDU without data.
+            return Err(bad(fes::INVALID_HEADER_FIELD, 4, "a data PDU without data"));
+        }
         if data > max_data {
             return Err(bad(
                 fes::DATA_LIMIT_EXCEEDED,
