@@ -283,6 +283,19 @@ impl Header {
     }
 }
 
+/// A data PDU's DATAL (bytes 16-19) must be the data it carries.
+fn check_datal(b: &[u8], data: &[u8]) -> Result<(), PduError> {
+    let datal = u32_at(b, 16);
+    if datal as usize != data.len() {
+        return Err(bad(
+            fes::INVALID_HEADER_FIELD,
+            16,
+            format!("DATAL says {datal} bytes but the PDU holds {}", data.len()),
+        ));
+    }
+    Ok(())
+}
+
 fn is_term(t: u8) -> bool {
     matches!(t, pdu_type::H2C_TERM_REQ | pdu_type::C2H_TERM_REQ)
 }
@@ -453,14 +466,7 @@ impl Pdu {
                 Pdu::CapsuleResp { cqe }
             }
             pdu_type::H2C_DATA => {
-                let datal = u32_at(b, 16);
-                if datal as usize != data.len() {
-                    return Err(bad(
-                        fes::INVALID_HEADER_FIELD,
-                        16,
-                        format!("DATAL says {datal} bytes but the PDU holds {}", data.len()),
-                    ));
-                }
+                check_datal(b, &data)?;
                 Pdu::H2CData {
                     cccid: u16_at(b, 8),
                     ttag: u16_at(b, 10),
@@ -470,14 +476,7 @@ impl Pdu {
                 }
             }
             pdu_type::C2H_DATA => {
-                let datal = u32_at(b, 16);
-                if datal as usize != data.len() {
-                    return Err(bad(
-                        fes::INVALID_HEADER_FIELD,
-                        16,
-                        format!("DATAL says {datal} bytes but the PDU holds {}", data.len()),
-                    ));
-                }
+                check_datal(b, &data)?;
                 Pdu::C2HData {
                     cccid: u16_at(b, 8),
                     datao: u32_at(b, 12),
