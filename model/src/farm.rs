@@ -395,6 +395,7 @@ impl Job {
             steps.sort_by_key(|s| s.number);
         }
         RunReport {
+            plan_changes: Vec::new(),
             plan: self.plan_name.clone(),
             rig: self.rig.clone().unwrap_or_else(|| "(no rig)".into()),
             firmware: (!self.artifact_sha256.is_empty()).then(|| FirmwareInfo {

@@ -167,6 +167,7 @@ mod tests {
     #[test]
     fn each_outcome_has_its_element() {
         let r = RunReport {
+            plan_changes: Vec::new(),
             plan: "smoke".into(),
             rig: "r1".into(),
             firmware: None,

@@ -87,6 +87,9 @@ pub struct LogLine {
 pub struct RunReport {
     /// The plan's name.
     pub plan: String,
+    /// Settings of the plan changed for this run (`bench-agent run --set STEP.KEY=VALUE`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan_changes: Vec<String>,
     /// The rig it ran on.
     pub rig: String,
     /// The firmware it flashed, if any.

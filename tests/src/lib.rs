@@ -1,4 +1,5 @@
-//! Helpers for nvfarm's end-to-end tests: finding the workspace's binaries and scripts.
+//! Helpers for nvfarm's end-to-end tests: finding the workspace's binaries and scripts, a farm on loopback, the
+//! QEMU tiers' VM runs, benchmarks and chaos runs.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub mod bench;
 pub mod chaos;
+pub mod vm;
 
 pub mod lab {
     //! A farm on loopback for end-to-end tests: a controller, agents with simulated rigs, farmctl.

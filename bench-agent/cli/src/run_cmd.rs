@@ -9,7 +9,7 @@ use clap::Args;
 use bench_agent::rigs::Inventory;
 use bench_agent::runner::{self, Firmware, Observer, RunOptions};
 use flash_tools::device::Sysfs;
-use nvfarm_model::plan::{Plan, Step};
+use nvfarm_model::plan::{Plan, PlanOverride, Step};
 use nvfarm_model::{junit, ExitCode, StepReport};
 
 #[derive(Args, Debug)]
@@ -23,6 +23,11 @@ pub struct RunArgs {
     /// Test plan (plans/*.toml).
     #[arg(long)]
     plan: PathBuf,
+    /// Change one step's setting before the plan is validated, STEP.KEY=VALUE (VALUE in TOML: 100, true,
+    /// "4k"); repeatable. E.g. `--set randrw-verify.min_iops=100` on a rig slower than the plan assumes.
+    /// The run's output names every change.
+    #[arg(long = "set", value_name = "STEP.KEY=VALUE")]
+    set: Vec<PlanOverride>,
     /// Firmware image under test (needed by plans with a flash step).
     #[arg(long)]
     firmware: Option<PathBuf>,
@@ -64,7 +69,7 @@ impl Observer for Printer {
 
 pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
     // Everything is validated before any drive is touched.
-    let plan = match Plan::load(&a.plan) {
+    let plan = match Plan::load_with(&a.plan, &a.set) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bench-agent: error: {e}");
@@ -136,8 +141,14 @@ pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
             ))
             .unwrap_or_default()
     );
+    for o in &a.set {
+        eprintln!(
+            "plan changed: step {} {} = {} (--set)",
+            o.step, o.key, o.value
+        );
+    }
     let mut printer = Printer { verbose };
-    let report = runner::run_plan(
+    let mut report = runner::run_plan(
         &plan,
         &inventory,
         &rig,
@@ -145,6 +156,7 @@ pub fn run(a: RunArgs, verbose: bool) -> ExitCode {
         &opts,
         &mut printer,
     );
+    report.plan_changes = a.set.iter().map(ToString::to_string).collect();
     eprintln!("{}", report.summary());
     for s in report.steps.iter().filter(|s| {
         !matches!(

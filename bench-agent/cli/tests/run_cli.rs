@@ -38,6 +38,66 @@ fn the_smoke_plan_passes_with_a_good_image() {
     assert_ne!(smart["data_units_written"], "0");
 }
 
+/// `--set STEP.KEY=VALUE` changes a step's setting for one run: the report names the change, the changed
+/// threshold is the one applied, and a change the plan cannot take is refused before anything runs.
+#[test]
+fn a_set_override_changes_one_step_and_the_report_says_so() {
+    let lab = Lab::new();
+    let rigs = lab.rigs("");
+    let smoke = workspace().join("plans/smoke.toml");
+    let root = lab.root.to_str().unwrap().to_string();
+    let base = |set: &str| {
+        vec![
+            "run".to_string(),
+            "--rigs".into(),
+            rigs.clone(),
+            "--rig".into(),
+            "r1".into(),
+            "--plan".into(),
+            smoke.to_str().unwrap().into(),
+            "--json".into(),
+            "--work-dir".into(),
+            root.clone(),
+            "--set".into(),
+            "flash.timeout=\"5m\"".into(),
+            "--set".into(),
+            set.into(),
+            "--firmware".into(),
+            lab.image("2.0.0", "ok"),
+        ]
+    };
+    let args = base("randrw-verify.min_iops=100000000");
+    let (code, out, err) = lab.agent(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        code, 1,
+        "an unreachable IOPS threshold fails the io step: {err}"
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["plan_changes"],
+        serde_json::json!(["flash.timeout=\"5m\"", "randrw-verify.min_iops=100000000"])
+    );
+    assert_eq!(report["steps"][3]["outcome"], "failed");
+    assert!(
+        report["steps"][3]["message"]
+            .as_str()
+            .unwrap()
+            .contains("below the minimum 100000000"),
+        "{report:#}"
+    );
+    assert!(
+        err.contains("plan changed: step randrw-verify min_iops = 100000000"),
+        "{err}"
+    );
+    let args = base("no-such-step.min_iops=1");
+    let (code, _, err) = lab.agent(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--set 'no-such-step.min_iops=1'") && err.contains("randrw-verify"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_image_that_breaks_a_check_fails_the_plan() {
     let lab = Lab::new();

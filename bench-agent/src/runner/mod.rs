@@ -102,6 +102,7 @@ pub fn run_plan(
 ) -> RunReport {
     let started = Instant::now();
     let mut report = RunReport {
+        plan_changes: Vec::new(),
         plan: plan.name.clone(),
         rig: rig.name.clone(),
         firmware: firmware.map(|f| FirmwareInfo {

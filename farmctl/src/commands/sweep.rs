@@ -115,6 +115,7 @@ pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<Ex
         // A rig the sweep could not use is a suite with one skipped case saying why.
         for k in &report.sweep.skipped {
             reports.push(RunReport {
+                plan_changes: Vec::new(),
                 plan: report.sweep.plan_name.clone(),
                 rig: k.rig.clone(),
                 firmware: None,

@@ -489,9 +489,10 @@ fn firmware_commit(ctx: &mut Ctx<'_>, cmd: &Command) -> Result<Completion, SimEr
         return Ok(fail(code::INVALID_FIRMWARE_SLOT));
     }
     if uses_download {
-        let Some(img) = staged else {
+        let Some(mut img) = staged else {
             return Ok(fail(code::INVALID_FIRMWARE_IMAGE));
         };
+        image::strip_padding(&mut img);
         let header = match image::parse(&img) {
             Ok(h) => h,
             Err(_) => return Ok(fail(code::INVALID_FIRMWARE_IMAGE)),

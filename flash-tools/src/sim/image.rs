@@ -268,6 +268,19 @@ pub fn check_format(img: &[u8]) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Drops zero padding after the image's declared end (header length + payload length), as a drive keeps only
+/// the image itself: a host may download whole transfer units (nvme-cli pads the last chunk to its transfer
+/// size). Anything but zeros past the end is left for [`parse`] to refuse.
+pub fn strip_padding(img: &mut Vec<u8>) {
+    if img.len() < HEADER_LEN || &img[..8] != MAGIC {
+        return;
+    }
+    let declared = (u32_at(img, 12) as u64).saturating_add(u64_at(img, 64));
+    if declared < img.len() as u64 && img[declared as usize..].iter().all(|&b| b == 0) {
+        img.truncate(declared as usize);
+    }
+}
+
 /// Validates an image completely (magic, version, lengths, checksum) and returns its header.
 pub fn parse(img: &[u8]) -> Result<ImageHeader, ImageError> {
     if img.len() < HEADER_LEN {

@@ -195,6 +195,31 @@ fn commit_action_3_activates_immediately_or_asks_for_a_reset() {
     );
 }
 
+/// nvme-cli 2.3's `fw-download` sends whole transfer units, so the image arrives with its last chunk
+/// zero-padded; the drive keeps the image and drops the padding. Bytes other than zeros past the image's end
+/// make it invalid.
+#[test]
+fn an_image_downloaded_with_zero_padding_commits_and_garbage_after_it_does_not() {
+    let (_t, _sim, ctrl) = drive(SimConfig::default());
+    let good = img("2.5.0");
+    let mut padded = good.clone();
+    padded.resize(good.len().div_ceil(64 * 1024) * 64 * 1024, 0);
+    assert!(padded.len() > good.len());
+    download(&ctrl, &padded);
+    ctrl.firmware_commit(2, CommitAction::Replace).unwrap();
+    assert_eq!(
+        ctrl.firmware_slot_log().unwrap().revision(2),
+        Some("2.5.0")
+    );
+    let mut garbage = padded;
+    *garbage.last_mut().unwrap() = 0x5a;
+    download(&ctrl, &garbage);
+    assert_eq!(
+        status_of(ctrl.firmware_commit(3, CommitAction::Replace)),
+        code::INVALID_FIRMWARE_IMAGE
+    );
+}
+
 #[test]
 fn corrupt_truncated_and_foreign_images_are_invalid() {
     let (_t, _sim, ctrl) = drive(SimConfig::default());

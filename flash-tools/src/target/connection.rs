@@ -581,6 +581,11 @@ impl Conn<'_> {
                 return Ok(Some(fail(code::INTERNAL_ERROR)));
             }
         };
+        tracing::trace!(
+            nqn = %sub.nqn, qid, cid,
+            cdw10 = format_args!("{:#x}", cmd.cdw10), cdw11 = format_args!("{:#x}", cmd.cdw11),
+            "{}: {}", crate::controller::describe(queue, &cmd), c.status
+        );
         if !c.status.is_success() {
             data = Vec::new();
         } else if queue == Queue::Admin

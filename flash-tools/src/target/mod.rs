@@ -189,6 +189,11 @@ impl Target {
         &self.subsystems
     }
 
+    /// Connections open now (a connection is forgotten once its thread has finished with it).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     fn subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
         self.subsystems.iter().find(|s| s.nqn == nqn)
     }

@@ -197,3 +197,209 @@ fn a_host_connects_reads_properties_and_a_malformed_pdu_ends_only_its_own_connec
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }
+
+fn property_set_sqe(cid: u16, offset: u32, value: u64) -> [u8; 64] {
+    let mut sqe = [0u8; 64];
+    sqe[0] = fabrics::OPCODE;
+    sqe[2..4].copy_from_slice(&cid.to_le_bytes());
+    sqe[4] = fctype::PROPERTY_SET;
+    sqe[44..48].copy_from_slice(&offset.to_le_bytes());
+    sqe[48..56].copy_from_slice(&value.to_le_bytes());
+    sqe
+}
+
+/// A target serving one simulated drive on loopback; stops when dropped.
+struct Served {
+    target: Arc<Target>,
+    addr: std::net::SocketAddr,
+    nqn: String,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn new(serial: &str) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SimConfig {
+            serial: serial.into(),
+            size_bytes: 16 << 20,
+            ..SimConfig::default()
+        };
+        let sim = SimController::create(dir.path(), &cfg).unwrap();
+        let nqn = format!("nqn.2024-01.dev.nvfarm:sim:{serial}");
+        let target =
+            Arc::new(Target::new(vec![(nqn.clone(), sim)], TargetOptions::default()).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (t, s) = (target.clone(), stop.clone());
+            std::thread::spawn(move || t.serve(listener, &s).unwrap())
+        };
+        Served {
+            target,
+            addr,
+            nqn,
+            stop,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    fn connect_data(&self, cntlid: u16) -> ConnectData {
+        ConnectData {
+            hostid: [2; 16],
+            cntlid,
+            subnqn: self.nqn.clone(),
+            hostnqn: "nqn.test-host".into(),
+        }
+    }
+
+    /// An admin queue with CC.EN set and CSTS.RDY seen; its controller ID.
+    fn enabled_admin(&self) -> (Host, u16) {
+        let mut host = Host::connect(self.addr);
+        host.handshake();
+        let c = host.command(connect_sqe(1, 0), self.connect_data(0xffff).to_bytes());
+        assert_eq!(c.status, 0, "Connect");
+        let cntlid = c.result as u16;
+        let cc = fabrics::cc::EN as u64 | 6 << 16 | 4 << 20;
+        assert_eq!(
+            host.command(property_set_sqe(2, property::CC, cc), vec![])
+                .status,
+            0
+        );
+        for cid in 3..300u16 {
+            let c = host.command(property_get_sqe(cid, property::CSTS, false), vec![]);
+            if c.result & fabrics::csts::RDY != 0 {
+                return (host, cntlid);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("CSTS.RDY never set");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+/// nvme-cli's `fw-download` sends 4 KiB chunks, which the Linux host puts in the admin command capsule (up to
+/// 8 KiB in-capsule data on the admin queue); `fw-commit` of what they staged must find a whole, valid image.
+#[test]
+fn firmware_downloaded_in_capsule_on_the_admin_queue_commits() {
+    let served = Served::new("NVFTCPT002");
+    let (mut host, _) = served.enabled_admin();
+    let img = crate::sim::image::build(&crate::sim::image::ImageSpec::new("3.0.0")).unwrap();
+    let mut cid = 400u16;
+    for (i, chunk) in img.chunks(4096).enumerate() {
+        let mut sqe =
+            nvme_spec::Command::firmware_download(i as u64 * 4096, chunk.len() as u32).to_sqe(cid);
+        Sgl {
+            address: 0,
+            length: chunk.len() as u32,
+            kind: SGL_IN_CAPSULE,
+        }
+        .put(&mut sqe);
+        let c = host.command(sqe, chunk.to_vec());
+        assert_eq!(c.status, 0, "download chunk {i}");
+        cid += 1;
+    }
+    let commit = nvme_spec::Command::firmware_commit(
+        3,
+        nvme_spec::command::CommitAction::ReplaceActivateOnReset,
+    )
+    .to_sqe(cid);
+    let c = host.command(commit, vec![]);
+    assert_eq!(
+        c.status, 0,
+        "commit of what was downloaded in 4 KiB capsules: {:#x}",
+        c.status
+    );
+}
+
+/// A host that drops its connection with a write's data half sent: nothing of the write reaches the drive, and
+/// the target keeps serving the drive's other queues.
+#[test]
+fn a_host_that_disconnects_mid_h2c_data_leaves_the_drive_untouched() {
+    use crate::transport::{Data, Passthru};
+    use nvme_spec::tcp::SGL_TRANSPORT;
+    let served = Served::new("NVFTCPT003");
+    let (mut admin, cntlid) = served.enabled_admin();
+    let noq =
+        nvme_spec::Command::set_features(nvme_spec::features::fid::NUMBER_OF_QUEUES, 0, false, 0)
+            .to_sqe(8);
+    assert_eq!(
+        admin.command(noq, vec![]).status,
+        0,
+        "Set Features Number of Queues"
+    );
+    let mut io = Host::connect(served.addr);
+    io.handshake();
+    let c = io.command(connect_sqe(1, 1), served.connect_data(cntlid).to_bytes());
+    assert_eq!(c.status, 0, "I/O queue Connect");
+    let mut write = nvme_spec::Command::write(1, 0, 1).to_sqe(7);
+    Sgl {
+        address: 0,
+        length: 4096,
+        kind: SGL_TRANSPORT,
+    }
+    .put(&mut write);
+    io.send(&Pdu::CapsuleCmd {
+        sqe: write,
+        data: vec![],
+    });
+    let ttag = match io.recv() {
+        Pdu::R2T {
+            cccid: 7,
+            ttag,
+            r2to: 0,
+            r2tl: 4096,
+        } => ttag,
+        other => panic!("expected R2T for the whole write, got {other:?}"),
+    };
+    io.send(&Pdu::H2CData {
+        cccid: 7,
+        ttag,
+        datao: 0,
+        last: false,
+        data: vec![0xa5; 1024],
+    });
+    assert_eq!(served.target.connections(), 2);
+    drop(io);
+    // Once the target has finished with the dropped connection, the admin queue still answers and block 0
+    // still reads as zeros.
+    for _ in 0..500 {
+        if served.target.connections() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        served.target.connections(),
+        1,
+        "the dropped connection is finished"
+    );
+    let vs = admin.command(property_get_sqe(9, property::VS, false), vec![]);
+    assert_eq!(vs.status, 0);
+    let mut block = vec![0xffu8; 4096];
+    let c = served.target.subsystems()[0]
+        .drive()
+        .submit(
+            nvme_spec::Queue::Io,
+            &nvme_spec::Command::read(1, 0, 1),
+            Data::FromDevice(&mut block),
+            None,
+        )
+        .unwrap();
+    assert!(c.status.is_success());
+    assert!(
+        block.iter().all(|&b| b == 0),
+        "half a write reached the drive"
+    );
+}

@@ -310,6 +310,53 @@ impl Step {
     }
 }
 
+/// One `STEP.KEY=VALUE` given on the command line (`bench-agent run --set`): the step's setting replaced, or
+/// added, before the plan is validated, e.g. `randrw-verify.min_iops=100` for a rig slower than the plan's
+/// thresholds assume. VALUE is a TOML value (`100`, `true`, `"4k"`); anything that is not one is a string.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanOverride {
+    /// The step's name.
+    pub step: String,
+    /// The step's key.
+    pub key: String,
+    /// The value.
+    pub value: toml::Value,
+}
+
+impl std::str::FromStr for PlanOverride {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("'{s}' is not STEP.KEY=VALUE (e.g. randrw-verify.min_iops=100)");
+        let (target, value) = s.split_once('=').ok_or_else(usage)?;
+        let (step, key) = target.rsplit_once('.').ok_or_else(usage)?;
+        let (step, key) = (step.trim(), key.trim());
+        if step.is_empty() || key.is_empty() {
+            return Err(usage());
+        }
+        if key == "name" || key == "kind" {
+            return Err(format!(
+                "'{s}': a step's {key} cannot be overridden; write another plan"
+            ));
+        }
+        let value = value.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        Ok(PlanOverride {
+            step: step.to_string(),
+            key: key.to_string(),
+            value,
+        })
+    }
+}
+
+impl std::fmt::Display for PlanOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}={}", self.step, self.key, self.value)
+    }
+}
+
 /// A validated test plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -335,7 +382,17 @@ impl Plan {
 
     /// Validates plan `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, PlanError> {
-        parse::parse(text, file)
+        parse::parse(text, file, &[])
+    }
+
+    /// Reads the plan in `file`, applies `overrides` to its steps and validates the result (an override is
+    /// checked exactly like the plan's own setting).
+    pub fn load_with(file: &Path, overrides: &[PlanOverride]) -> Result<Self, PlanError> {
+        let text = std::fs::read_to_string(file).map_err(|source| PlanError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        parse::parse(&text, file, overrides)
     }
 
     /// The first step that flashes firmware, if any (such a plan needs a firmware image).

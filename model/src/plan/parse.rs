@@ -15,14 +15,18 @@ use serde::Deserialize;
 use super::placeholders::{env_name, known_in, placeholders, substitute};
 use super::{
     CommandQueue, IoStep, IoTarget, IoThresholds, NvmeCommandStep, OnFailure, Plan, PlanError,
-    SanitizeKind, SelfTestKind, Step, StepKind, KINDS, NVME_STEP_MAX_DATA,
+    PlanOverride, SanitizeKind, SelfTestKind, Step, StepKind, KINDS, NVME_STEP_MAX_DATA,
 };
 use crate::io::{IoOptions, Rw};
 
 /// A step kind's parsed settings, its default timeout and its default `on_failure`.
 type Parsed = (StepKind, Duration, OnFailure);
 
-pub(super) fn parse(text: &str, file: &Path) -> Result<Plan, PlanError> {
+pub(super) fn parse(
+    text: &str,
+    file: &Path,
+    overrides: &[PlanOverride],
+) -> Result<Plan, PlanError> {
     let invalid = |context: &str, reason: String| PlanError::Invalid {
         file: file.to_path_buf(),
         context: context.to_string(),
@@ -53,7 +57,13 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Plan, PlanError> {
         .unwrap_or_default()
         .to_string();
     let raw_steps = match doc.get("step") {
-        Some(toml::Value::Array(a)) if !a.is_empty() => a.clone(),
+        Some(toml::Value::Array(a)) if !a.is_empty() => {
+            let mut a = a.clone();
+            for o in overrides {
+                apply(&mut a, o).map_err(|reason| invalid(&format!("--set '{o}'"), reason))?;
+            }
+            a
+        }
         _ => {
             return Err(invalid(
                 "[[step]]",
@@ -65,13 +75,52 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Plan, PlanError> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| step(file, i as u32 + 1, v))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            PlanError::Invalid {
+                file,
+                context,
+                reason,
+            } if !overrides.is_empty() => {
+                let set: Vec<String> = overrides.iter().map(|o| format!("--set '{o}'")).collect();
+                PlanError::Invalid {
+                    file,
+                    context,
+                    reason: format!("{reason} (the plan as changed by {})", set.join(", ")),
+                }
+            }
+            e => e,
+        })?;
     Ok(Plan {
         name,
         description,
         file: file.to_path_buf(),
         steps,
     })
+}
+
+/// Sets `o.key` in the step named `o.step` (a top-level step or a member of a `parallel` group).
+fn apply(steps: &mut [toml::Value], o: &PlanOverride) -> Result<(), String> {
+    let mut names = Vec::new();
+    for s in steps.iter_mut() {
+        let Some(t) = s.as_table_mut() else { continue };
+        let name = t.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+        if name == o.step {
+            t.insert(o.key.clone(), o.value.clone());
+            return Ok(());
+        }
+        names.push(name.to_string());
+        if let Some(toml::Value::Array(members)) = t.get_mut("steps") {
+            if apply(members, o).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "the plan has no step named '{}' (steps: {})",
+        o.step,
+        names.join(", ")
+    ))
 }
 
 /// Where in the plan a step's errors are.
@@ -774,6 +823,63 @@ mod tests {
 
     fn parse(text: &str) -> Result<Plan, String> {
         Plan::parse(text, Path::new("plans/t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_override_replaces_a_steps_setting_and_is_checked_like_the_plans_own() {
+        let text = r#"
+name = "o"
+[[step]]
+name = "io"
+kind = "io"
+rw = "randread"
+runtime = "1s"
+min_iops = 1000
+[[step]]
+name = "pair"
+kind = "parallel"
+[[step.steps]]
+name = "a"
+kind = "identify"
+expect = { nn = 1 }
+[[step.steps]]
+name = "b"
+kind = "smart"
+"#;
+        let file = Path::new("plans/o.toml");
+        let set = |s: &str| s.parse::<PlanOverride>().unwrap();
+        let p = super::parse(
+            text,
+            file,
+            &[set("io.min_iops=100"), set("b.critical_warning=0")],
+        )
+        .unwrap();
+        let StepKind::Io(io) = &p.steps[0].kind else {
+            panic!("{:?}", p.steps[0].kind)
+        };
+        assert_eq!(io.thresholds.min_iops, Some(100.0));
+        // A value of the wrong type, an unknown key and an unknown step are refused, naming the override.
+        let e = super::parse(text, file, &[set("io.min_iops=fast")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"fast\"") && e.contains("--set 'io.min_iops=\"fast\"'"),
+            "{e}"
+        );
+        let e = super::parse(text, file, &[set("io.min_ipos=1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_ipos"), "{e}");
+        let e = super::parse(text, file, &[set("nosuch.min_iops=1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set 'nosuch.min_iops=1'") && e.contains("steps: io, pair"),
+            "{e}"
+        );
+        assert!("io.name=x".parse::<PlanOverride>().is_err());
+        assert!("io=1".parse::<PlanOverride>().is_err());
+        assert_eq!(set("io.bs=4k").value, toml::Value::String("4k".into()));
     }
 
     #[test]
