@@ -3,6 +3,8 @@
 //! driver (`nvme connect`) and drives them through the real kernel (tests/qemu/guest-nvme-tcp.sh):
 //! - nvme-cli and nvme-flash agree on Identify Controller and Namespace, SMART, the firmware slot log and the
 //!   error log, and both agree with what the simulator says about itself;
+//! - the fields that define a fabrics controller agree with the kernel's own target (nvmet) behind the same host
+//!   driver, and an unknown subsystem is answered alike;
 //! - a firmware update through the kernel activates (Identify, slot log and sysfs show the new revision), a
 //!   corrupt image is refused with 0x107, a boot-fail image is rolled back, nvme-cli's own fw-download /
 //!   fw-commit / reset reaches the same state, and a drive that comes back as another /dev/nvmeY is found again;
@@ -165,6 +167,70 @@ fn nvme_cli_and_nvme_flash_agree_on_every_shared_field() {
         sim["error_count"].to_string(),
         "SMART's error log entries are the simulator's error count"
     );
+}
+
+/// The kernel's own target (nvmet) is a second NVMe/TCP controller behind the same host driver: the fields that
+/// define a fabrics controller agree with ours, nvme-flash reads it as nvme-cli does, and an unknown subsystem is
+/// answered alike (Linux names the field at fault from the Invalid Parameters result).
+fn our_target_answers_as_the_kernels_nvmet_does() {
+    let vm = vm();
+    assert_eq!(vm.rc("insmod-nvmet.rc"), 0);
+    assert_eq!(vm.rc("nvmet-ns.rc"), 0, "nvmet namespace enable");
+    assert_eq!(
+        vm.rc("nvmet-connect.rc"),
+        0,
+        "{}",
+        vm.read("nvmet-connect.out")
+    );
+    let (nvmet, ours) = (vm.json("nvmet-id-ctrl.json"), vm.json("cli-id-ctrl.json"));
+    for f in [
+        "cntrltype",
+        "iorcsz",
+        "icdoff",
+        "fcatt",
+        "msdbd",
+        "sgls",
+        "ofcs",
+        "sqes",
+        "cqes",
+    ] {
+        assert_eq!(
+            ours[f], nvmet[f],
+            "Identify {f}: ours {}, nvmet {}",
+            ours[f], nvmet[f]
+        );
+    }
+    for id in [&nvmet, &ours] {
+        assert!(
+            id["ioccsz"].as_u64().unwrap() >= 4,
+            "IOCCSZ holds at least the 64-byte SQE: {}",
+            id["ioccsz"]
+        );
+    }
+    assert_eq!(
+        vm.rc("nvmet-flash-id-ctrl.rc"),
+        0,
+        "{}",
+        vm.read("nvmet-flash-id-ctrl.err")
+    );
+    let n = agreeing_fields(
+        &nvmet,
+        &vm.json("nvmet-flash-id-ctrl.json"),
+        "nvmet id-ctrl",
+    );
+    assert!(n >= 50, "nvmet id-ctrl: only {n} fields compared");
+    eprintln!("nvmet: 9 fabrics Identify fields agree with ours; nvme-flash and nvme-cli agree on {n} of nvmet's");
+    assert_ne!(vm.rc("nvmet-nosuch.rc"), 0);
+    assert_ne!(vm.rc("sim-nosuch.rc"), 0);
+    for f in ["nvmet-nosuch.dmesg", "sim-nosuch.dmesg"] {
+        let log = vm.read(f);
+        assert!(
+            log.contains(
+                r#"Connect Invalid Data Parameter, subsysnqn "nqn.2024-01.dev.nvfarm:nosuch""#
+            ),
+            "{f}: {log}"
+        );
+    }
 }
 
 fn firmware_updates_through_the_kernel_end_as_on_the_simulator() {
@@ -398,6 +464,7 @@ fn a_vanished_drive_is_reconnected_after_a_power_cycle() {
 fn a_simulated_drive_over_nvme_tcp_works_through_the_real_kernel() {
     the_drives_attach_through_the_kernels_nvme_tcp_driver();
     nvme_cli_and_nvme_flash_agree_on_every_shared_field();
+    our_target_answers_as_the_kernels_nvmet_does();
     firmware_updates_through_the_kernel_end_as_on_the_simulator();
     io_through_the_kernel_sees_the_simulated_media_and_its_faults();
     the_smoke_plan_runs_on_a_rig_whose_drive_is_attached_over_tcp();

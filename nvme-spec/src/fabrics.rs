@@ -139,10 +139,11 @@ impl ConnectData {
     }
 }
 
-/// The Invalid Parameters result of a failed Connect: which parameter (IATTR: 0 in the command, 1 in its data)
-/// at which byte offset (IPO).
+/// The Invalid Parameters result of a failed Connect (Dword 0): the byte offset of the parameter (IPO, bits
+/// 15:00) and where it is (IATTR, bit 16: 0 in the command, 1 in its data), as the Linux host decodes it and
+/// the kernel's own target (nvmet) sends it.
 pub fn invalid_parameter(in_data: bool, offset: u16) -> u32 {
-    (offset as u32) << 16 | in_data as u32
+    (in_data as u32) << 16 | offset as u32
 }
 
 /// A Property Get or Set command's fields.
@@ -207,7 +208,9 @@ mod tests {
             hostnqn: "nqn.host".into(),
         };
         assert_eq!(ConnectData::parse(&d.to_bytes()), d);
-        assert_eq!(invalid_parameter(true, 256), 0x0100_0001);
+        // SUBNQN (byte 256 of the data), as nvmet answers an unknown subsystem and Linux logs it by name.
+        assert_eq!(invalid_parameter(true, 256), 0x0001_0100);
+        assert_eq!(invalid_parameter(false, 42), 42);
     }
 
     #[test]

@@ -45,6 +45,29 @@ nvme error-log /dev/$C -e 4 -o json > /out/cli-error.json
 nvme-flash /dev/$C log error --entries 4 --json > /out/flash-error.json
 nvme-flash sim status /tmp/d1 --json > /out/sim-status.json
 nvme-flash serial=NVFTCP0001 info --json > /out/flash-by-serial.json; echo $? > /out/flash-by-serial.rc
+# The kernel's own target (nvmet, a file-backed namespace) on port 4421: a second, independent NVMe/TCP controller
+# to hold ours against, through the same host driver.
+insmod /lib/modules/configfs.ko; insmod /lib/modules/nvmet.ko; insmod /lib/modules/nvmet-tcp.ko; echo $? > /out/insmod-nvmet.rc
+mkdir -p /sys/kernel/config; mount -t configfs none /sys/kernel/config
+KS=/sys/kernel/config/nvmet/subsystems/nqn.2024-01.dev.nvfarm:kernel-nvmet
+mkdir $KS; echo 1 > $KS/attr_allow_any_host
+dd if=/dev/zero of=/tmp/nvmet.img bs=1M count=0 seek=64 2>/dev/null
+mkdir $KS/namespaces/1; echo /tmp/nvmet.img > $KS/namespaces/1/device_path; echo 1 > $KS/namespaces/1/buffered_io
+echo 1 > $KS/namespaces/1/enable; echo $? > /out/nvmet-ns.rc
+KP=/sys/kernel/config/nvmet/ports/1; mkdir $KP
+echo 127.0.0.1 > $KP/addr_traddr; echo tcp > $KP/addr_trtype; echo 4421 > $KP/addr_trsvcid; echo ipv4 > $KP/addr_adrfam
+ln -s $KS $KP/subsystems/
+nvme connect -t tcp -a 127.0.0.1 -s 4421 -n nqn.2024-01.dev.nvfarm:kernel-nvmet > /out/nvmet-connect.out 2>&1; echo $? > /out/nvmet-connect.rc
+K=$(for c in /sys/class/nvme/nvme*; do if grep -q kernel-nvmet $c/subsysnqn; then basename $c; fi; done)
+nvme id-ctrl /dev/$K -o json > /out/nvmet-id-ctrl.json
+nvme-flash /dev/$K info --json > /out/nvmet-flash-id-ctrl.json 2> /out/nvmet-flash-id-ctrl.err; echo $? > /out/nvmet-flash-id-ctrl.rc
+# Both targets asked for a subsystem they do not have: the kernel's log line for each.
+dmesg -c > /dev/null
+nvme connect -t tcp -a 127.0.0.1 -s 4421 -n nqn.2024-01.dev.nvfarm:nosuch > /dev/null 2>&1; echo $? > /out/nvmet-nosuch.rc
+dmesg -c | grep -v nvmet: > /out/nvmet-nosuch.dmesg
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2024-01.dev.nvfarm:nosuch > /dev/null 2>&1; echo $? > /out/sim-nosuch.rc
+dmesg -c > /out/sim-nosuch.dmesg
+nvme disconnect -n nqn.2024-01.dev.nvfarm:kernel-nvmet > /dev/null 2>&1
 # Firmware updates through the kernel: a good image, a corrupt one, one that fails to boot.
 nvme-flash serial=NVFTCP0001 update /tmp/good.img --json > /out/update-good.json 2> /out/update-good.err; echo $? > /out/update-good.rc
 sleep 0.5
@@ -124,4 +147,4 @@ nvme disconnect -n $NQN > /out/disconnect.out 2>&1; echo $? > /out/disconnect.rc
 nvme disconnect-all
 nvme-flash sim status /tmp/d1 --json > /out/sim-status-end.json
 kill %1; sleep 0.5
-dmesg | grep -i nvme > /out/dmesg.txt
+dmesg | grep -i nvme > /out/dmesg.txt || true

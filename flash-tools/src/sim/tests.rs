@@ -207,10 +207,7 @@ fn an_image_downloaded_with_zero_padding_commits_and_garbage_after_it_does_not()
     assert!(padded.len() > good.len());
     download(&ctrl, &padded);
     ctrl.firmware_commit(2, CommitAction::Replace).unwrap();
-    assert_eq!(
-        ctrl.firmware_slot_log().unwrap().revision(2),
-        Some("2.5.0")
-    );
+    assert_eq!(ctrl.firmware_slot_log().unwrap().revision(2), Some("2.5.0"));
     let mut garbage = padded;
     *garbage.last_mut().unwrap() = 0x5a;
     download(&ctrl, &garbage);
