@@ -27,6 +27,9 @@
 //! text: it reads them from its environment (`$NVFARM_FIRMWARE_REV`, `$NVFARM_DRIVE_MODEL`, ...; see
 //! [`placeholders::env_name`]). An error names the plan file, the step number and the key.
 //!
+//! A run may change a named step's setting ([`PlanOverride`], `bench-agent run --set STEP.KEY=VALUE`) before
+//! validation; the change is checked like the plan's own key and the run report lists it in `plan_changes`.
+//!
 //! - this module: the plan model;
 //! - [`parse`]: TOML to a validated [`Plan`], one function per step kind;
 //! - [`placeholders`]: `{firmware.revision}`-style values filled in at run time.
