@@ -607,6 +607,33 @@ pub struct JobSummary {
     /// When it was submitted.
     #[serde(default)]
     pub created_ms: u64,
+    /// Its plan's name.
+    #[serde(default)]
+    pub plan_name: String,
+    /// Its firmware build.
+    #[serde(default)]
+    pub artifact_sha256: String,
+    /// The revision the build reported.
+    #[serde(default)]
+    pub firmware_revision: String,
+    /// Its rig's drive model.
+    #[serde(default)]
+    pub drive_model: String,
+}
+
+impl JobSummary {
+    /// What a job filter looks at.
+    pub(crate) fn keys(&self) -> crate::core::JobKeys<'_> {
+        crate::core::JobKeys {
+            rig: self.rig.as_deref(),
+            sweep_id: self.sweep_id.as_deref(),
+            sha256: &self.artifact_sha256,
+            revision: &self.firmware_revision,
+            drive_model: &self.drive_model,
+            plan: &self.plan_name,
+            created_ms: self.created_ms,
+        }
+    }
 }
 
 fn settled_by_default() -> bool {

@@ -113,14 +113,19 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Run one plan on every matching rig and compare with the previous sweep of the same name.
+    /// Run one plan on every matching rig and compare with the previous sweep of the same name
+    /// (`farmctl sweep show ID` shows a past or running one).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Sweep {
+        /// Show a sweep instead of starting one.
+        #[command(subcommand)]
+        show: Option<SweepShow>,
         /// The firmware image (needed when the plan flashes; a plan without a flash step may leave it out).
         #[arg(long)]
         firmware: Option<PathBuf>,
         /// The test plan (TOML).
-        #[arg(long)]
-        plan: PathBuf,
+        #[arg(long, required = true)]
+        plan: Option<PathBuf>,
         /// Every rig with these labels (k=v,k2=v2; default: every rig).
         #[arg(long)]
         labels: Option<String>,
@@ -143,6 +148,52 @@ pub enum Command {
         /// interactive, ci or nightly.
         #[arg(long, default_value = "nightly")]
         priority: String,
+    },
+    /// Past sweeps (and running ones), newest first: when, name, plan, rigs, whether done.
+    Sweeps {
+        /// Only sweeps of this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// At most this many (at most 10000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Skip this many (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Past jobs of a rig, a firmware build, a drive model or a plan (any combination), newest first, with
+    /// each step's pass rate over them.
+    History {
+        /// Only jobs on this rig.
+        #[arg(long)]
+        rig: Option<String>,
+        /// Only jobs of this firmware build: its sha256 (or a prefix of 6 or more hex digits) or its revision.
+        #[arg(long)]
+        build: Option<String>,
+        /// Only jobs whose rig's drive was this model (as `farmctl rigs` shows it).
+        #[arg(long)]
+        model: Option<String>,
+        /// Only jobs of this plan (by name).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Only jobs submitted since: a duration ago (7d, 12h) or a time (2026-12-01, 2026-12-01T08:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Only jobs submitted before: a duration ago or a time, as --since.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
+        /// At most this many (at most 10000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Skip this many (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Active leases (reservations and jobs'), with who holds each and when it ends.
+    Leases {
+        /// Only mine (the token's name, or $USER without tokens).
+        #[arg(long)]
+        mine: bool,
     },
     /// Recent jobs.
     Jobs {
@@ -179,6 +230,41 @@ pub enum Command {
         #[command(subcommand)]
         action: RigAction,
     },
+}
+
+/// `farmctl sweep show`.
+#[derive(Subcommand, Debug)]
+pub enum SweepShow {
+    /// One sweep's rig × step matrix against the previous sweep of its name (new failures, fixed, flaky,
+    /// regressed), and its jobs.
+    Show {
+        /// The sweep (`sweep-...`).
+        id: String,
+        /// An io metric worse than the previous sweep's by more than this percentage is a regression.
+        #[arg(long, default_value_t = 25.0)]
+        threshold: f64,
+    },
+}
+
+/// A point in time from the command line, as Unix ms: a duration ago (`7d`, `12h`), a date (`2026-12-01`, UTC
+/// midnight) or an RFC 3339 time (`2026-12-01T08:00:00Z`).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let now = nvfarm_model::time::now_ms();
+    if let Ok(d) = parse_duration(s) {
+        return Ok(now.saturating_sub(d.as_millis() as u64));
+    }
+    let t = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    humantime::parse_rfc3339_weak(&t)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| {
+            format!("'{s}' is neither a duration ago (7d, 12h) nor a date or time (2026-12-01, 2026-12-01T08:00:00Z)")
+        })
 }
 
 /// An operator action on a rig.

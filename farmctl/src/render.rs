@@ -25,7 +25,7 @@ pub fn note(line: impl std::fmt::Display) {
 }
 
 /// Prints rows under headers, each column as wide as its widest cell (the last column is not padded).
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {

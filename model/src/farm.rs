@@ -508,6 +508,10 @@ pub struct Job {
     pub state: JobState,
     /// The rig it runs or ran on.
     pub rig: Option<String>,
+    /// The model of the drive in that rig when the job was given it (Identify's model number, as the rig
+    /// reported it; empty before then, and for jobs stored before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub drive_model: String,
     /// Which rigs it may use.
     pub selector: Selector,
     /// The plan's name.

@@ -3,10 +3,12 @@
 //!
 //! - [`scenarios`]: the farm's main paths (CI stage, sweeps, leases, restarts, TLS, tokens);
 //! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then;
-//! - [`faults`]: the controller while its parts fail or are attacked (paused agents, foreign agents, roles).
+//! - [`faults`]: the controller while its parts fail or are attacked (paused agents, foreign agents, roles);
+//! - [`history`]: results over time (jobs by rig, build, model, plan and time; sweeps; leases).
 
 mod failure_paths;
 mod faults;
+mod history;
 mod scenarios;
 
 use std::io::Read;

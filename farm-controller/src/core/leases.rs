@@ -130,6 +130,7 @@ pub(crate) fn grant_waiting(
         rig.lease_id = Some(lease_id.clone());
         fx.tx.rig(rig);
         let agent = rig.agent.clone();
+        let drive_model = rig.drive_model.clone();
         st.watches.remove(&req.id);
         fx.event(FarmEvent::Request(req.id.clone()));
         fx.event(FarmEvent::Rig(g.rig.clone()));
@@ -137,6 +138,7 @@ pub(crate) fn grant_waiting(
             if let Some(job) = st.jobs.get_mut(job_id) {
                 job.state = JobState::Assigned;
                 job.rig = Some(g.rig.clone());
+                job.drive_model = drive_model;
                 job.lease_id = Some(lease_id);
                 job.fencing_token = token;
                 job.started_ms = now;

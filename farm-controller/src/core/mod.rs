@@ -45,7 +45,8 @@ pub use agents::AgentSender;
 pub use health::RigAction;
 pub use jobs::JobRequest;
 pub use leases::{Reservation, ReserveRequest, WatchGuard};
-pub use queries::{JobFilter, MetricsSnapshot, RequestStatus};
+pub(crate) use queries::JobKeys;
+pub use queries::{JobFilter, MetricsSnapshot, RequestStatus, MAX_JOBS_PAGE};
 use state::State;
 pub use sweeps::SweepRequest;
 

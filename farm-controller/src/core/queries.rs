@@ -12,15 +12,107 @@ use nvfarm_model::LogLine;
 use super::state::State;
 use super::{scheduler, sweeps, Farm, FarmError};
 
-/// Which jobs to list.
+/// Which jobs to list: every field given must match.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
     /// Only jobs on this rig.
     pub rig: Option<String>,
     /// Only jobs of this sweep.
     pub sweep_id: Option<String>,
+    /// Only jobs of this firmware build: a prefix (6 or more hex digits) of its sha256, or its revision.
+    pub build: Option<String>,
+    /// Only jobs whose rig's drive was this model.
+    pub drive_model: Option<String>,
+    /// Only jobs of this plan (by name).
+    pub plan: Option<String>,
+    /// Only jobs submitted at or after this time (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Only jobs submitted before this time (Unix ms).
+    pub until_ms: Option<u64>,
+    /// Skip this many matching jobs (newest first), for paging.
+    pub offset: usize,
     /// At most this many (newest first); 0 = all.
     pub limit: usize,
+}
+
+/// The most jobs one listing returns (a page); ask for the next with an offset.
+pub const MAX_JOBS_PAGE: usize = 10_000;
+
+/// What a job filter looks at, from a resident job or a stored job's summary.
+pub(crate) struct JobKeys<'a> {
+    pub rig: Option<&'a str>,
+    pub sweep_id: Option<&'a str>,
+    pub sha256: &'a str,
+    pub revision: &'a str,
+    pub drive_model: &'a str,
+    pub plan: &'a str,
+    pub created_ms: u64,
+}
+
+impl JobFilter {
+    /// Refuses a filter that cannot be meant: a page larger than [`MAX_JOBS_PAGE`], an empty time range, an
+    /// empty build.
+    pub fn check(&self) -> Result<(), FarmError> {
+        if self.limit > MAX_JOBS_PAGE {
+            return Err(FarmError::InvalidArgument(format!(
+                "limit {} is more than one page holds (at most {MAX_JOBS_PAGE}; page with offset)",
+                self.limit
+            )));
+        }
+        if let (Some(s), Some(u)) = (self.since_ms, self.until_ms) {
+            if s >= u {
+                return Err(FarmError::InvalidArgument(format!(
+                    "since ({}) is not before until ({}): the time range is empty",
+                    nvfarm_model::time::rfc3339(s),
+                    nvfarm_model::time::rfc3339(u)
+                )));
+            }
+        }
+        if self.build.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            return Err(FarmError::InvalidArgument(
+                "build is empty: give a sha256 prefix (6+ hex digits) or a revision".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn matches(&self, k: &JobKeys<'_>) -> bool {
+        let eq = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| Some(w) == got)
+        };
+        eq(&self.rig, k.rig)
+            && eq(&self.sweep_id, k.sweep_id)
+            && eq(&self.drive_model, Some(k.drive_model))
+            && eq(&self.plan, Some(k.plan))
+            && self.since_ms.is_none_or(|s| k.created_ms >= s)
+            && self.until_ms.is_none_or(|u| k.created_ms < u)
+            && self
+                .build
+                .as_deref()
+                .is_none_or(|b| build_matches(b, k.sha256, k.revision))
+    }
+}
+
+/// Whether a build given as `b` (a sha256 prefix of 6 or more hex digits, or a revision) is the job's.
+pub(crate) fn build_matches(b: &str, sha256: &str, revision: &str) -> bool {
+    let b = b.trim();
+    let hex = b.len() >= 6 && b.chars().all(|c| c.is_ascii_hexdigit());
+    (hex && !sha256.is_empty() && sha256.starts_with(&b.to_ascii_lowercase()))
+        || (!revision.is_empty() && revision == b)
+}
+
+impl<'a> From<&'a Job> for JobKeys<'a> {
+    fn from(j: &'a Job) -> Self {
+        JobKeys {
+            rig: j.rig.as_deref(),
+            sweep_id: j.sweep_id.as_deref(),
+            sha256: &j.artifact_sha256,
+            revision: &j.firmware_revision,
+            drive_model: &j.drive_model,
+            plan: &j.plan_name,
+            created_ms: j.created_ms,
+        }
+    }
 }
 
 /// Where a waiting request stands.
@@ -172,28 +264,30 @@ impl Farm {
     /// Jobs, newest first: the resident ones from memory, the finished ones from the store (read without
     /// holding the state, then answered once what it saw is durable).
     pub async fn jobs(&self, f: &JobFilter) -> Result<Vec<Job>, FarmError> {
-        let wanted = |rig: &Option<String>, sweep: &Option<String>| {
-            (f.rig.is_none() || *rig == f.rig) && (f.sweep_id.is_none() || *sweep == f.sweep_id)
-        };
+        f.check()?;
         let mut jobs: Vec<Job> = self
             .read(|st| {
                 st.jobs
                     .values()
-                    .filter(|j| wanted(&j.rig, &j.sweep_id))
+                    .filter(|j| f.matches(&JobKeys::from(*j)))
                     .cloned()
                     .collect()
             })
             .await;
         let resident: std::collections::HashSet<String> =
             jobs.iter().map(|j| j.id.clone()).collect();
-        jobs.extend(self.store.jobs_where(
-            |h| !resident.contains(&h.id) && wanted(&h.rig, &h.sweep_id),
-            f.limit,
-        )?);
+        // The page is [offset, offset + limit) of the merged, sorted list: each source gives its first
+        // offset + limit.
+        let want = if f.limit > 0 { f.offset + f.limit } else { 0 };
+        jobs.extend(
+            self.store
+                .jobs_where(|h| !resident.contains(&h.id) && f.matches(&h.keys()), want)?,
+        );
         // Everything the scan saw was applied by the change numbered `applied` now.
         let seq = self.state.lock().await.applied;
         self.durable(seq).await?;
         jobs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        let mut jobs: Vec<Job> = jobs.into_iter().skip(f.offset).collect();
         if f.limit > 0 {
             jobs.truncate(f.limit);
         }
@@ -266,6 +360,40 @@ impl Farm {
                 jobs.insert(j.clone(), self.job_in(st, j)?);
             }
             Ok(sweeps::report(st, &jobs, s, threshold_pct))
+        })
+        .await
+    }
+
+    /// Active leases, soonest to end first; only `holder`'s with `Some`.
+    pub async fn leases(&self, holder: Option<&str>) -> Vec<Lease> {
+        self.read(|st| {
+            let mut v: Vec<Lease> = st
+                .leases
+                .values()
+                .filter(|l| holder.is_none_or(|h| l.holder == h))
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.expires_ms.cmp(&b.expires_ms).then(a.id.cmp(&b.id)));
+            v
+        })
+        .await
+    }
+
+    /// Sweeps named `name` (every sweep with `None`), newest first, with whether each is done.
+    pub async fn sweeps_named(&self, name: Option<&str>) -> Vec<(Sweep, bool)> {
+        self.read(|st| {
+            let mut v: Vec<(Sweep, bool)> = st
+                .sweeps
+                .values()
+                .filter(|s| name.is_none_or(|n| s.name == n))
+                .map(|s| (s.clone(), sweeps::done(st, s)))
+                .collect();
+            v.sort_by(|a, b| {
+                b.0.created_ms
+                    .cmp(&a.0.created_ms)
+                    .then(b.0.id.cmp(&a.0.id))
+            });
+            v
         })
         .await
     }

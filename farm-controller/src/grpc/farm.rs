@@ -357,6 +357,12 @@ impl FarmApi for FarmService {
             .jobs(&JobFilter {
                 rig: (!r.rig.is_empty()).then_some(r.rig),
                 sweep_id: (!r.sweep_id.is_empty()).then_some(r.sweep_id),
+                build: (!r.build.is_empty()).then_some(r.build),
+                drive_model: (!r.drive_model.is_empty()).then_some(r.drive_model),
+                plan: (!r.plan.is_empty()).then_some(r.plan),
+                since_ms: (r.since_ms > 0).then_some(r.since_ms),
+                until_ms: (r.until_ms > 0).then_some(r.until_ms),
+                offset: r.offset as usize,
                 limit: if r.limit == 0 { 50 } else { r.limit as usize },
             })
             .await?;
@@ -519,6 +525,47 @@ impl FarmApi for FarmService {
         };
         let report = self.farm.sweep_report(&r.id, threshold).await?;
         Ok(Response::new(pb::SweepReport::from(&report)))
+    }
+
+    async fn list_sweeps(
+        &self,
+        req: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        require(&caller(&req)?, READERS, "listing sweeps")?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 50,
+            n if n as usize <= crate::core::MAX_JOBS_PAGE => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is more than one page holds (at most {}; page with offset)",
+                    crate::core::MAX_JOBS_PAGE
+                )))
+            }
+        };
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let sweeps = self.farm.sweeps_named(name).await;
+        Ok(Response::new(pb::ListSweepsResponse {
+            sweeps: sweeps
+                .iter()
+                .skip(r.offset as usize)
+                .take(limit)
+                .map(|(s, done)| nvfarm_proto::convert::sweep_pb(s, *done))
+                .collect(),
+        }))
+    }
+
+    async fn list_leases(
+        &self,
+        req: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        let c = caller(&req)?;
+        require(&c, READERS, "listing leases")?;
+        let mine = req.get_ref().mine;
+        let leases = self.farm.leases(mine.then_some(c.name.as_str())).await;
+        Ok(Response::new(pb::ListLeasesResponse {
+            leases: leases.iter().map(pb::Lease::from).collect(),
+        }))
     }
 
     async fn set_rig_state(

@@ -43,18 +43,53 @@ pub(super) async fn rigs(State(farm): State<Arc<Farm>>, Query(q): Query<RigsQuer
     Json(farm.rigs(&labels).await).into_response()
 }
 
+/// `/api/jobs?rig=&sweep=&build=&model=&plan=&since=&until=&offset=&limit=`: `build` is a sha256 prefix (6+
+/// hex digits) or a revision; `since` and `until` are Unix ms or RFC 3339 times (`2026-12-01T00:00:00Z`).
 #[derive(Debug, Deserialize)]
 pub(super) struct JobsQuery {
     rig: Option<String>,
     sweep: Option<String>,
+    build: Option<String>,
+    model: Option<String>,
+    plan: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
 }
 
+/// A time in a query: Unix ms or RFC 3339.
+fn query_time(what: &str, v: Option<String>) -> Result<Option<u64>, FarmError> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<u64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_rfc3339_weak(&v)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| Some(d.as_millis() as u64))
+        .ok_or_else(|| {
+            FarmError::InvalidArgument(format!(
+                "{what}: '{v}' is neither Unix milliseconds nor an RFC 3339 time (2026-12-01T00:00:00Z)"
+            ))
+        })
+}
+
 pub(super) async fn jobs(State(farm): State<Arc<Farm>>, Query(q): Query<JobsQuery>) -> Response {
+    let (since_ms, until_ms) = match (query_time("since", q.since), query_time("until", q.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => return error(e),
+    };
     let jobs = farm
         .jobs(&JobFilter {
             rig: q.rig,
             sweep_id: q.sweep,
+            build: q.build,
+            drive_model: q.model,
+            plan: q.plan,
+            since_ms,
+            until_ms,
+            offset: q.offset.unwrap_or(0),
             limit: q.limit.unwrap_or(50),
         })
         .await;

@@ -222,3 +222,53 @@ pub(super) async fn queue(c: &mut Client, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::Passed)
 }
+
+/// `farmctl leases [--mine]`: active leases, soonest to end first.
+pub(super) async fn list(c: &mut Client, json: bool, mine: bool) -> Result<ExitCode> {
+    let leases = c
+        .list_leases(pb::ListLeasesRequest { mine })
+        .await?
+        .into_inner()
+        .leases
+        .into_iter()
+        .map(Lease::try_from)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if json {
+        render::json(&leases);
+        return Ok(ExitCode::Passed);
+    }
+    if leases.is_empty() {
+        render::out(if mine {
+            "you hold no leases"
+        } else {
+            "no leases"
+        });
+        return Ok(ExitCode::Passed);
+    }
+    let rows = leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.clone(),
+                l.rig.clone(),
+                l.holder.clone(),
+                match l.kind {
+                    nvfarm_model::farm::LeaseKind::Reservation => "reservation".to_string(),
+                    nvfarm_model::farm::LeaseKind::Job => "job".to_string(),
+                },
+                l.job_id.clone().unwrap_or_else(|| "-".into()),
+                rfc3339(l.granted_ms),
+                if l.expires_ms == 0 {
+                    "while its job runs".into()
+                } else {
+                    rfc3339(l.expires_ms)
+                },
+            ]
+        })
+        .collect();
+    render::table(
+        &["LEASE", "RIG", "HOLDER", "KIND", "JOB", "GRANTED", "ENDS"],
+        rows,
+    );
+    Ok(ExitCode::Passed)
+}

@@ -13,7 +13,7 @@ use nvfarm_model::plan::Plan;
 use nvfarm_model::{junit, ExitCode};
 use nvfarm_proto::v1 as pb;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SweepShow};
 use crate::client::{connect, CliError, Result};
 use crate::render::note;
 
@@ -79,8 +79,9 @@ fn junit_target(cli: &Cli) -> Option<(PathBuf, String)> {
         } => (junit, plan, rig.clone().or(labels.clone())),
         Command::Sweep {
             junit,
-            plan,
+            plan: Some(plan),
             labels,
+            show: None,
             ..
         } => (junit, plan, labels.clone()),
         _ => return None,
@@ -96,8 +97,13 @@ fn junit_target(cli: &Cli) -> Option<(PathBuf, String)> {
 
 async fn command(cli: Cli) -> Result<ExitCode> {
     // Local validation first: bad input never needs the controller.
-    if let Command::Run { plan, firmware, .. } | Command::Sweep { plan, firmware, .. } =
-        &cli.command
+    if let Command::Run { plan, firmware, .. }
+    | Command::Sweep {
+        plan: Some(plan),
+        firmware,
+        show: None,
+        ..
+    } = &cli.command
     {
         let (_, p) = load_plan(plan)?;
         if p.flash_step().is_some() && firmware.is_none() {
@@ -158,8 +164,13 @@ async fn command(cli: Cli) -> Result<ExitCode> {
             run::run(&mut c, &cli.controller, cli.token.as_deref(), j, args).await
         }
         Command::Sweep {
+            show: Some(SweepShow::Show { id, threshold }),
+            ..
+        } => sweep::show(&mut c, j, id, threshold).await,
+        Command::Sweep {
+            show: None,
             firmware,
-            plan,
+            plan: Some(plan),
             labels,
             name,
             junit,
@@ -181,6 +192,38 @@ async fn command(cli: Cli) -> Result<ExitCode> {
             };
             sweep::sweep(&mut c, j, args).await
         }
+        Command::Sweep { plan: None, .. } => Err(CliError::usage(
+            "give --plan FILE to start a sweep, or `sweep show ID` to show one",
+        )),
+        Command::Sweeps {
+            name,
+            limit,
+            offset,
+        } => sweep::list(&mut c, j, name, limit, offset).await,
+        Command::History {
+            rig,
+            build,
+            model,
+            plan,
+            since,
+            until,
+            limit,
+            offset,
+        } => {
+            let q = pb::ListJobsRequest {
+                limit,
+                rig: rig.unwrap_or_default(),
+                sweep_id: String::new(),
+                build: build.unwrap_or_default(),
+                drive_model: model.unwrap_or_default(),
+                plan: plan.unwrap_or_default(),
+                since_ms: since.unwrap_or(0),
+                until_ms: until.unwrap_or(0),
+                offset,
+            };
+            jobs::history(&mut c, j, q).await
+        }
+        Command::Leases { mine } => leases::list(&mut c, j, mine).await,
         Command::Jobs { limit, rig } => jobs::list(&mut c, j, limit, rig).await,
         Command::Job { id } => jobs::show(&mut c, j, id).await,
         Command::Logs { id, follow } => {

@@ -1,11 +1,12 @@
-//! `farmctl sweep`: one plan on every matching rig, compared with the previous sweep of the same name; prints
+//! `farmctl sweep`, `sweep show` and `sweeps`. `sweep`: one plan on every matching rig, compared with the previous sweep of the same name; prints
 //! the rig × step matrix, writes JUnit (one suite per rig, each step with its log), exits 0/1/3/4.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nvfarm_model::farm::{Job, JobState, SweepOutcome, SweepReport};
+use nvfarm_model::farm::{Job, JobState, Sweep, SweepOutcome, SweepReport};
+use nvfarm_model::time::rfc3339;
 use nvfarm_model::{ExitCode, Outcome, RunReport, StepReport};
 use nvfarm_proto::v1 as pb;
 
@@ -143,4 +144,85 @@ pub(super) async fn sweep(c: &mut Client, json: bool, a: SweepArgs) -> Result<Ex
         _ if any(&[JobState::TimedOut, JobState::Cancelled]) => ExitCode::TimedOut,
         _ => ExitCode::Infrastructure,
     })
+}
+
+/// `farmctl sweeps`: past and running sweeps, newest first.
+pub(super) async fn list(
+    c: &mut Client,
+    json: bool,
+    name: Option<String>,
+    limit: u32,
+    offset: u32,
+) -> Result<ExitCode> {
+    let sweeps = c
+        .list_sweeps(pb::ListSweepsRequest {
+            name: name.unwrap_or_default(),
+            limit,
+            offset,
+        })
+        .await?
+        .into_inner()
+        .sweeps;
+    if json {
+        let v: Vec<serde_json::Value> = sweeps
+            .into_iter()
+            .map(|s| {
+                let done = s.done;
+                let mut v = serde_json::to_value(Sweep::from(s)).unwrap_or_default();
+                v["done"] = done.into();
+                v
+            })
+            .collect();
+        render::json(&v);
+        return Ok(ExitCode::Passed);
+    }
+    if sweeps.is_empty() {
+        render::out("no sweeps");
+        return Ok(ExitCode::Passed);
+    }
+    let rows = sweeps
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.name.clone(),
+                s.plan_name.clone(),
+                rfc3339(s.created_ms),
+                s.job_ids.len().to_string(),
+                s.skipped.len().to_string(),
+                if s.done { "done" } else { "running" }.to_string(),
+                s.submitter.clone(),
+            ]
+        })
+        .collect();
+    render::table(
+        &[
+            "SWEEP", "NAME", "PLAN", "STARTED", "JOBS", "SKIPPED", "STATE", "BY",
+        ],
+        rows,
+    );
+    Ok(ExitCode::Passed)
+}
+
+/// `farmctl sweep show ID`: the sweep's matrix against the previous sweep of its name.
+pub(super) async fn show(
+    c: &mut Client,
+    json: bool,
+    id: String,
+    threshold: f64,
+) -> Result<ExitCode> {
+    let r = c
+        .get_sweep(pb::GetSweepRequest {
+            id,
+            regression_threshold_pct: threshold,
+        })
+        .await?
+        .into_inner();
+    let report = SweepReport::try_from(r)?;
+    if json {
+        render::json(&report);
+    } else {
+        render::sweep(&report);
+    }
+    Ok(ExitCode::Passed)
 }
