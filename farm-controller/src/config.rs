@@ -45,6 +45,15 @@
 //! public = false                   # with tokens, the dashboard, /api and /metrics need one (any role but agent;
 //!                                  # browsers: HTTP Basic auth, any user name, the token as password). true
 //!                                  # serves them to anyone.
+//! url = "http://farm.lab:7701"     # how people reach the dashboard: the base of links in notifications
+//!                                  # (default http://<http address>)
+//!
+//! [[webhook]]                      # POST a JSON notice here when one of `events` happens (any number of these)
+//! url = "https://hooks.example/nvfarm"
+//! events = ["sweep_finished", "new_failure", "regression", "rig_quarantined", "agent_lost"]   # default: all
+//! format = "json"                  # "json" (nvfarm's notice) or "slack" ({"text": ...}, Slack/Teams/Mattermost)
+//! timeout = "10s"                  # per attempt
+//! retries = 5                      # after a failed attempt, with backoff 1s, 2s, 4s ... (at most 60s)
 //! ```
 
 use std::net::SocketAddr;
@@ -153,6 +162,78 @@ struct RawScripts {
 #[serde(deny_unknown_fields)]
 struct RawDashboard {
     public: Option<bool>,
+    url: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    events: Option<Vec<String>>,
+    format: Option<String>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+}
+
+/// What a webhook is told about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// Every job of a sweep has ended (the notice carries its outcome and the matrix's changes).
+    SweepFinished,
+    /// A finished sweep has a step that passed last time and fails now.
+    NewFailure,
+    /// A finished sweep has an io metric worse than the previous sweep's by more than the threshold.
+    Regression,
+    /// A rig was quarantined (by the controller after infrastructure errors, or by an operator).
+    RigQuarantined,
+    /// An agent's rigs went offline: it stopped heartbeating or went away.
+    AgentLost,
+}
+
+impl WebhookEvent {
+    /// Every event.
+    pub const ALL: [WebhookEvent; 5] = [
+        WebhookEvent::SweepFinished,
+        WebhookEvent::NewFailure,
+        WebhookEvent::Regression,
+        WebhookEvent::RigQuarantined,
+        WebhookEvent::AgentLost,
+    ];
+    /// The name in the config and in notices.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::SweepFinished => "sweep_finished",
+            WebhookEvent::NewFailure => "new_failure",
+            WebhookEvent::Regression => "regression",
+            WebhookEvent::RigQuarantined => "rig_quarantined",
+            WebhookEvent::AgentLost => "agent_lost",
+        }
+    }
+}
+
+/// The body a webhook gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// nvfarm's notice: the event, its subject, the matrix's changes, links.
+    Json,
+    /// `{"text": "..."}`, which Slack, Teams and Mattermost incoming webhooks take.
+    Slack,
+}
+
+/// Where notices go.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    /// An http:// or https:// URL.
+    pub url: String,
+    /// The events it is told about.
+    pub events: Vec<WebhookEvent>,
+    /// The body's shape.
+    pub format: WebhookFormat,
+    /// Each attempt's limit.
+    pub timeout: Duration,
+    /// Attempts after a failed one.
+    pub retries: u32,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -194,6 +275,8 @@ struct RawConfig {
     tls: Option<TlsConfig>,
     #[serde(default)]
     token: Vec<TokenEntry>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
 }
 
 /// The built-in health check: the drive is there and reports no critical warning.
@@ -256,6 +339,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Bearer tokens; empty: no authentication, loopback only.
     pub tokens: Vec<TokenEntry>,
+    /// How people reach the dashboard (links in notifications); `None`: `http://<http address>`.
+    pub dashboard_url: Option<String>,
+    /// Where notices go.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Default for Config {
@@ -281,6 +368,8 @@ impl Default for Config {
             http_public: false,
             tls: None,
             tokens: vec![],
+            dashboard_url: None,
+            webhooks: vec![],
         }
     }
 }
@@ -448,6 +537,77 @@ impl Config {
             }
         }
         c.tokens = raw.token;
+        let http_url = |key: &str, u: &str| -> Result<(), ConfigError> {
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"))
+                .ok_or_else(|| {
+                    invalid(format!("{key}: '{u}' is not an http:// or https:// URL"))
+                })?;
+            if rest.is_empty() || rest.starts_with('/') || u.chars().any(char::is_whitespace) {
+                return Err(invalid(format!(
+                    "{key}: '{u}' has no host (e.g. https://hooks.example/nvfarm)"
+                )));
+            }
+            Ok(())
+        };
+        if let Some(u) = raw.dashboard.url {
+            http_url("key 'dashboard.url'", &u)?;
+            c.dashboard_url = Some(u.trim_end_matches('/').to_string());
+        }
+        for (i, w) in raw.webhook.into_iter().enumerate() {
+            let key = |k: &str| format!("webhook #{} key '{k}'", i + 1);
+            http_url(&key("url"), &w.url)?;
+            let events = match w.events {
+                None => WebhookEvent::ALL.to_vec(),
+                Some(names) if names.is_empty() => {
+                    return Err(invalid(format!(
+                        "{}: empty; leave it out for every event",
+                        key("events")
+                    )))
+                }
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        WebhookEvent::ALL
+                            .into_iter()
+                            .find(|e| e.as_str() == n)
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "{}: unknown event '{n}'; expected {}",
+                                    key("events"),
+                                    WebhookEvent::ALL.map(WebhookEvent::as_str).join(", ")
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let format = match w.format.as_deref() {
+                None | Some("json") => WebhookFormat::Json,
+                Some("slack") => WebhookFormat::Slack,
+                Some(f) => {
+                    return Err(invalid(format!(
+                        "{}: '{f}' is not json or slack",
+                        key("format")
+                    )))
+                }
+            };
+            let timeout = dur(&key("timeout"), &w.timeout, Duration::from_secs(10))?;
+            let retries = w.retries.unwrap_or(5);
+            if retries > 20 {
+                return Err(invalid(format!(
+                    "{}: {retries} is too many (at most 20; the backoff reaches 60s between attempts)",
+                    key("retries")
+                )));
+            }
+            c.webhooks.push(Webhook {
+                url: w.url,
+                events,
+                format,
+                timeout,
+                retries,
+            });
+        }
         Ok(c)
     }
 
@@ -469,6 +629,66 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_parse_with_defaults_and_mistakes_name_the_webhook_and_key() {
+        let c = Config::parse(
+            "[dashboard]\nurl = \"https://farm.lab/\"\n[[webhook]]\nurl = \"https://hooks.example/a\"\n\
+             [[webhook]]\nurl = \"http://10.0.0.1:9000/b\"\nevents = [\"new_failure\"]\nformat = \"slack\"\nretries = 0\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.dashboard_url.as_deref(), Some("https://farm.lab"));
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.webhooks[0].events, WebhookEvent::ALL.to_vec());
+        assert_eq!(c.webhooks[0].format, WebhookFormat::Json);
+        assert_eq!(
+            (c.webhooks[0].retries, c.webhooks[0].timeout),
+            (5, Duration::from_secs(10))
+        );
+        assert_eq!(c.webhooks[1].events, vec![WebhookEvent::NewFailure]);
+        assert_eq!(
+            (c.webhooks[1].format, c.webhooks[1].retries),
+            (WebhookFormat::Slack, 0)
+        );
+        for (toml, want) in [
+            (
+                "[[webhook]]\nurl = \"ftp://x/y\"\n",
+                "webhook #1 key 'url': 'ftp://x/y' is not an http",
+            ),
+            ("[[webhook]]\nurl = \"http:///y\"\n", "has no host"),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nevents = [\"sweep_done\"]\n",
+                "unknown event 'sweep_done'; expected sweep_finished",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nevents = []\n",
+                "key 'events': empty",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nformat = \"xml\"\n",
+                "'xml' is not json or slack",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nretries = 1000\n",
+                "1000 is too many",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\ntimeout = \"0s\"\n",
+                "webhook #1 key 'timeout'",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x\"\nsecret = 1\n",
+                "unknown field `secret`",
+            ),
+            ("[dashboard]\nurl = \"farm.lab\"\n", "key 'dashboard.url'"),
+        ] {
+            let e = Config::parse(toml, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+    }
 
     #[test]
     fn parses_and_validates() {

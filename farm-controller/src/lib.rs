@@ -5,6 +5,7 @@
 //! - [`store`]: durable storage (sled) behind a small interface.
 //! - [`grpc`]: the Farm and AgentLink services; [`http`]: dashboard, JSON API and metrics.
 //! - [`config`]: the configuration file; [`auth`]: callers and roles.
+//! - [`notify`]: webhooks told about finished sweeps, new failures, regressions, quarantines, lost agents.
 //! - [`server`]: runs all of it until shutdown.
 #![warn(missing_docs)]
 #![warn(clippy::wildcard_imports)]
@@ -14,5 +15,6 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod http;
+pub mod notify;
 pub mod server;
 pub mod store;

@@ -78,6 +78,8 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
 
+    tokio::spawn(crate::notify::run(farm.clone(), cfg.webhooks.clone()));
+
     let tick_farm = farm.clone();
     let mut tick_stop = stop_rx.clone();
     let ticker = tokio::spawn(async move {

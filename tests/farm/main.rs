@@ -4,12 +4,14 @@
 //! - [`scenarios`]: the farm's main paths (CI stage, sweeps, leases, restarts, TLS, tokens);
 //! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then;
 //! - [`faults`]: the controller while its parts fail or are attacked (paused agents, foreign agents, roles);
-//! - [`history`]: results over time (jobs by rig, build, model, plan and time; sweeps; leases).
+//! - [`history`]: results over time (jobs by rig, build, model, plan and time; sweeps; leases);
+//! - [`webhooks`]: notices to local receivers (sweeps, new failures, quarantines, lost agents).
 
 mod failure_paths;
 mod faults;
 mod history;
 mod scenarios;
+mod webhooks;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
