@@ -5,6 +5,7 @@
 //! - [`store`]: durable storage (sled) behind a small interface.
 //! - [`grpc`]: the Farm and AgentLink services; [`http`]: dashboard, JSON API and metrics.
 //! - [`config`]: the configuration file; [`auth`]: callers and roles.
+//! - [`stats`]: duration histograms and outcome counters for `/metrics`;
 //! - [`notify`]: webhooks told about finished sweeps, new failures, regressions, quarantines, lost agents.
 //! - [`server`]: runs all of it until shutdown.
 #![warn(missing_docs)]
@@ -17,4 +18,5 @@ pub mod grpc;
 pub mod http;
 pub mod notify;
 pub mod server;
+pub mod stats;
 pub mod store;

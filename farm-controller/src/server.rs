@@ -79,6 +79,8 @@ pub async fn serve(
     });
 
     tokio::spawn(crate::notify::run(farm.clone(), cfg.webhooks.clone()));
+    let stats = crate::stats::Stats::default();
+    tokio::spawn(crate::stats::run(farm.clone(), stats.clone()));
 
     let tick_farm = farm.clone();
     let mut tick_stop = stop_rx.clone();
@@ -102,7 +104,7 @@ pub async fn serve(
             tracing::warn!("cannot set TCP_NODELAY on an HTTP connection: {e}");
         }
     });
-    let http = axum::serve(http_listener, crate::http::router(farm.clone()))
+    let http = axum::serve(http_listener, crate::http::router(farm.clone(), stats))
         .with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });

@@ -151,6 +151,69 @@ fn history_finds_jobs_by_rig_build_model_plan_and_time_and_sweeps_and_leases_are
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("'yesterday'"), "{resp}");
 
+    // /metrics counts what happened: outcomes per rig and model, durations of jobs, flashes and queue waits.
+    let want = [
+        "nvfarm_job_outcomes_total{rig=\"bench-r2\",model=\"NVFARM SIM X1\",outcome=\"failed\"} 1",
+        "nvfarm_job_outcomes_total{rig=\"bench-r1\",model=\"NVFARM SIM X1\",outcome=\"passed\"} 2",
+        "nvfarm_flash_duration_seconds_count{outcome=\"failed\",model=\"NVFARM SIM X1\"} 1",
+        "nvfarm_flash_duration_seconds_count{outcome=\"passed\",model=\"NVFARM SIM X1\"} 3",
+        "nvfarm_step_outcomes_total{step=\"identify\",model=\"NVFARM SIM X1\",outcome=\"skipped\"} 1",
+        "nvfarm_job_duration_seconds_count{outcome=\"passed\"} 3",
+        "nvfarm_queue_wait_seconds_count{priority=\"nightly\"} 2",
+    ];
+    let mut metrics = String::new();
+    lab.wait(
+        "the metrics to count every job",
+        std::time::Duration::from_secs(10),
+        || {
+            metrics = http_get(lab.http, "/metrics");
+            want.iter().all(|w| metrics.contains(w))
+        },
+    );
+    assert!(
+        metrics.contains("# TYPE nvfarm_job_duration_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nvfarm_leases_by_kind{kind=\"reservation\"} 0"),
+        "{metrics}"
+    );
+    // Every series the Grafana dashboard reads is one /metrics serves.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            nvfarm_tests::workspace().join("packaging/grafana/nvfarm-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let families: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut read = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("nvfarm_"))
+            {
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(family),
+                    "the dashboard's panel '{}' reads {name}, which /metrics does not serve",
+                    p["title"]
+                );
+                read += 1;
+            }
+        }
+    }
+    assert!(read >= 10, "{read}");
+
     // After a restart, the same answers come from the store.
     lab.stop_controller(nix::sys::signal::Signal::SIGKILL);
     lab.start_controller();

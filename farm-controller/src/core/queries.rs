@@ -144,6 +144,8 @@ pub struct MetricsSnapshot {
     pub agents_connected: usize,
     /// Active leases.
     pub leases: usize,
+    /// Of them, reservations (the rest are jobs').
+    pub reservations: usize,
     /// The last fencing token handed out.
     pub fencing_token: u64,
     /// Changes committed since the controller started.
@@ -436,6 +438,11 @@ fn metrics(st: &State) -> MetricsSnapshot {
         queue_length: st.requests.len(),
         agents_connected: st.agents.values().filter(|a| !a.lost).count(),
         leases: st.leases.len(),
+        reservations: st
+            .leases
+            .values()
+            .filter(|l| l.kind == nvfarm_model::farm::LeaseKind::Reservation)
+            .count(),
         fencing_token: st.fencing,
         commits: st.applied,
         ..Default::default()

@@ -1,34 +1,104 @@
-//! `/metrics` in Prometheus text format.
+//! `/metrics` in the OpenMetrics text format (Prometheus scrapes it): the farm's state as gauges at scrape time
+//! (rigs by state, jobs by state, the queue, agents, leases by kind), the store's commit and flush counters, and
+//! [`crate::stats`]'s duration histograms and outcome counters.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::core::Farm;
+use crate::stats::Stats;
 
-pub(super) async fn metrics(State(farm): State<Arc<Farm>>) -> Response {
+type Labels = Vec<(&'static str, String)>;
+
+fn gauge(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(v.min(i64::MAX as u64) as i64);
+    g
+}
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+pub(super) async fn metrics(
+    State(farm): State<Arc<Farm>>,
+    Extension(stats): Extension<Stats>,
+) -> Response {
     let s = farm.metrics().await;
-    let mut m = String::new();
-    m.push_str("# HELP nvfarm_rigs Rigs by state.\n# TYPE nvfarm_rigs gauge\n");
+    let mut reg = Registry::with_prefix("nvfarm");
+    let rigs = Family::<Labels, Gauge>::default();
     for (state, n) in &s.rigs {
-        let _ = writeln!(m, "nvfarm_rigs{{state=\"{state}\"}} {n}");
+        rigs.get_or_create(&vec![("state", state.to_string())])
+            .set(*n as i64);
     }
-    m.push_str("# HELP nvfarm_jobs Jobs by state (all stored jobs).\n# TYPE nvfarm_jobs gauge\n");
+    reg.register("rigs", "Rigs by state", rigs);
+    let jobs = Family::<Labels, Gauge>::default();
     for (state, n) in &s.jobs {
-        let _ = writeln!(m, "nvfarm_jobs{{state=\"{state}\"}} {n}");
+        jobs.get_or_create(&vec![("state", state.to_string())])
+            .set(*n as i64);
     }
-    let _ = writeln!(m, "# HELP nvfarm_queue_length Waiting requests.\n# TYPE nvfarm_queue_length gauge\nnvfarm_queue_length {}", s.queue_length);
-    let _ = writeln!(m, "# HELP nvfarm_agents_connected Agents heard from recently.\n# TYPE nvfarm_agents_connected gauge\nnvfarm_agents_connected {}", s.agents_connected);
-    let _ = writeln!(m, "# HELP nvfarm_fencing_token Last fencing token issued.\n# TYPE nvfarm_fencing_token counter\nnvfarm_fencing_token {}", s.fencing_token);
-    let _ = writeln!(m, "# HELP nvfarm_commits_total Changes committed since the controller started.\n# TYPE nvfarm_commits_total counter\nnvfarm_commits_total {}", s.commits);
-    let _ = writeln!(m, "# HELP nvfarm_store_flushes_total Store flushes since the controller started (concurrent changes share one).\n# TYPE nvfarm_store_flushes_total counter\nnvfarm_store_flushes_total {}", s.store_flushes);
-    let _ = writeln!(
-        m,
-        "# HELP nvfarm_leases Active leases.\n# TYPE nvfarm_leases gauge\nnvfarm_leases {}",
-        s.leases
+    reg.register("jobs", "Jobs by state (all stored jobs)", jobs);
+    reg.register(
+        "queue_length",
+        "Waiting requests",
+        gauge(s.queue_length as u64),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+    reg.register(
+        "agents_connected",
+        "Agents with a live session",
+        gauge(s.agents_connected as u64),
+    );
+    reg.register("leases", "Active leases", gauge(s.leases as u64));
+    let by_kind = Family::<Labels, Gauge>::default();
+    for (kind, n) in [
+        ("reservation", s.reservations),
+        ("job", s.leases - s.reservations),
+    ] {
+        by_kind
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .set(n as i64);
+    }
+    reg.register("leases_by_kind", "Active leases by kind", by_kind);
+    reg.register(
+        "fencing_token",
+        "Last fencing token issued (only grows, across restarts)",
+        gauge(s.fencing_token),
+    );
+    reg.register(
+        "commits",
+        "Changes committed since the controller started",
+        counter(s.commits),
+    );
+    reg.register(
+        "store_flushes",
+        "Store flushes since the controller started (concurrent changes share one)",
+        counter(s.store_flushes),
+    );
+    stats.register(&mut reg);
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &reg) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

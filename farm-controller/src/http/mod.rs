@@ -19,7 +19,7 @@ use axum::Router;
 use crate::core::Farm;
 
 /// Every HTTP route.
-pub fn router(farm: Arc<Farm>) -> Router {
+pub fn router(farm: Arc<Farm>, stats: crate::stats::Stats) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
         .route("/jobs/{id}", get(dashboard::job_page))
@@ -31,6 +31,7 @@ pub fn router(farm: Arc<Farm>) -> Router {
         .route("/api/sweeps/{id}", get(api::sweep))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::Extension(stats))
         .layer(axum::middleware::from_fn_with_state(
             farm.clone(),
             access::readers_only,
