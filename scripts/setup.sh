@@ -3,6 +3,7 @@
 #   - QEMU (software emulation), busybox-static, nvme-cli, cpio, binutils: the real-kernel NVMe test tier
 #   - fio: the peer tool in the io benchmarks
 #   - openssl: a throwaway certificate for the TLS end-to-end test
+#   - node/npm and gitlab-ci-local (pinned, into ~/.cache/nvfarm/npm): the GitLab CI example is run by a test
 # The Rust toolchain (cargo, rustfmt, clippy, cargo-nextest) comes with the machine.
 set -euo pipefail
 
@@ -15,6 +16,9 @@ have cpio || need+=(cpio)
 have strip || need+=(binutils)
 have fio || need+=(fio)
 have openssl || need+=(openssl)   # the TLS end-to-end test makes a throwaway certificate
+have npm || need+=(npm)
+have git || need+=(git)
+have rsync || need+=(rsync)   # gitlab-ci-local copies the project with it
 
 have apt-get || { echo "setup.sh: this script needs a Debian-like system with apt-get" >&2; exit 1; }
 
@@ -26,4 +30,11 @@ if ((${#need[@]})); then
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 have cargo || { echo "setup.sh: cargo is missing; install a Rust toolchain (rustup)" >&2; exit 1; }
+# gitlab-ci-local, pinned: 4.70.1 is the last that runs on Debian's Node 20 (later ones need Node 22).
+GCL_VERSION=4.70.1
+gcl_dir=${NVFARM_CACHE:-$HOME/.cache/nvfarm}/npm
+if [[ "$("$gcl_dir/node_modules/.bin/gitlab-ci-local" --version 2>/dev/null | tail -n 1)" != "$GCL_VERSION" ]]; then
+    echo "setup.sh: installing gitlab-ci-local $GCL_VERSION into $gcl_dir" >&2
+    npm install --silent --no-audit --no-fund --prefix "$gcl_dir" "gitlab-ci-local@$GCL_VERSION" >/dev/null
+fi
 echo "setup.sh: system packages present" >&2

@@ -1,12 +1,14 @@
 //! The farm end to end, real processes on loopback: farm-controller, bench-agent daemons with simulated rigs,
 //! farmctl. Each test builds its own lab (ports, data dir, rigs). One test binary, scenarios grouped by theme:
 //!
+//! - [`ci_examples`]: `examples/ci/` run against a sim farm (GitLab through gitlab-ci-local; the Jenkinsfile checked);
 //! - [`scenarios`]: the farm's main paths (CI stage, sweeps, leases, restarts, TLS, tokens);
 //! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then;
 //! - [`faults`]: the controller while its parts fail or are attacked (paused agents, foreign agents, roles);
 //! - [`history`]: results over time (jobs by rig, build, model, plan and time; sweeps; leases);
 //! - [`webhooks`]: notices to local receivers (sweeps, new failures, quarantines, lost agents).
 
+mod ci_examples;
 mod failure_paths;
 mod faults;
 mod history;
