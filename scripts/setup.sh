@@ -3,6 +3,7 @@
 #   - QEMU (software emulation), busybox-static, nvme-cli, cpio, binutils: the real-kernel NVMe test tier
 #   - fio: the peer tool in the io benchmarks
 #   - openssl: a throwaway certificate for the TLS end-to-end test
+#   - chromium: the dashboard test loads every page in a real headless browser
 #   - node/npm and gitlab-ci-local (pinned, into ~/.cache/nvfarm/npm): the GitLab CI example is run by a test
 # The Rust toolchain (cargo, rustfmt, clippy, cargo-nextest) comes with the machine.
 set -euo pipefail
@@ -19,6 +20,7 @@ have openssl || need+=(openssl)   # the TLS end-to-end test makes a throwaway ce
 have npm || need+=(npm)
 have git || need+=(git)
 have rsync || need+=(rsync)   # gitlab-ci-local copies the project with it
+have chromium || need+=(chromium)   # the dashboard test loads every page in it
 
 have apt-get || { echo "setup.sh: this script needs a Debian-like system with apt-get" >&2; exit 1; }
 

@@ -1,6 +1,7 @@
 //! The farm end to end, real processes on loopback: farm-controller, bench-agent daemons with simulated rigs,
 //! farmctl. Each test builds its own lab (ports, data dir, rigs). One test binary, scenarios grouped by theme:
 //!
+//! - [`dashboard`]: every page in headless chromium on a populated farm (screenshots kept), the live log;
 //! - [`ci_examples`]: `examples/ci/` run against a sim farm (GitLab through gitlab-ci-local; the Jenkinsfile checked);
 //! - [`scenarios`]: the farm's main paths (CI stage, sweeps, leases, restarts, TLS, tokens);
 //! - [`failure_paths`]: cancels, stops, unusable rigs, input mistakes, and what the CI stage reports then;
@@ -9,6 +10,7 @@
 //! - [`webhooks`]: notices to local receivers (sweeps, new failures, quarantines, lost agents).
 
 mod ci_examples;
+mod dashboard;
 mod failure_paths;
 mod faults;
 mod history;

@@ -1,5 +1,6 @@
-//! The dashboard: `/` (rigs, the queue with reasons, recent jobs, pass/fail per firmware build) and
-//! `/jobs/<id>` (one job's steps, metrics, and each step's log).
+//! The dashboard's front page, `/`: rigs (linked to their pages, with who holds each and until when), the queue
+//! with reasons, pass/fail per firmware build (linked to the build's page) and recent jobs. The other pages:
+//! [`super::job_pages`], [`super::sweep_pages`], [`super::rig_build_pages`].
 //!
 //! Outcomes keep their distinctions here too: failed (the firmware), error (the infrastructure), timed out,
 //! cancelled.
@@ -8,14 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Html;
 
 use nvfarm_model::farm::{labels_text, JobState, LeaseKind};
-use nvfarm_model::junit::escape as esc;
-use nvfarm_model::Outcome;
 
+use super::page::{class, esc, page, when};
 use crate::core::{Farm, JobFilter};
 
 /// One firmware build on the dashboard: its sha256 (the first 12 digits), every revision and file name its jobs
@@ -51,33 +50,21 @@ fn build_rows<'a>(
     rows.into_values().collect()
 }
 
-/// The CSS class for a state or outcome name.
-fn class(s: &str) -> &'static str {
-    match s {
-        "passed" | "idle" => "ok",
-        "failed" | "quarantined" => "bad",
-        "error" | "offline" => "infra",
-        "timed_out" => "timeout",
-        "cancelled" | "maintenance" | "skipped" => "muted",
-        "invalid" => "invalid",
-        _ => "busy",
-    }
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}\
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:90%}th{background:#f3f3f3}\
-.ok{background:#d9f2d9}.bad{background:#f8d0d0}.infra{background:#ffe0b3}.timeout{background:#f2e6ff}.invalid{background:#fff3b0}.muted{color:#777}.busy{background:#dde8f7}\
-pre{background:#f7f7f7;padding:.6em;font-size:85%;overflow-x:auto}";
-
 pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
     let rigs = farm.rigs(&BTreeMap::new()).await;
     let queue = farm.queue().await;
-    let (jobs, jobs_error) = match farm.jobs(&JobFilter::default()).await {
+    let (jobs, jobs_error) = match farm
+        .jobs(&JobFilter {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+    {
         Ok(j) => (j, None),
         Err(e) => (vec![], Some(e)),
     };
     let mut h = String::new();
-    let _ = write!(h, "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5><title>nvfarm</title><style>{STYLE}</style></head><body><h1>nvfarm</h1>");
+    let _ = write!(h, "<meta http-equiv=refresh content=10><h1>nvfarm</h1>");
     if let Some(e) = jobs_error {
         let _ = write!(
             h,
@@ -94,7 +81,11 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
                 esc(l.job_id.as_deref().unwrap_or("?")),
                 esc(&l.holder)
             ),
-            Some(l) => format!("reserved by {}", esc(&l.holder)),
+            Some(l) => format!(
+                "reserved by {} until {}",
+                esc(&l.holder),
+                when(l.expires_ms)
+            ),
             None => esc(&r.reason),
         };
         let hc = if r.health_check_pending {
@@ -105,7 +96,7 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
         let state = r.state.as_str();
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class={}>{state}{hc}</td><td>{who}</td><td>{}</td><td>{} {}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/rigs/{0}\">{0}</a></td><td>{1}</td><td class={2}>{state}{hc}</td><td>{who}</td><td>{3}</td><td>{4} {5}</td><td>{6}</td></tr>",
             esc(&r.name),
             esc(&r.agent),
             class(state),
@@ -160,7 +151,7 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
             + c(JobState::Testing);
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=ok>{}</td><td class=bad>{}</td><td class=infra>{}</td><td class=timeout>{}</td><td class=muted>{}</td><td>{running}</td></tr>",
+            "<tr><td><a href=\"/builds/{0}\">{0}</a></td><td>{1}</td><td class=ok>{2}</td><td class=bad>{3}</td><td class=infra>{4}</td><td class=timeout>{5}</td><td class=muted>{6}</td><td>{running}</td></tr>",
             esc(sha),
             esc(&rev),
             c(JobState::Passed),
@@ -171,106 +162,11 @@ pub(super) async fn index(State(farm): State<Arc<Farm>>) -> Html<String> {
         );
     }
     h.push_str("</table>");
-    h.push_str("<h2>Recent jobs</h2><table><tr><th>job</th><th>state</th><th>rig</th><th>plan</th><th>firmware</th><th>by</th><th>message</th></tr>");
-    for j in jobs.iter().take(50) {
-        let s = j.state.as_str();
-        let _ = write!(
-            h,
-            "<tr><td><a href=\"/jobs/{0}\">{0}</a></td><td class={1}>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td><td>{7}</td></tr>",
-            esc(&j.id),
-            class(s),
-            s,
-            esc(j.rig.as_deref().unwrap_or("-")),
-            esc(&j.plan_name),
-            esc(&j.firmware_name),
-            esc(&j.submitter),
-            esc(&j.message)
-        );
-    }
-    h.push_str("</table></body></html>");
-    Html(h)
-}
-
-pub(super) async fn job_page(State(farm): State<Arc<Farm>>, Path(id): Path<String>) -> Response {
-    let Ok(mut j) = farm.job(&id).await else {
-        return (StatusCode::NOT_FOUND, format!("no job {id}\n")).into_response();
-    };
-    let lines = farm.logs(&id, 0).unwrap_or_default();
-    j.attach_logs(lines.iter().map(|(_, l)| l));
-    let mut h = String::new();
-    let s = j.state.as_str();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=utf-8><title>{0}</title><style>{STYLE}</style></head><body><p><a href=\"/\">nvfarm</a></p><h1>{0} <span class={1}>{2}</span></h1><p>{3}</p>",
-        esc(&j.id),
-        class(s),
-        s,
-        esc(&j.message)
-    );
-    let _ = write!(
-        h,
-        "<table><tr><th>rig</th><td>{}</td></tr><tr><th>plan</th><td>{}</td></tr><tr><th>firmware</th><td>{} {} ({})</td></tr><tr><th>submitted by</th><td>{}</td></tr><tr><th>fencing token</th><td>{}</td></tr></table>",
-        esc(j.rig.as_deref().unwrap_or("-")),
-        esc(&j.plan_name),
-        esc(&j.firmware_name),
-        esc(&j.firmware_revision),
-        esc(&j.artifact_sha256),
-        esc(&j.submitter),
-        j.fencing_token
-    );
-    h.push_str("<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>outcome</th><th>seconds</th><th>message</th><th>metrics</th></tr>");
-    for st in &j.steps {
-        let metrics: Vec<String> = st
-            .metrics
-            .iter()
-            .map(|(k, v)| format!("{k}={v:.1}"))
-            .collect();
-        let _ = write!(
-            h,
-            "<tr><td><a href=\"#step-{0}\">{0}</a></td><td>{1}</td><td class={2}>{3}</td><td>{4:.1}</td><td>{5}</td><td>{6}</td></tr>",
-            st.number,
-            esc(&st.title()),
-            class(st.outcome.as_str()),
-            st.outcome,
-            st.duration_ms as f64 / 1000.0,
-            esc(&st.message),
-            esc(&metrics.join(" "))
-        );
-    }
-    h.push_str("</table><h2>Log</h2>");
-    for st in j
-        .steps
-        .iter()
-        .filter(|s| s.outcome != Outcome::Skipped || !s.log.is_empty())
-    {
-        let _ = write!(
-            h,
-            "<h3 id=\"step-{}\">{} {}</h3><pre>",
-            st.number,
-            st.number,
-            esc(&st.title())
-        );
-        for l in &st.log {
-            h.push_str(&esc(l));
-            h.push('\n');
-        }
-        h.push_str("</pre>");
-    }
-    let other: Vec<&str> = lines
-        .iter()
-        .filter(|(_, l)| !j.steps.iter().any(|s| s.number == l.step))
-        .map(|(_, l)| l.text.as_str())
-        .collect();
-    if !other.is_empty() {
-        h.push_str("<h3>outside any step</h3><pre>");
-        for l in other {
-            h.push_str(&esc(l));
-            h.push('\n');
-        }
-        h.push_str("</pre>");
-    }
-    h.push_str("</body></html>");
-    Html(h).into_response()
+    h.push_str("<h2>Recent jobs</h2>");
+    let recent: Vec<_> = jobs.iter().take(20).cloned().collect();
+    super::job_pages::jobs_table(&mut h, &recent);
+    h.push_str("<p><a href=\"/jobs\">all jobs</a> · <a href=\"/sweeps\">sweeps</a></p>");
+    page("farm", &h)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The HTTP side: a dashboard for people, a read-only JSON API for tools, and `/metrics` for Prometheus.
 //!
-//! - [`dashboard`]: `/` and `/jobs/<id>`;
+//! - the dashboard: [`dashboard`] (`/`), [`job_pages`] (`/jobs`, `/jobs/<id>` with its live log, raw log and
+//!   JUnit), [`sweep_pages`] (`/sweeps`, `/sweeps/<id>`), [`rig_build_pages`] (`/rigs/<name>`, `/builds/<sha>`),
+//!   sharing [`page`] and drawing [`charts`] (SVG, on the server);
 //! - [`api`]: `/api/rigs`, `/api/jobs`, `/api/jobs/<id>`, `/api/queue`, `/api/sweeps`, `/api/sweeps/<id>`, each
 //!   record in the same JSON shape `farmctl --json` prints;
 //! - [`metrics`]: `/metrics` in Prometheus text format;
@@ -8,8 +10,13 @@
 
 mod access;
 mod api;
+mod charts;
 mod dashboard;
+mod job_pages;
 mod metrics;
+mod page;
+mod rig_build_pages;
+mod sweep_pages;
 
 use std::sync::Arc;
 
@@ -22,7 +29,15 @@ use crate::core::Farm;
 pub fn router(farm: Arc<Farm>, stats: crate::stats::Stats) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
-        .route("/jobs/{id}", get(dashboard::job_page))
+        .route("/jobs", get(job_pages::jobs))
+        .route("/jobs/{id}", get(job_pages::job))
+        .route("/jobs/{id}/log", get(job_pages::raw_log))
+        .route("/jobs/{id}/junit.xml", get(job_pages::junit))
+        .route("/jobs/{id}/events", get(job_pages::events))
+        .route("/sweeps", get(sweep_pages::sweeps))
+        .route("/sweeps/{id}", get(sweep_pages::sweep))
+        .route("/rigs/{name}", get(rig_build_pages::rig))
+        .route("/builds/{sha}", get(rig_build_pages::build))
         .route("/api/rigs", get(api::rigs))
         .route("/api/jobs", get(api::jobs))
         .route("/api/jobs/{id}", get(api::job))
