@@ -22,7 +22,7 @@ rootfs() {
     rm -rf "$root"; mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp"
     for b in "$@"; do
         cp "target/$dir/$b" "$root/usr/bin/"
-        ldd "target/$dir/$b" | awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | while read -r lib; do
+        ldd "target/$dir/$b" | awk '$2 == "=>" {print $3; next} $1 ~ /^\// {print $1}' | while read -r lib; do
             [[ -n $lib && -e $lib ]] || continue
             mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
         done

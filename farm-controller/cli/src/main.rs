@@ -1,4 +1,4 @@
-//! `farm-controller [--config FILE] [--data-dir DIR] [--listen ADDR] [--http ADDR]`
+//! `farm-controller [--config FILE] [--data-dir DIR] [--listen ADDR] [--http ADDR] [--check-config]`
 //!
 //! Runs in the foreground, logs with tracing (RUST_LOG / NVFARM_LOG), stops cleanly on SIGTERM or Ctrl-C.
 
@@ -28,6 +28,9 @@ struct Args {
     /// Dashboard and /metrics address (default 127.0.0.1:7701).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Check the configuration (file and flags) and exit: 0 if it can be served, otherwise the mistake.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -52,6 +55,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(h) = args.http {
         cfg.http = h;
+    }
+    if args.check_config {
+        cfg.check_exposure().map_err(anyhow::Error::msg)?;
+        println!(
+            "configuration ok: gRPC {}, HTTP {}, data {}, {} token(s), {} webhook(s)",
+            cfg.listen,
+            cfg.http,
+            cfg.data_dir.display(),
+            cfg.tokens.len(),
+            cfg.webhooks.len()
+        );
+        return Ok(());
     }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
