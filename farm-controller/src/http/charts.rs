@@ -99,6 +99,77 @@ pub(super) fn trend(
     Some(svg)
 }
 
+/// Pass rate (0-100 %) of each step (one line each) over builds in the order they first ran (x: the build's
+/// place, `labels[i]` under it); `mine` is the index of the page's build, marked by a vertical line.
+pub(super) fn pass_rates(
+    title: &str,
+    labels: &[String],
+    steps: &[(String, Vec<Option<f64>>)],
+    mine: Option<usize>,
+) -> Option<String> {
+    if labels.is_empty() || steps.is_empty() {
+        return None;
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 260)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let n = labels.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..105f64)
+            .ok()?;
+        chart
+            .configure_mesh()
+            .x_desc("builds, oldest first")
+            .y_desc("pass rate %")
+            .x_labels(n.min(10))
+            .x_label_formatter(&|x| {
+                labels
+                    .get(x.round().max(0.0) as usize)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .draw()
+            .ok()?;
+        if let Some(m) = mine {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(m as f64, 0.0), (m as f64, 105.0)],
+                    BLACK.mix(0.3).stroke_width(6),
+                ))
+                .ok()?;
+        }
+        for (i, (name, rates)) in steps.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = rates
+                .iter()
+                .enumerate()
+                .filter_map(|(x, r)| r.map(|r| (x as f64, r)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .ok()?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                .ok()?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .ok()?;
+        root.present().ok()?;
+    }
+    Some(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +195,18 @@ mod tests {
             "each point drawn (fill and outline)"
         );
         assert!(trend("x", "IOPS", &[], None).is_none());
+        let labels = vec!["2.0.0".to_string(), "2.1.0".to_string()];
+        let svg = pass_rates(
+            "pass rate, X1",
+            &labels,
+            &[("self-test".into(), vec![Some(100.0), Some(50.0)])],
+            Some(1),
+        )
+        .unwrap();
+        assert!(
+            svg.contains("self-test") && svg.contains("2.1.0") && svg.contains("pass rate %"),
+            "{svg}"
+        );
+        assert!(pass_rates("x", &labels, &[], None).is_none());
     }
 }

@@ -15,16 +15,19 @@ use serde::Deserialize;
 use nvfarm_model::farm::{Job, JobState, LeaseKind};
 use nvfarm_model::Outcome;
 
-use super::charts::{trend, Point};
+use super::charts::{pass_rates as pass_rate_chart, trend, Point};
 use super::job_pages::jobs_table;
 use super::page::{class, esc, page, pager, when, PAGE};
 use crate::core::{Farm, JobFilter};
 
 /// The io metrics trends are drawn for: (step metric, title, unit, whether higher is better).
-const IO_METRICS: [(&str, &str, &str, bool); 3] = [
+const IO_METRICS: [(&str, &str, &str, bool); 6] = [
     ("read_iops", "read IOPS", "IOPS", true),
     ("write_iops", "write IOPS", "IOPS", true),
+    ("read_bw_mib_s", "read bandwidth", "MiB/s", true),
+    ("write_bw_mib_s", "write bandwidth", "MiB/s", true),
     ("read_lat_p99_us", "read latency p99", "µs", false),
+    ("write_lat_p99_us", "write latency p99", "µs", false),
 ];
 
 /// How much worse than the previous build's mean a build's mean may be (the sweeps' default, 25 %).
@@ -311,6 +314,70 @@ pub(super) async fn build(State(farm): State<Arc<Farm>>, Path(sha): Path<String>
             .max_by_key(|j| j.created_ms)
             .map(|j| j.artifact_sha256.clone());
         let _ = write!(h, "<h2>Trends on {}</h2>", esc(model));
+        // Each step's pass rate per build on this model, builds in the order they first ran.
+        let mut builds: Vec<(u64, String, String)> = vec![];
+        for j in history
+            .iter()
+            .filter(|j| !j.artifact_sha256.is_empty() && !j.health_check)
+        {
+            match builds.iter_mut().find(|b| b.1 == j.artifact_sha256) {
+                Some(b) => b.0 = b.0.min(j.created_ms),
+                None => builds.push((
+                    j.created_ms,
+                    j.artifact_sha256.clone(),
+                    if j.firmware_revision.is_empty() {
+                        j.artifact_sha256[..8.min(j.artifact_sha256.len())].to_string()
+                    } else {
+                        j.firmware_revision.clone()
+                    },
+                )),
+            }
+        }
+        builds.sort();
+        let per_build: Vec<Vec<(String, u32, u32)>> = builds
+            .iter()
+            .map(|(_, sha, _)| {
+                pass_rates(
+                    &history
+                        .iter()
+                        .filter(|j| &j.artifact_sha256 == sha)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let mut step_names: Vec<String> = vec![];
+        for r in &per_build {
+            for (n, _, _) in r {
+                if !step_names.contains(n) {
+                    step_names.push(n.clone());
+                }
+            }
+        }
+        let lines: Vec<(String, Vec<Option<f64>>)> = step_names
+            .iter()
+            .map(|n| {
+                let rates = per_build
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .find(|(s, _, _)| s == n)
+                            .map(|(_, p, runs)| *p as f64 * 100.0 / *runs as f64)
+                    })
+                    .collect();
+                (n.clone(), rates)
+            })
+            .collect();
+        let labels: Vec<String> = builds.iter().map(|b| b.2.clone()).collect();
+        let mine_at = builds.iter().position(|b| b.1 == full_sha);
+        if let Some(svg) = pass_rate_chart(
+            &format!("pass rate per step, {model}"),
+            &labels,
+            &lines,
+            mine_at,
+        ) {
+            let _ = write!(h, "<div class=chart>{svg}</div>");
+        }
         if let Some(p) = &previous {
             let _ = write!(h, "<p>compared with the previous build on this model, <a href=\"/builds/{0}\">{1}</a></p>", esc(p), esc(&p[..12.min(p.len())]));
         }
