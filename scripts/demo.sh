@@ -8,23 +8,13 @@
 #   5. sweep the smoke plan over all four rigs and print the matrix;
 #   6. print the rigs and jobs; the dashboard is at http://127.0.0.1:7701 while the demo runs.
 #
-#   scripts/demo.sh [--keep] [--release]
-#     --keep leaves the controller and agent running afterwards; --release uses optimized binaries. By default the
-#     demo runs the debug build, the same one the tests use, so the README's two commands build the workspace
-#     once between them.
+#   scripts/demo.sh [--keep]     (--keep leaves the controller and agent running afterwards)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-keep=0; profile=dev
-for a in "$@"; do
-    case $a in
-        --keep) keep=1 ;;
-        --release) profile=release ;;
-        *) echo "demo: unknown option $a (expected --keep, --release)" >&2; exit 2 ;;
-    esac
-done
+keep=0; [[ ${1:-} == --keep ]] && keep=1
 scripts/setup.sh
-cargo build --profile "$profile" --locked --workspace --bins >&2
-bin=$PWD/target/$([[ $profile == dev ]] && echo debug || echo release)
+cargo build --release --locked --bins >&2
+bin=$PWD/target/release
 demo=farm-data/demo
 rm -rf "$demo"; mkdir -p "$demo"
 export FARM_CONTROLLER=http://127.0.0.1:7700
