@@ -155,6 +155,10 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         format!("http://farm.example:7701/api/sweeps/{first}")
     );
     assert_eq!(n["changes"], serde_json::json!([]));
+    assert_eq!(
+        n["links"]["page"],
+        format!("http://farm.example:7701/sweeps/{first}")
+    );
 
     // The second sweep: bench-r2's self-test now fails, a new failure.
     let dir = lab.sim_dir("bench", "bench-r2");

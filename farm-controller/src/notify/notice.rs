@@ -79,6 +79,7 @@ fn sweep(r: &SweepReport, base: &str) -> (Value, Value) {
             "jobs": jobs,
         }),
         json!({
+            "page": format!("{base}/sweeps/{}", s.id),
             "sweep": format!("{base}/api/sweeps/{}", s.id),
             "previous": s.previous.as_ref().map(|p| format!("{base}/api/sweeps/{p}")),
             "dashboard": format!("{base}/"),
@@ -111,7 +112,7 @@ impl Notice {
             }
             Notice::RigQuarantined { rig, agent, reason } => json!({
                 "rig": { "name": rig, "agent": agent, "reason": reason },
-                "links": { "rigs": format!("{base}/api/rigs"), "dashboard": format!("{base}/") },
+                "links": { "rig": format!("{base}/rigs/{rig}"), "rigs": format!("{base}/api/rigs"), "dashboard": format!("{base}/") },
             }),
             Notice::AgentLost { agent, rigs } => json!({
                 "agent": agent,
@@ -135,7 +136,7 @@ impl Notice {
         };
         match self {
             Notice::SweepFinished { report, changes } => format!(
-                "nvfarm: sweep {} ({}) finished: {} on {} rig(s), {} change(s) since the previous sweep <{base}/api/sweeps/{}>",
+                "nvfarm: sweep {} ({}) finished: {} on {} rig(s), {} change(s) since the previous sweep <{base}/sweeps/{}>",
                 report.sweep.name,
                 report.sweep.id,
                 report.outcome.as_str(),
@@ -144,7 +145,7 @@ impl Notice {
                 report.sweep.id
             ),
             Notice::NewFailure { report, cells: c } => format!(
-                "nvfarm: sweep {} ({}) has {} new failure(s): {} <{base}/api/sweeps/{}>",
+                "nvfarm: sweep {} ({}) has {} new failure(s): {} <{base}/sweeps/{}>",
                 report.sweep.name,
                 report.sweep.id,
                 c.len(),
@@ -152,14 +153,14 @@ impl Notice {
                 report.sweep.id
             ),
             Notice::Regression { report, cells: c } => format!(
-                "nvfarm: sweep {} ({}) regressed: {} <{base}/api/sweeps/{}>",
+                "nvfarm: sweep {} ({}) regressed: {} <{base}/sweeps/{}>",
                 report.sweep.name,
                 report.sweep.id,
                 cells(c),
                 report.sweep.id
             ),
             Notice::RigQuarantined { rig, reason, .. } => {
-                format!("nvfarm: rig {rig} quarantined: {reason} <{base}/>")
+                format!("nvfarm: rig {rig} quarantined: {reason} <{base}/rigs/{rig}>")
             }
             Notice::AgentLost { agent, rigs } => format!(
                 "nvfarm: agent {agent} lost; offline: {} <{base}/>",
