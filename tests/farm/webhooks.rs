@@ -123,7 +123,7 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
     std::fs::write(
         &plan,
         format!(
-            "{}[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
+            "{}[[step]]\nname = \"randread\"\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 4\nruntime = \"1s\"\nsize = \"16M\"\n[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
             nvfarm_tests::lab::QUICK_PLAN.replace("name = \"quick\"", "name = \"sweep-plan\"")
         ),
     )
@@ -160,7 +160,19 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         format!("http://farm.example:7701/sweeps/{first}")
     );
 
-    // The second sweep: bench-r2's self-test now fails, a new failure.
+    // The second sweep: bench-r2's self-test now fails, a new failure; bench-r1's reads are 5 ms late, a
+    // regression.
+    let r1 = lab.sim_dir("bench", "bench-r1");
+    let f = lab.nvme_flash(&[
+        "sim",
+        "fault",
+        r1.to_str().unwrap(),
+        "latency",
+        "5ms",
+        "--opcode",
+        "read",
+    ]);
+    assert_eq!(f.code, 0, "{}", f.all());
     let dir = lab.sim_dir("bench", "bench-r2");
     let f = lab.nvme_flash(&[
         "sim",
@@ -177,7 +189,20 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
     lab.wait(
         "the second sweep's notices",
         Duration::from_secs(20),
-        || json.of("sweep_finished").len() == 2 && json.of("new_failure").len() == 1,
+        || {
+            json.of("sweep_finished").len() == 2
+                && json.of("new_failure").len() == 1
+                && json.of("regression").len() == 1
+        },
+    );
+    let rg = &json.of("regression")[0];
+    assert_eq!(rg["sweep"]["id"], second.as_str());
+    let cells = rg["changes"].as_array().unwrap();
+    assert!(
+        cells.iter().any(|c| c["rig"] == "bench-r1"
+            && c["step"] == "randread"
+            && c["change"] == "regressed"),
+        "{rg:#}"
     );
     let nf = &json.of("new_failure")[0];
     eprintln!("new_failure notice as POSTed:\n{nf:#}");
