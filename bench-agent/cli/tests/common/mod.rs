@@ -99,6 +99,17 @@ power = {{ sim = true }}
         plan: &str,
         firmware: Option<&str>,
     ) -> (i32, Value, String, String) {
+        self.run_plan_with(rigs, plan, firmware, &[])
+    }
+
+    /// `run_plan` with more `bench-agent run` arguments (e.g. `--set STEP.KEY=VALUE`).
+    pub fn run_plan_with(
+        &self,
+        rigs: &str,
+        plan: &str,
+        firmware: Option<&str>,
+        extra: &[&str],
+    ) -> (i32, Value, String, String) {
         let junit = self.p("junit.xml");
         let mut args = vec![
             "run",
@@ -117,6 +128,7 @@ power = {{ sim = true }}
         if let Some(f) = firmware {
             args.extend(["--firmware", f]);
         }
+        args.extend_from_slice(extra);
         let (code, out, err) = self.agent(&args);
         let report = serde_json::from_str(&out).unwrap_or(Value::Null);
         let junit = std::fs::read_to_string(self.p("junit.xml")).unwrap_or_default();
