@@ -160,19 +160,21 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         format!("http://farm.example:7701/sweeps/{first}")
     );
 
-    // The second sweep: bench-r2's self-test now fails, a new failure; bench-r1's reads are 5 ms late, a
-    // regression.
-    let r1 = lab.sim_dir("bench", "bench-r1");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        r1.to_str().unwrap(),
-        "latency",
-        "5ms",
-        "--opcode",
-        "read",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    // The second sweep, of a newer build: bench-r2's self-test now fails, a new failure; every read is 5 ms
+    // late, a regression against the previous sweep and against the previous build.
+    for rig in ["bench-r1", "bench-r2"] {
+        let d = lab.sim_dir("bench", rig);
+        let f = lab.nvme_flash(&[
+            "sim",
+            "fault",
+            d.to_str().unwrap(),
+            "latency",
+            "5ms",
+            "--opcode",
+            "read",
+        ]);
+        assert_eq!(f.code, 0, "{}", f.all());
+    }
     let dir = lab.sim_dir("bench", "bench-r2");
     let f = lab.nvme_flash(&[
         "sim",
@@ -183,8 +185,22 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         "10",
     ]);
     assert_eq!(f.code, 0, "{}", f.all());
-    let o = sweep();
+    let newer = lab.image("2.1.0", "ok");
+    let o = lab.farmctl(&[
+        "--json",
+        "sweep",
+        "--firmware",
+        &newer,
+        "--plan",
+        plan,
+        "--name",
+        "nightly",
+    ]);
     assert_eq!(o.code, 1, "{}", o.all());
+    let newer_sha = o.json()["jobs"][0]["artifact_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let second = o.json()["sweep"]["id"].as_str().unwrap().to_string();
     lab.wait(
         "the second sweep's notices",
@@ -192,10 +208,35 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         || {
             json.of("sweep_finished").len() == 2
                 && json.of("new_failure").len() == 1
-                && json.of("regression").len() == 1
+                && json.of("regression").len() == 2
         },
     );
-    let rg = &json.of("regression")[0];
+    let regressions = json.of("regression");
+    // Against the previous sweep of the name, and against the build that ran before this one on the model.
+    let rg = regressions
+        .iter()
+        .find(|r| r.get("against").is_none())
+        .unwrap_or_else(|| panic!("{regressions:#?}"));
+    let by_build = regressions
+        .iter()
+        .find(|r| r["against"] == "previous_build")
+        .unwrap_or_else(|| panic!("{regressions:#?}"));
+    assert_eq!(by_build["build"], newer_sha.as_str());
+    assert_eq!(
+        by_build["links"]["build"],
+        format!("http://farm.example:7701/builds/{newer_sha}")
+    );
+    let r = &by_build["regressions"][0];
+    assert_eq!(
+        (&r["metric"], &r["model"]),
+        (&"read_iops".into(), &"NVFARM SIM X1".into()),
+        "{by_build:#}"
+    );
+    assert!(
+        r["mean"].as_f64().unwrap() < r["threshold"].as_f64().unwrap(),
+        "{by_build:#}"
+    );
+    eprintln!("build regression notice as POSTed:\n{by_build:#}");
     assert_eq!(rg["sweep"]["id"], second.as_str());
     let cells = rg["changes"].as_array().unwrap();
     assert!(

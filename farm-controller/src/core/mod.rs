@@ -29,6 +29,7 @@ pub mod scheduler;
 mod state;
 mod sweeps;
 mod tick;
+pub mod trends;
 mod watchers;
 
 use std::sync::Arc;

@@ -18,20 +18,8 @@ use nvfarm_model::Outcome;
 use super::charts::{pass_rates as pass_rate_chart, trend, Point};
 use super::job_pages::jobs_table;
 use super::page::{class, esc, page, pager, when, PAGE};
+use crate::core::trends::{self, IO_METRICS};
 use crate::core::{Farm, JobFilter};
-
-/// The io metrics trends are drawn for: (step metric, title, unit, whether higher is better).
-const IO_METRICS: [(&str, &str, &str, bool); 6] = [
-    ("read_iops", "read IOPS", "IOPS", true),
-    ("write_iops", "write IOPS", "IOPS", true),
-    ("read_bw_mib_s", "read bandwidth", "MiB/s", true),
-    ("write_bw_mib_s", "write bandwidth", "MiB/s", true),
-    ("read_lat_p99_us", "read latency p99", "µs", false),
-    ("write_lat_p99_us", "write latency p99", "µs", false),
-];
-
-/// How much worse than the previous build's mean a build's mean may be (the sweeps' default, 25 %).
-const THRESHOLD: f64 = 0.25;
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Paged {
@@ -97,11 +85,6 @@ fn series(jobs: &[Job], metric: &str, mine: impl Fn(&Job) -> bool) -> Vec<Point>
         .collect();
     pts.sort_by_key(|p| p.at_ms);
     pts
-}
-
-fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let (n, s) = v.fold((0u32, 0.0), |(n, s), x| (n + 1, s + x));
-    (n > 0).then(|| s / n as f64)
 }
 
 pub(super) async fn rig(
@@ -289,30 +272,9 @@ pub(super) async fn build(State(farm): State<Arc<Farm>>, Path(sha): Path<String>
     models.sort();
     models.dedup();
     for model in &models {
-        let history = farm
-            .jobs(&JobFilter {
-                drive_model: Some(model.clone()),
-                limit: 200,
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_default();
-        let mine_first = history
-            .iter()
-            .filter(|j| j.artifact_sha256 == full_sha)
-            .map(|j| j.created_ms)
-            .min()
-            .unwrap_or(0);
-        // The previous build on this model: the newest other build with a job before this one's first.
-        let previous = history
-            .iter()
-            .filter(|j| {
-                j.artifact_sha256 != full_sha
-                    && !j.artifact_sha256.is_empty()
-                    && j.created_ms < mine_first
-            })
-            .max_by_key(|j| j.created_ms)
-            .map(|j| j.artifact_sha256.clone());
+        let history = farm.model_history(model).await.unwrap_or_default();
+        let previous = trends::previous_build(&history, &full_sha);
+        let regressed = trends::regressions(&history, &full_sha, model);
         let _ = write!(h, "<h2>Trends on {}</h2>", esc(model));
         // Each step's pass rate per build on this model, builds in the order they first ran.
         let mut builds: Vec<(u64, String, String)> = vec![];
@@ -383,33 +345,16 @@ pub(super) async fn build(State(farm): State<Arc<Farm>>, Path(sha): Path<String>
         }
         for (metric, title, unit, higher_better) in IO_METRICS {
             let pts = series(&history, metric, |j| j.artifact_sha256 == full_sha);
-            let prev_mean = previous.as_ref().and_then(|p| {
-                mean(
-                    history
-                        .iter()
-                        .filter(|j| &j.artifact_sha256 == p)
-                        .filter_map(|j| {
-                            j.steps.iter().find_map(|s| s.metrics.get(metric).copied())
-                        }),
-                )
-            });
-            let threshold = prev_mean.map(|m| {
-                if higher_better {
-                    m * (1.0 - THRESHOLD)
-                } else {
-                    m * (1.0 + THRESHOLD)
-                }
-            });
-            let mine = mean(pts.iter().filter(|p| p.mine).map(|p| p.value));
-            if let (Some(t), Some(m)) = (threshold, mine) {
-                let regressed = if higher_better { m < t } else { m > t };
-                if regressed {
-                    let _ = write!(
-                        h,
-                        "<p class=regressed>regressed: {title} {m:.0} {unit} against the previous build's {:.0} (threshold {t:.0})</p>",
-                        prev_mean.unwrap_or_default()
-                    );
-                }
+            let threshold = previous
+                .as_deref()
+                .and_then(|p| trends::metric_mean(&history, p, metric))
+                .map(|m| trends::threshold(m, higher_better));
+            if let Some(r) = regressed.iter().find(|r| r.metric == metric) {
+                let _ = write!(
+                    h,
+                    "<p class=regressed>regressed: {title} {:.0} {unit} against the previous build's {:.0} (threshold {:.0})</p>",
+                    r.mean, r.previous_mean, r.threshold
+                );
             }
             if let Some(svg) = trend(&format!("{title}, {model}"), unit, &pts, threshold) {
                 let _ = write!(h, "<div class=chart>{svg}</div>");

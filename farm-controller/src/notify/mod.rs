@@ -1,5 +1,6 @@
 //! Notifications: the config's webhooks told when a sweep finishes (and whether it has new failures or io
-//! regressions), when a rig is quarantined and when an agent is lost.
+//! regressions, against the previous sweep of its name and against the build that ran before it on each drive
+//! model), when a rig is quarantined and when an agent is lost.
 //!
 //! The notifier follows the farm's committed changes ([`Farm::subscribe`]): what it reports is already durable.
 //! It never takes part in a change: it looks at the farm after one (coalescing bursts), compares with what it
@@ -110,7 +111,30 @@ pub async fn run(farm: Arc<Farm>, hooks: Vec<Webhook>) {
                 continue;
             }
             match farm.sweep_report(id, THRESHOLD_PCT).await {
-                Ok(r) => notices.extend(sweep_notices(&r)),
+                Ok(r) => {
+                    notices.extend(sweep_notices(&r));
+                    // Against the previous build too, not only the previous sweep of the same name.
+                    let build = r
+                        .jobs
+                        .iter()
+                        .map(|j| j.artifact_sha256.clone())
+                        .find(|s| !s.is_empty());
+                    if let Some(build) = build {
+                        match farm.build_regressions(&build).await {
+                            Ok(regressions) if !regressions.is_empty() => {
+                                notices.push(Notice::BuildRegression {
+                                    report: Box::new(r.clone()),
+                                    build,
+                                    regressions,
+                                })
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(sweep = %id, "cannot compare the sweep's build with the one before it: {e}")
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(sweep = %id, "cannot report the finished sweep to webhooks: {e}")
                 }

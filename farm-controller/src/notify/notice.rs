@@ -32,6 +32,15 @@ pub enum Notice {
         /// The cells that regressed.
         cells: Vec<SweepCell>,
     },
+    /// A finished sweep's build did worse than the build before it on a drive model.
+    BuildRegression {
+        /// The sweep's report.
+        report: Box<SweepReport>,
+        /// The build (sha256).
+        build: String,
+        /// What regressed, per model and metric.
+        regressions: Vec<crate::core::trends::BuildRegression>,
+    },
     /// A rig was quarantined.
     RigQuarantined {
         /// The rig.
@@ -93,7 +102,7 @@ impl Notice {
         match self {
             Notice::SweepFinished { .. } => WebhookEvent::SweepFinished,
             Notice::NewFailure { .. } => WebhookEvent::NewFailure,
-            Notice::Regression { .. } => WebhookEvent::Regression,
+            Notice::Regression { .. } | Notice::BuildRegression { .. } => WebhookEvent::Regression,
             Notice::RigQuarantined { .. } => WebhookEvent::RigQuarantined,
             Notice::AgentLost { .. } => WebhookEvent::AgentLost,
         }
@@ -109,6 +118,21 @@ impl Notice {
             Notice::NewFailure { report, cells } | Notice::Regression { report, cells } => {
                 let (s, links) = sweep(report, base);
                 json!({ "sweep": s, "changes": cells.iter().map(cell).collect::<Vec<_>>(), "links": links })
+            }
+            Notice::BuildRegression {
+                report,
+                build,
+                regressions,
+            } => {
+                let (s, mut links) = sweep(report, base);
+                links["build"] = format!("{base}/builds/{build}").into();
+                json!({
+                    "sweep": s,
+                    "build": build,
+                    "against": "previous_build",
+                    "regressions": regressions,
+                    "links": links,
+                })
             }
             Notice::RigQuarantined { rig, agent, reason } => json!({
                 "rig": { "name": rig, "agent": agent, "reason": reason },
@@ -158,6 +182,16 @@ impl Notice {
                 report.sweep.id,
                 cells(c),
                 report.sweep.id
+            ),
+            Notice::BuildRegression { report, build, regressions } => format!(
+                "nvfarm: build {} (sweep {}) is worse than the build before it: {} <{base}/builds/{build}>",
+                &build[..12.min(build.len())],
+                report.sweep.id,
+                regressions
+                    .iter()
+                    .map(|r| format!("{} on {} {:.0} vs {:.0} {}", r.title, r.model, r.mean, r.previous_mean, r.unit))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             Notice::RigQuarantined { rig, reason, .. } => {
                 format!("nvfarm: rig {rig} quarantined: {reason} <{base}/rigs/{rig}>")
