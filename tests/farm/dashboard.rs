@@ -127,28 +127,9 @@ fn every_page_shows_a_populated_farm_in_a_real_browser() {
     assert_eq!(code, 0, "{}", o.all());
     // The next build is slower on reads (every read 5 ms late) and bench-r2's self-test now fails.
     for rig in ["bench-r1", "bench-r2"] {
-        let d = lab.sim_dir("bench", rig);
-        let f = lab.nvme_flash(&[
-            "sim",
-            "fault",
-            d.to_str().unwrap(),
-            "latency",
-            "5ms",
-            "--opcode",
-            "read",
-        ]);
-        assert_eq!(f.code, 0, "{}", f.all());
+        lab.sim_fault("bench", rig, &["latency", "5ms", "--opcode", "read"]);
     }
-    let d = lab.sim_dir("bench", "bench-r2");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        d.to_str().unwrap(),
-        "self-test-failure",
-        "--count",
-        "10",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    lab.sim_fault("bench", "bench-r2", &["self-test-failure", "--count", "10"]);
     let (code, second, o) = sweep(&slow);
     assert_eq!(code, 1, "{}", o.all());
     let slow_sha = o.json()["jobs"][0]["artifact_sha256"]

@@ -518,16 +518,7 @@ fn a_drive_that_hangs_at_registration_shows_as_probing_while_its_neighbours_take
     let mut lab = lab_with_agent(3);
     lab.stop_agent("bench", Signal::SIGKILL);
     // bench-r2's drive stops answering Identify: its probe at the next registration hangs until the bound.
-    let dir = lab.sim_dir("bench", "bench-r2");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        dir.to_str().unwrap(),
-        "hang",
-        "--opcode",
-        "identify",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    lab.sim_fault("bench", "bench-r2", &["hang", "--opcode", "identify"]);
     lab.wait(
         "the controller to see the agent gone",
         Duration::from_secs(30),

@@ -453,16 +453,12 @@ fn the_controller_killed_mid_job_comes_back_with_the_truth_and_no_double_lease()
 fn a_sweep_shows_the_rig_that_regressed_as_a_new_failure() {
     let lab = lab_with_agent(4);
     let fw = lab.image("2.0.0", "ok");
-    let plan = lab.path("sweep.toml");
-    std::fs::write(
-        &plan,
-        format!(
-            "{}[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
-            nvfarm_tests::lab::QUICK_PLAN.replace("name = \"quick\"", "name = \"sweep-plan\"")
-        ),
-    )
-    .unwrap();
-    let plan = plan.to_str().unwrap();
+    let plan = lab.quick_plan(
+        "sweep.toml",
+        "sweep-plan",
+        "[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
+    );
+    let plan = plan.as_str();
     let o = lab.farmctl(&[
         "sweep",
         "--firmware",
@@ -477,16 +473,7 @@ fn a_sweep_shows_the_rig_that_regressed_as_a_new_failure() {
     assert_eq!(o.code, 0, "{}", o.all());
     assert!(o.stdout.contains("PASSED"), "{}", o.all());
     // Break one rig: its next self-test fails.
-    let dir = lab.sim_dir("bench", "bench-r3");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        dir.to_str().unwrap(),
-        "self-test-failure",
-        "--count",
-        "10",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    lab.sim_fault("bench", "bench-r3", &["self-test-failure", "--count", "10"]);
     let junit = lab.path("sweep.xml");
     let o = lab.farmctl(&[
         "--json",
@@ -751,19 +738,7 @@ fn a_sweep_retries_a_failed_rig_and_calls_a_pass_on_retry_flaky() {
     )
     .unwrap();
     // bench-r1's next self-test fails once; the retry passes.
-    let dir = lab.sim_dir("bench", "bench-r1");
-    assert_eq!(
-        lab.nvme_flash(&[
-            "sim",
-            "fault",
-            dir.to_str().unwrap(),
-            "self-test-failure",
-            "--count",
-            "1"
-        ])
-        .code,
-        0
-    );
+    lab.sim_fault("bench", "bench-r1", &["self-test-failure", "--count", "1"]);
     let o = lab.farmctl(&[
         "--json",
         "sweep",
@@ -826,17 +801,11 @@ fn a_farm_job_gated_on_the_previous_run_fails_when_the_drive_gets_slower() {
     assert_eq!(o.code, 0, "{}", o.all());
     assert!(x.contains("this run is the baseline"), "{x}");
     // Every read now takes 20 ms longer: the next job through the farm fails the step against the one before.
-    let dir = lab.sim_dir("bench", "bench-r1");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        dir.to_str().unwrap(),
-        "latency",
-        "20ms",
-        "--opcode",
-        "read",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    lab.sim_fault(
+        "bench",
+        "bench-r1",
+        &["latency", "20ms", "--opcode", "read"],
+    );
     let (o, x) = run("second.xml");
     assert_eq!(o.code, 1, "a regression is a test failure: {}", o.all());
     assert_eq!(o.json()["state"], "failed", "{}", o.all());

@@ -119,16 +119,13 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
         r.len() == 2 && r.iter().all(|x| x["state"] == "idle")
     });
     let fw = lab.image("2.0.0", "ok");
-    let plan = lab.path("sweep.toml");
-    std::fs::write(
-        &plan,
-        format!(
-            "{}[[step]]\nname = \"randread\"\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 4\nruntime = \"1s\"\nsize = \"16M\"\n[[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
-            nvfarm_tests::lab::QUICK_PLAN.replace("name = \"quick\"", "name = \"sweep-plan\"")
-        ),
-    )
-    .unwrap();
-    let plan = plan.to_str().unwrap();
+    let plan = lab.quick_plan(
+        "sweep.toml",
+        "sweep-plan",
+        "[[step]]\nname = \"randread\"\nkind = \"io\"\nrw = \"randread\"\nbs = \"4k\"\niodepth = 4\nruntime = \"1s\"\nsize = \"16M\"\n\
+         [[step]]\nname = \"self-test\"\nkind = \"selftest\"\n",
+    );
+    let plan = plan.as_str();
     let sweep = || {
         lab.farmctl(&[
             "--json",
@@ -163,28 +160,9 @@ fn sweeps_failures_quarantines_and_lost_agents_reach_the_webhooks_and_a_dead_rec
     // The second sweep, of a newer build: bench-r2's self-test now fails, a new failure; every read is 5 ms
     // late, a regression against the previous sweep and against the previous build.
     for rig in ["bench-r1", "bench-r2"] {
-        let d = lab.sim_dir("bench", rig);
-        let f = lab.nvme_flash(&[
-            "sim",
-            "fault",
-            d.to_str().unwrap(),
-            "latency",
-            "5ms",
-            "--opcode",
-            "read",
-        ]);
-        assert_eq!(f.code, 0, "{}", f.all());
+        lab.sim_fault("bench", rig, &["latency", "5ms", "--opcode", "read"]);
     }
-    let dir = lab.sim_dir("bench", "bench-r2");
-    let f = lab.nvme_flash(&[
-        "sim",
-        "fault",
-        dir.to_str().unwrap(),
-        "self-test-failure",
-        "--count",
-        "10",
-    ]);
-    assert_eq!(f.code, 0, "{}", f.all());
+    lab.sim_fault("bench", "bench-r2", &["self-test-failure", "--count", "10"]);
     let newer = lab.image("2.1.0", "ok");
     let o = lab.farmctl(&[
         "--json",

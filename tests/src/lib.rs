@@ -303,6 +303,25 @@ critical_warning = 0
             }
         }
 
+        /// Injects a fault into agent `agent`'s simulated rig `rig` (`nvme-flash sim fault DIR FAULT...`), which
+        /// must succeed.
+        pub fn sim_fault(&self, agent: &str, rig: &str, fault: &[&str]) {
+            let dir = self.sim_dir(agent, rig);
+            let mut args = vec!["sim", "fault", dir.to_str().unwrap()];
+            args.extend_from_slice(fault);
+            let o = self.nvme_flash(&args);
+            assert_eq!(o.code, 0, "sim fault {fault:?} on {rig}: {}", o.all());
+        }
+
+        /// Writes [`QUICK_PLAN`] as `file` in the lab, named `name`, with `extra` (more `[[step]]`s) after it;
+        /// returns its path.
+        pub fn quick_plan(&self, file: &str, name: &str, extra: &str) -> String {
+            let p = self.path(file);
+            let text = QUICK_PLAN.replace("name = \"quick\"", &format!("name = \"{name}\""));
+            std::fs::write(&p, format!("{text}{extra}")).unwrap();
+            p.display().to_string()
+        }
+
         /// Polls `cond` until true, panicking with the logs after `within`.
         pub fn wait(&self, what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
             let start = Instant::now();

@@ -1,7 +1,43 @@
 //! Charts for the dashboard, rendered on the server as SVG by plotters: a metric's trend over jobs with the
 //! regression threshold drawn, and a step's pass rate over builds.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+
+/// The chart area both charts draw on: x from -0.5 to n - 0.5 (one place per job or build), y from 0.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A 720×260 SVG: `title`, `n` places on x, y up to `y_max`, `y_area` pixels for the y labels; `draw` adds the
+/// mesh and the series, then the legend goes on top.
+fn render(
+    title: &str,
+    n: usize,
+    y_max: f64,
+    y_area: u32,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Option<()>,
+) -> Option<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 260)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(y_area)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..y_max)
+            .ok()?;
+        draw(&mut chart)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .ok()?;
+        root.present().ok()?;
+    }
+    Some(svg)
+}
 
 /// One point of a trend: when (Unix ms), the value, and whether it belongs to the build the page is about.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,25 +59,15 @@ pub(super) fn trend(
     if points.is_empty() {
         return None;
     }
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 260)).into_drawing_area();
-        root.fill(&WHITE).ok()?;
-        let max = points
-            .iter()
-            .map(|p| p.value)
-            .chain(threshold)
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 1.15;
-        let n = points.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(64)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..max)
-            .ok()?;
+    let max = points
+        .iter()
+        .map(|p| p.value)
+        .chain(threshold)
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let n = points.len();
+    render(title, n, max, 64, |chart| {
         chart
             .configure_mesh()
             .x_desc("jobs, oldest first")
@@ -88,15 +114,8 @@ pub(super) fn trend(
                 .label("regression threshold")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .ok()?;
-        root.present().ok()?;
-    }
-    Some(svg)
+        Some(())
+    })
 }
 
 /// Pass rate (0-100 %) of each step (one line each) over builds in the order they first ran (x: the build's
@@ -110,18 +129,8 @@ pub(super) fn pass_rates(
     if labels.is_empty() || steps.is_empty() {
         return None;
     }
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 260)).into_drawing_area();
-        root.fill(&WHITE).ok()?;
-        let n = labels.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..105f64)
-            .ok()?;
+    let n = labels.len();
+    render(title, n, 105.0, 48, |chart| {
         chart
             .configure_mesh()
             .x_desc("builds, oldest first")
@@ -159,15 +168,8 @@ pub(super) fn pass_rates(
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
                 .ok()?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .ok()?;
-        root.present().ok()?;
-    }
-    Some(svg)
+        Some(())
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use axum::response::Html;
 
 pub(super) use nvfarm_model::junit::escape as esc;
-use nvfarm_model::time::rfc3339;
+pub(super) use nvfarm_model::time::rfc3339 as when;
 
 /// Jobs per page on lists.
 pub(super) const PAGE: usize = 50;
@@ -42,15 +42,6 @@ pub(super) fn class(s: &str) -> &'static str {
         "flaky" => "flaky",
         "regressed" => "regressed",
         _ => "busy",
-    }
-}
-
-/// A stored time (Unix ms) as an RFC 3339 time; `-` for unset.
-pub(super) fn when(ms: u64) -> String {
-    if ms == 0 {
-        "-".into()
-    } else {
-        rfc3339(ms)
     }
 }
 

@@ -28,9 +28,9 @@ pub(super) struct Paged {
 }
 
 /// Each step's (passed, runs) over the ended jobs, in the order steps first appear.
-fn pass_rates(jobs: &[Job]) -> Vec<(String, u32, u32)> {
+fn pass_rates<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Vec<(String, u32, u32)> {
     let mut v: Vec<(String, u32, u32)> = vec![];
-    for j in jobs.iter().filter(|j| j.state.is_terminal()) {
+    for j in jobs.into_iter().filter(|j| j.state.is_terminal()) {
         for s in j.steps.iter().filter(|s| s.outcome != Outcome::Skipped) {
             let i = v
                 .iter()
@@ -298,15 +298,7 @@ pub(super) async fn build(State(farm): State<Arc<Farm>>, Path(sha): Path<String>
         builds.sort();
         let per_build: Vec<Vec<(String, u32, u32)>> = builds
             .iter()
-            .map(|(_, sha, _)| {
-                pass_rates(
-                    &history
-                        .iter()
-                        .filter(|j| &j.artifact_sha256 == sha)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                )
-            })
+            .map(|(_, sha, _)| pass_rates(history.iter().filter(|j| &j.artifact_sha256 == sha)))
             .collect();
         let mut step_names: Vec<String> = vec![];
         for r in &per_build {

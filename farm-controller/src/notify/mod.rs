@@ -22,7 +22,7 @@ use nvfarm_model::farm::{Change, RigState};
 use nvfarm_model::time::now_ms;
 
 use crate::config::{Webhook, WebhookEvent};
-use crate::core::Farm;
+use crate::core::{Farm, FarmEvent};
 
 pub use notice::Notice;
 
@@ -93,7 +93,10 @@ pub async fn run(farm: Arc<Farm>, hooks: Vec<Webhook>) {
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                // Only rigs and jobs change what notices are about; log lines and requests (a running job's
+                // log streams many) are not worth a look.
+                Ok(FarmEvent::Rig(_) | FarmEvent::Job(_)) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
                 Err(RecvError::Closed) => return,
             },
             _ = &mut stopping => return,

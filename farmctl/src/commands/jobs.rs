@@ -9,6 +9,17 @@ use crate::client::{Client, Result};
 use crate::follow::{self, Follow, Lines};
 use crate::render;
 
+/// The jobs `q` selects, as model records.
+async fn fetch(c: &mut Client, q: pb::ListJobsRequest) -> Result<Vec<Job>> {
+    Ok(c.list_jobs(q)
+        .await?
+        .into_inner()
+        .jobs
+        .into_iter()
+        .map(Job::try_from)
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 /// Lists recent jobs.
 pub(super) async fn list(
     c: &mut Client,
@@ -16,18 +27,15 @@ pub(super) async fn list(
     limit: u32,
     rig: Option<String>,
 ) -> Result<ExitCode> {
-    let jobs = c
-        .list_jobs(pb::ListJobsRequest {
+    let jobs = fetch(
+        c,
+        pb::ListJobsRequest {
             limit,
             rig: rig.unwrap_or_default(),
             ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .jobs
-        .into_iter()
-        .map(Job::try_from)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        },
+    )
+    .await?;
     if json {
         render::json(&jobs);
     } else {
@@ -156,14 +164,7 @@ pub(super) async fn history(
     json: bool,
     q: pb::ListJobsRequest,
 ) -> Result<ExitCode> {
-    let jobs = c
-        .list_jobs(q)
-        .await?
-        .into_inner()
-        .jobs
-        .into_iter()
-        .map(Job::try_from)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let jobs = fetch(c, q).await?;
     let rates = step_rates(&jobs);
     if json {
         render::json(&serde_json::json!({ "jobs": jobs, "steps": rates }));

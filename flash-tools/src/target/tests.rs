@@ -85,22 +85,8 @@ fn property_get_sqe(cid: u16, offset: u32, wide: bool) -> [u8; 64] {
 
 #[test]
 fn a_host_connects_reads_properties_and_a_malformed_pdu_ends_only_its_own_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = SimConfig {
-        serial: "NVFTCPT001".into(),
-        size_bytes: 16 << 20,
-        ..SimConfig::default()
-    };
-    let sim = SimController::create(dir.path(), &cfg).unwrap();
-    let nqn = "nqn.2024-01.dev.nvfarm:sim:NVFTCPT001".to_string();
-    let target = Arc::new(Target::new(vec![(nqn.clone(), sim)], TargetOptions::default()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = {
-        let (t, s) = (target.clone(), stop.clone());
-        std::thread::spawn(move || t.serve(listener, &s).unwrap())
-    };
+    let served = Served::new("NVFTCPT001");
+    let (target, addr, nqn) = (served.target.clone(), served.addr, served.nqn.clone());
 
     let mut host = Host::connect(addr);
     host.handshake();
@@ -194,8 +180,7 @@ fn a_host_connects_reads_properties_and_a_malformed_pdu_ends_only_its_own_connec
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(target.subsystems()[0].controllers(), 0);
-    stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
+    served.stop();
 }
 
 fn property_set_sqe(cid: u16, offset: u32, value: u64) -> [u8; 64] {
@@ -277,6 +262,14 @@ impl Served {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("CSTS.RDY never set");
+    }
+}
+
+impl Served {
+    /// Stops serving; the server thread must have ended without a panic.
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.server.take().expect("serving").join().unwrap();
     }
 }
 
