@@ -20,7 +20,7 @@ have openssl || need+=(openssl)   # the TLS end-to-end test makes a throwaway ce
 have npm || need+=(npm)
 have git || need+=(git)
 have rsync || need+=(rsync)   # gitlab-ci-local copies the project with it
-have chromium || need+=(chromium)   # the dashboard test loads every page in it
+have chromium || need+=(chromium fonts-dejavu-core)   # the dashboard test loads every page in it (fonts for its screenshots)
 
 have apt-get || { echo "setup.sh: this script needs a Debian-like system with apt-get" >&2; exit 1; }
 
